@@ -1,0 +1,306 @@
+"""Typed views of ``params.yaml``: one frozen dataclass per pipeline stage.
+
+Every stage reads only its own section (so DVC re-runs a stage only when *its* knobs change) via
+:func:`load_section`. Unknown keys, missing required keys and values of the wrong type raise
+:class:`ConfigError` naming the section and key, e.g.::
+
+    >>> cfg = load_section("params.yaml", "train", TrainConfig)   # doctest: +SKIP
+    >>> cfg.lr
+    0.008
+
+Paper references (OGFR §IV-B) are in ``params.yaml``'s comments and in the field docs below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params file or section does not match its dataclass (unknown, missing or mistyped key)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    """``data:`` — where the images are and how they are read (used by every stage).
+
+    ``root`` is relative to the repository root (or absolute). ``layout`` picks the reader
+    (see :data:`ogfr_core.data.readers.READERS`). ``query_camid``/``gallery_camid`` are the camera
+    convention for datasets without cameras (Occluded-REID), as BPBreID/FPC/CpaCol use.
+    ``max_train_ids``/``max_test_ids`` (0 = all) take a deterministic subset of identities, used by
+    the CI profile.
+    """
+
+    name: str
+    root: str
+    layout: str = "market1501"
+    query_camid: int = 0
+    gallery_camid: int = 1
+    max_train_ids: int = 0
+    max_test_ids: int = 0
+    height: int = 256
+    width: int = 128
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class ParseConfig:
+    """``parse:`` — human-parsing backend and its cache (OGFR §III-A1)."""
+
+    backend: Literal["mediapipe", "pifpaf_maskrcnn", "torchvision"] = "mediapipe"
+    label_height: int = 256
+    label_width: int = 128
+    workers: int = 2
+    shard_size: int = 512
+    min_keypoint_visibility: float = 0.5
+    pad_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)
+    mirror_retry: bool = True
+    limb_width_ratio: float = 0.12
+    field_threshold: float = 0.5
+    weights: str = ""
+    maskrcnn_weights: str = ""
+    device: str = "auto"
+    overlay_grid: int = 32
+
+
+@dataclass(frozen=True)
+class OcclusionConfig:
+    """``occlusion:`` — Eq. (1)–(2): λ in pixels at the parsing label resolution."""
+
+    lam: float = 5.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``model:`` — OA-ViT backbone, FEP module, student head, and the ablation switches."""
+
+    method: Literal["ogfr", "baseline"] = "ogfr"
+    backbone: str = "vit_base_patch16_224"
+    pretrained: str = ""
+    depth: int = 0
+    patch_size: int = 16
+    stride: int = 12
+    num_parts: int = 8
+    gamma_occ: float = 3.0
+    gamma_cam: float = 3.0
+    drop_path: float = 0.1
+    oa_vit: bool = True
+    fep_teacher: bool = True
+    fep_student: bool = False
+    kd: bool = True
+    mask_method: Literal["learned", "none", "random", "background"] = "learned"
+    decoder: Literal["customised", "conventional"] = "customised"
+    random_keep: float = 0.5
+    num_episodes: int = 1
+    baseline_refresh_epochs: int = 2
+    neck: Literal["bnneck"] = "bnneck"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``loss:`` — weights of Eq. (15)–(21) and the triplet margin (TransReID: soft-margin off, 0.3)."""
+
+    alpha: float = 0.3
+    beta: float = 0.4
+    mu1: float = 0.5
+    mu2: float = 0.5
+    triplet_margin: float = 0.3
+    kd_temperature: float = 1.0
+    label_smoothing: float = 0.0
+    use_mse: bool = True
+    use_cos: bool = True
+    use_kd: bool = True
+    use_mask: bool = True
+    policy_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """``augment:`` — §IV-B / TransReID transforms and the student's occlusion augmentation."""
+
+    flip_prob: float = 0.5
+    pad: int = 10
+    erasing_prob: float = 0.5
+    occlusion_prob: float = 0.5
+    occlusion_source: Literal["background", "fed"] = "background"
+    occlusion_area: tuple[float, float] = (0.1, 0.4)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``train:`` — optimisation (OGFR §IV-B: SGD, lr 0.008, wd 1e-4, cosine, batch 64 = 16×4)."""
+
+    seed: int = 0
+    epochs: int = 120
+    ids_per_batch: int = 16
+    images_per_id: int = 4
+    lr: float = 0.008
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    warmup_factor: float = 0.01
+    min_lr: float = 1.6e-6
+    amp: bool = True
+    device: str = "auto"
+    log_every: int = 20
+    max_steps_per_epoch: int = 0
+    threads: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate:`` — Market-1501 protocol, Eq. (22)–(23), optional k-reciprocal re-ranking."""
+
+    batch_size: int = 128
+    max_rank: int = 50
+    chunk_mb: int = 256
+    rerank: bool = False
+    k1: int = 50
+    k2: int = 15
+    lambda_value: float = 0.3
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """``report:`` — what the report shows."""
+
+    num_retrieval_queries: int = 6
+    num_mask_examples: int = 8
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for a in args:
+            try:
+                return _coerce(value, a, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not match {tp}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {_type_name(tp)}")  # pragma: no cover
+
+
+def from_dict(cls: type[T], raw: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, strictly.
+
+    Raises:
+        ConfigError: on an unknown key (with the list of allowed ones), a missing required key, or
+            a value whose type does not match the field annotation.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in raw:
+            kwargs[name] = _coerce(raw[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required key is missing")
+    return cls(**kwargs)
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read a params YAML file into a dict.
+
+    Raises:
+        ConfigError: the file is missing or is not a YAML mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the repository root)")
+    with path.open() as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def load_section(path: str | Path, section: str, cls: type[T]) -> T:
+    """Load section ``section`` of params file ``path`` as a ``cls`` instance (strict).
+
+    Raises:
+        ConfigError: missing file/section, unknown or mistyped key (the message names the key).
+    """
+    params = read_params(path)
+    if section not in params:
+        raise ConfigError(f"{path}: section '{section}' is missing")
+    return from_dict(cls, params[section] or {}, section)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict view of a config dataclass (tuples become lists), e.g. to store in a checkpoint."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(dataclasses.asdict(cfg))
