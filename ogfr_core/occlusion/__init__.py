@@ -1,0 +1,135 @@
+"""Occlusion labels from parsing label maps — OGFR Eq. (1)–(2).
+
+A 9-class label map (0 background, 1 head, 2/3 left/right arm, 4 torso, 5/6 left/right leg,
+7/8 left/right foot) is merged into C = 4 coarse parts {head, arms, torso, legs(+feet)}; the pixel
+count y(c) of each coarse part (Eq. 1) gives l_c = 1 (occluded) when y(c) < λ (Eq. 2), and
+z = [l_head, l_arms, l_torso, l_legs] ∈ {0,1}^4. The occlusion type id packs z as a binary number
+with the head as the most significant bit: type = 8·z0 + 4·z1 + 2·z2 + z3 ∈ 0..15 (0 = holistic,
+15 = every part occluded / no person found).
+
+The same functions serve the `occlusion` stage (NumPy, one map at a time) and training (torch,
+batched), where the occlusion augmentation pastes an obstacle, sets the label map under it to
+background and recomputes z.
+
+Example::
+
+    >>> import numpy as np
+    >>> m = np.zeros((256, 128), np.uint8); m[10:20, 50:70] = 1; m[40:120, 40:90] = 4
+    >>> occlusion_labels(coarse_counts(m), lam=5.0).tolist()
+    [0, 1, 0, 1]
+    >>> occlusion_type([0, 1, 0, 1])
+    5
+"""
+from __future__ import annotations
+
+from typing import Sequence, TypeVar
+
+import numpy as np
+
+from .. import COARSE_PARTS
+
+COARSE_NAMES: tuple[str, ...] = tuple(COARSE_PARTS)
+NUM_COARSE = len(COARSE_NAMES)  # C = 4
+NUM_FINE_CLASSES = 9  # K + 1
+# Lookup table fine id (0..8) -> coarse index (0..3), -1 for background.
+FINE_TO_COARSE = np.full(NUM_FINE_CLASSES, -1, dtype=np.int64)
+for _c, _ids in enumerate(COARSE_PARTS.values()):
+    FINE_TO_COARSE[list(_ids)] = _c
+
+# Reference label-map resolution at which the paper's λ = 5 is stated (training input H×W).
+REFERENCE_SIZE = (256, 128)
+
+ArrayT = TypeVar("ArrayT")
+
+
+def coarse_counts(label_map: ArrayT) -> ArrayT:
+    """Eq. (1): pixel count of each coarse part.
+
+    Args:
+        label_map: integer label map ``[..., H, W]`` with values in 0..8 (numpy array or torch tensor).
+
+    Returns:
+        counts ``[..., 4]`` (int64) in pixels, order (head, arms, torso, legs); same array library
+        as the input.
+
+    Raises:
+        ValueError: a label outside 0..8, or fewer than 2 dimensions.
+    """
+    if label_map.ndim < 2:
+        raise ValueError(f"label_map must be [..., H, W], got shape {tuple(label_map.shape)}")
+    if _is_torch(label_map):
+        import torch
+
+        lm = label_map.long()
+        if lm.numel() and (int(lm.min()) < 0 or int(lm.max()) >= NUM_FINE_CLASSES):
+            raise ValueError("label_map values must be in 0..8")
+        flat = lm.flatten(-2)  # [..., H*W]
+        onehot = torch.nn.functional.one_hot(flat, NUM_FINE_CLASSES).sum(-2)  # [..., 9]
+        lut = torch.as_tensor(FINE_TO_COARSE, device=lm.device)
+        out = torch.zeros(*onehot.shape[:-1], NUM_COARSE, dtype=torch.long, device=lm.device)
+        for c in range(NUM_COARSE):
+            out[..., c] = onehot[..., (lut == c).nonzero().flatten()].sum(-1)
+        return out
+    lm = np.asarray(label_map)
+    if lm.size and (lm.min() < 0 or lm.max() >= NUM_FINE_CLASSES):
+        raise ValueError("label_map values must be in 0..8")
+    flat = lm.reshape(*lm.shape[:-2], -1).astype(np.int64)  # [..., H*W]
+    hist = np.apply_along_axis(np.bincount, -1, flat, minlength=NUM_FINE_CLASSES) if flat.ndim > 1 \
+        else np.bincount(flat, minlength=NUM_FINE_CLASSES)  # [..., 9]
+    return np.stack([hist[..., list(ids)].sum(-1) for ids in COARSE_PARTS.values()], -1).astype(np.int64)
+
+
+def occlusion_labels(counts: ArrayT, lam: float) -> ArrayT:
+    """Eq. (2): ``z[..., c] = 1`` (occluded) if ``counts[..., c] < lam`` else 0.
+
+    Args:
+        counts: coarse pixel counts ``[..., 4]`` from :func:`coarse_counts`.
+        lam: threshold λ in pixels at the label map's resolution (paper: 5 at 256×128; see
+            :func:`scaled_threshold` for other resolutions).
+
+    Returns:
+        z ``[..., 4]`` int64 (numpy or torch, as the input).
+    """
+    if _is_torch(counts):
+        return (counts < lam).long()
+    return (np.asarray(counts) < lam).astype(np.int64)
+
+
+def occlusion_type(z: Sequence[int] | ArrayT) -> int | ArrayT:
+    """Pack z (``[..., 4]``, head first) into the type id 8·z0 + 4·z1 + 2·z2 + z3 ∈ 0..15.
+
+    Returns an ``int`` for a single z, else an int64 array/tensor ``[...]``.
+    """
+    weights = [8, 4, 2, 1]
+    if _is_torch(z):
+        import torch
+
+        return (z.long() * torch.tensor(weights, device=z.device)).sum(-1)
+    arr = np.asarray(z, dtype=np.int64)
+    if arr.shape[-1] != NUM_COARSE:
+        raise ValueError(f"z must have {NUM_COARSE} entries in its last dim, got shape {arr.shape}")
+    out = (arr * np.array(weights)).sum(-1)
+    return int(out) if out.ndim == 0 else out
+
+
+def type_to_z(type_id: int) -> list[int]:
+    """Inverse of :func:`occlusion_type`: ``5 -> [0, 1, 0, 1]``.
+
+    Raises:
+        ValueError: ``type_id`` outside 0..15.
+    """
+    if not 0 <= int(type_id) < 2**NUM_COARSE:
+        raise ValueError(f"occlusion type id must be in 0..15, got {type_id}")
+    return [(int(type_id) >> s) & 1 for s in (3, 2, 1, 0)]
+
+
+def scaled_threshold(lam: float, shape: Sequence[int], reference: Sequence[int] = REFERENCE_SIZE) -> float:
+    """λ rescaled from the ``reference`` resolution (H, W) to a label map of ``shape`` (H, W), by area.
+
+    Counts scale with area, so a map at half the height and width needs λ/4 for the same decision.
+    """
+    return float(lam) * (shape[-2] * shape[-1]) / (reference[0] * reference[1])
+
+
+def _is_torch(x: object) -> bool:
+    return type(x).__module__.startswith("torch")
