@@ -1,0 +1,35 @@
+# Two entry points for a new user (see README):
+#   make repro   — set up .venv and run the whole DVC pipeline on the real data (`dvc repro`)
+#   make test    — set up .venv and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup repro test ci-gate bench clean-venv
+
+# Re-installs only when pyproject.toml changes. torch/torchvision come from PyPI (CPU use works;
+# the wheel also carries CUDA for machines that have a GPU).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# CI metric-regression gate: smaller profile of the real data, then compare with the committed reference.
+ci-gate: $(STAMP)
+	$(BIN)/python -m stages.ci_gate
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,73 @@
+"""CI metric-regression gate (thin): apply the CI profile, `dvc repro`, compare with the reference.
+
+    python -m stages.ci_gate                     # apply ci/profile.yaml, repro, gate (exit 1 on regression)
+    python -m stages.ci_gate --no-repro          # only compare reports/metrics.json with the reference
+    python -m stages.ci_gate --update-reference  # after a deliberate change: store current metrics
+
+It rewrites params.yaml with the CI profile, so run it in a scratch clone beside the checkout
+(`git clone . ../ogfr-ci && cd ../ogfr-ci && make ci-gate`); CI runs it in its own fresh clone.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ogfr_core.config import (DataConfig, EvaluateConfig, OcclusionConfig, ParseConfig,
+                              ReportConfig, TrainConfig, from_dict, read_params)
+from ogfr_core.io import write_json, write_text
+from ogfr_core.regression import check, load_json
+
+SECTIONS = {"data": DataConfig, "parse": ParseConfig, "occlusion": OcclusionConfig,
+            "train": TrainConfig, "evaluate": EvaluateConfig, "report": ReportConfig}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Return ``base`` with ``over`` merged in recursively (``over`` wins)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_profile(params_path: Path, profile_path: Path) -> dict:
+    """Merge the profile into params.yaml (validated section by section) and write it back."""
+    merged = deep_merge(read_params(params_path), yaml.safe_load(profile_path.read_text()) or {})
+    for name, cls in SECTIONS.items():
+        from_dict(cls, merged.get(name) or {}, name)  # raises ConfigError naming a bad key
+    write_text(params_path, yaml.safe_dump(merged, sort_keys=False))
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="ci/profile.yaml")
+    ap.add_argument("--gate", default="ci/gate.yaml", help="tolerances per gated metric")
+    ap.add_argument("--reference", default="ci/reference_metrics.json")
+    ap.add_argument("--metrics", default="reports/metrics.json")
+    ap.add_argument("--no-repro", action="store_true", help="skip applying the profile and dvc repro")
+    ap.add_argument("--update-reference", action="store_true")
+    args = ap.parse_args(argv)
+
+    if not args.no_repro:
+        apply_profile(Path("params.yaml"), Path(args.profile))
+        subprocess.run([sys.executable, "-m", "dvc", "repro"], check=True)
+    current = load_json(args.metrics, "run `dvc repro` (or drop --no-repro)")
+    if args.update_reference:
+        write_json(args.reference, current)
+        print(f"reference updated: {args.reference} — commit it with a note saying why")
+        return 0
+    reference = load_json(args.reference, "create it once with --update-reference and commit it")
+    tolerances = yaml.safe_load(Path(args.gate).read_text())["tolerances"]
+    result = check(current, reference, tolerances)
+    report = f"# CI metric gate: {'PASSED' if result.passed else 'FAILED'}\n\n{result.table()}\n"
+    write_text("reports/gate.md", report)
+    print(report)
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

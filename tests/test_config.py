@@ -1,0 +1,65 @@
+"""params.yaml loads into typed sections; unknown / mistyped / missing keys are errors naming the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ogfr_core.config import (
+    ConfigError, DataConfig, EvaluateConfig, OcclusionConfig, ParseConfig, ReportConfig,
+    TrainConfig, from_dict, load_section, read_params,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = {
+    "data": DataConfig, "parse": ParseConfig, "occlusion": OcclusionConfig, "train": TrainConfig,
+    "evaluate": EvaluateConfig, "report": ReportConfig,
+}
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_repo_params_load_strictly(section):
+    cfg = load_section(REPO / "params.yaml", section, SECTIONS[section])
+    assert isinstance(cfg, SECTIONS[section])
+
+
+def test_paper_hyper_parameters_in_params_yaml():
+    # OGFR §IV-B values that the CPU profile must not change.
+    train = load_section(REPO / "params.yaml", "train", TrainConfig)
+    assert (train.lr, train.momentum, train.weight_decay) == (0.008, 0.9, 1e-4)
+    assert train.ids_per_batch * train.images_per_id == 64 and train.images_per_id == 4
+    assert (train.loss.alpha, train.loss.beta, train.loss.mu1, train.loss.mu2) == (0.3, 0.4, 0.5, 0.5)
+    assert (train.model.gamma_occ, train.model.gamma_cam, train.model.num_parts) == (3.0, 3.0, 8)
+    assert load_section(REPO / "params.yaml", "occlusion", OcclusionConfig).lam == 5.0
+
+
+def test_nested_sections_and_type_coercion():
+    cfg = from_dict(TrainConfig, {"epochs": 3, "model": {"stride": 12}, "augment": {"pad": 4,
+                                                                                  "mean": [0, 0, 0]}})
+    assert cfg.epochs == 3 and cfg.model.stride == 12 and cfg.augment.pad == 4
+    assert cfg.augment.mean == (0.0, 0.0, 0.0) and isinstance(cfg.augment.mean[0], float)
+    assert cfg.loss.alpha == 0.3  # defaults fill the rest
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"epochs": 3, "epoch": 4}, "epoch"),                 # unknown key (typo)
+    ({"model": {"strid": 12}}, "strid"),                  # unknown nested key
+    ({"epochs": "3"}, "train.epochs"),                    # mistyped
+    ({"lr": True}, "train.lr"),                           # bool is not a number
+    ({"model": {"method": "transreid"}}, "train.model.method"),  # not one of the literals
+    ({"augment": {"occlusion_area": [0.1]}}, "train.augment.occlusion_area"),
+])
+def test_bad_keys_are_errors_naming_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key):
+        from_dict(TrainConfig, raw, "train")
+
+
+def test_missing_required_key_and_section(tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        from_dict(DataConfig, {"name": "x"}, "data")
+    p = tmp_path / "params.yaml"
+    p.write_text("data: {name: x, root: y}\n")
+    with pytest.raises(ConfigError, match="section 'train' is missing"):
+        load_section(p, "train", TrainConfig)
+    with pytest.raises(ConfigError, match="not found"):
+        read_params(tmp_path / "nope.yaml")
