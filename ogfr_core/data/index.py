@@ -70,21 +70,24 @@ def dataset_root(cfg: DataConfig, repo_root: Path) -> Path:
     return root if root.is_absolute() else Path(repo_root) / root
 
 
-def subset_records(records: list[ImageRecord], max_train_ids: int, max_test_ids: int) -> list[ImageRecord]:
+def subset_records(records: list[ImageRecord], max_train_ids: int, max_test_ids: int,
+                   distractor_pid: int | None = 0) -> list[ImageRecord]:
     """Deterministic identity subset (the CI profile): keep the ``max_train_ids`` lowest train pids
-    and the ``max_test_ids`` lowest test pids (pids of query ∪ gallery, distractor pid 0 excluded);
-    the query and gallery images of the kept test pids are kept, and gallery distractors (pid 0)
-    are always kept. ``0`` = no limit.
+    and the ``max_test_ids`` lowest test pids (pids of query ∪ gallery, ``distractor_pid``
+    excluded); the query and gallery images of the kept test pids are kept, and gallery
+    distractors (``distractor_pid``, Market-1501's 0; ``None`` for sets without distractors) are
+    always kept. ``0`` = no limit.
     """
     def lowest(split_pids: set[int], n: int) -> set[int] | None:
         return set(sorted(split_pids)[:n]) if n > 0 else None
 
     keep_train = lowest({r.pid for r in records if r.split == "train"}, max_train_ids)
-    keep_test = lowest({r.pid for r in records if r.split != "train" and r.pid > 0}, max_test_ids)
+    keep_test = lowest({r.pid for r in records if r.split != "train" and r.pid != distractor_pid},
+                       max_test_ids)
     out = []
     for r in records:
         keep = keep_train if r.split == "train" else keep_test
-        if keep is None or r.pid in keep or (r.split == "gallery" and r.pid == 0):
+        if keep is None or r.pid in keep or (r.split == "gallery" and r.pid == distractor_pid):
             out.append(r)
     return out
 
@@ -110,7 +113,8 @@ def build_index(cfg: DataConfig, repo_root: Path) -> IndexResult:
     root = dataset_root(cfg, repo_root)
     listing: DatasetListing = READERS[cfg.layout](
         root, query_camid=cfg.query_camid, gallery_camid=cfg.gallery_camid)
-    records = subset_records(listing.records, cfg.max_train_ids, cfg.max_test_ids)
+    records = subset_records(listing.records, cfg.max_train_ids, cfg.max_test_ids,
+                             distractor_pid=0 if listing.has_distractors else None)
     if len(records) != len(listing.records):
         log.info("identity subset (max_train_ids=%d, max_test_ids=%d): %d of %d images kept",
                  cfg.max_train_ids, cfg.max_test_ids, len(records), len(listing.records))

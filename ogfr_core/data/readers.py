@@ -14,9 +14,9 @@ Choices (documented, never silent):
 - **Unparseable file names** (an image file whose name does not match the layout, or whose camera
   is outside the layout's range) are *logged skips*: listed in ``DatasetListing.skipped`` with the
   reason, counted in ``reports/index/summary.json`` and logged as a warning with a few examples.
-- **Junk**: pid ``-1`` (Market-1501 junk) is dropped everywhere, as torchreid/TransReID do; pid
-  ``0`` (Market-1501 distractors) is kept in the gallery and dropped elsewhere. Both are counted in
-  ``DatasetListing.junk``.
+- **Junk**: pid ``-1`` (Market-1501 junk) is dropped everywhere, as torchreid/TransReID do; in the
+  Market-1501-like layouts pid ``0`` (distractors) is kept in the gallery and dropped elsewhere
+  (MSMT17's pid 0 is an ordinary identity). Both are counted in ``DatasetListing.junk``.
 - Non-image files (``Thumbs.db``, ``.txt``, ...) inside image folders are ignored; their number is
   logged.
 - A split folder with no usable image is an error naming the folder.
@@ -76,12 +76,15 @@ class DatasetListing:
         skipped: ``(path, reason)`` of files that could not be used (unparseable name, ...).
         junk: images dropped by the protocol (pid -1 anywhere, pid 0 outside the gallery).
         splits: the splits this layout provides (Occluded-REID has no ``train``).
+        has_distractors: pid 0 marks gallery distractors (Market-1501 convention); False where
+            pid 0 is an ordinary identity (MSMT17).
     """
 
     records: list[ImageRecord] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     junk: int = 0
     splits: tuple[str, ...] = SPLITS
+    has_distractors: bool = False
 
 
 Reader = Callable[..., DatasetListing]
@@ -140,8 +143,9 @@ def _log_skips(listing: DatasetListing, root: Path) -> None:
 
 
 def _add(listing: DatasetListing, rel: str, pid: int, camid: int, split: str) -> None:
-    """Append a record, applying the junk rule (pid -1 everywhere, pid 0 outside the gallery)."""
-    if pid < 0 or (pid == 0 and split != "gallery"):
+    """Append a record, applying the junk rule: pid < 0 everywhere; for layouts with Market-1501
+    distractors (``listing.has_distractors``) also pid 0 outside the gallery."""
+    if pid < 0 or (listing.has_distractors and pid == 0 and split != "gallery"):
         listing.junk += 1
         return
     listing.records.append(ImageRecord(rel, pid, camid, split))
@@ -158,7 +162,7 @@ def _read_market_like(root: Path, layout: str, num_cameras: int) -> DatasetListi
     from ``PPPP_cC...`` (torchreid's ``([-\\d]+)_c(\\d)`` rule, anchored); camera must be 1..num_cameras."""
     root = Path(root)
     _check_root(root, layout, [f + "/" for f in _MARKET_FOLDERS.values()])
-    listing = DatasetListing()
+    listing = DatasetListing(has_distractors=True)
     for split, folder_name in _MARKET_FOLDERS.items():
         folder = root / folder_name
         files = _image_files(folder)

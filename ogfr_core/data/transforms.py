@@ -120,6 +120,8 @@ class TestTransform:
         mean, std: per-channel normalisation of ``[0, 1]`` values.
     """
 
+    __test__ = False  # not a pytest test class despite its name
+
     def __init__(self, height: int, width: int, mean: Sequence[float], std: Sequence[float]):
         self.height, self.width = int(height), int(width)
         self.mean, self.std = tuple(mean), tuple(std)
