@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from ..io import write_parquet
 from .images import ImageReadError, read_image_info
 from .readers import READERS, SPLITS, DatasetLayoutError, DatasetListing, ImageRecord
@@ -104,12 +104,12 @@ def build_index(cfg: DataConfig, repo_root: Path) -> IndexResult:
         skips in ``skipped``, never silently absent.
 
     Raises:
-        ValueError: unknown ``cfg.layout`` (lists the known ones).
+        ConfigError: unknown ``cfg.layout`` (lists the known ones), or an invalid camera convention.
         DatasetLayoutError: from the reader (missing root, wrong layout, empty split), or a split
             left with no readable image.
     """
     if cfg.layout not in READERS:
-        raise ValueError(f"data.layout '{cfg.layout}' is unknown; choose one of {sorted(READERS)}")
+        raise ConfigError(f"data.layout '{cfg.layout}' is unknown; choose one of {sorted(READERS)}")
     root = dataset_root(cfg, repo_root)
     listing: DatasetListing = READERS[cfg.layout](
         root, query_camid=cfg.query_camid, gallery_camid=cfg.gallery_camid)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from ..config import ConfigError
 from .images import IMAGE_SUFFIXES
 
 __all__ = [
@@ -102,7 +103,7 @@ def _check_root(root: Path, layout: str, expected: list[str]) -> None:
         )
     if not root.is_dir():
         raise DatasetLayoutError(f"dataset root {root} is not a folder; set `data.root` in params.yaml")
-    missing = [e for e in expected if not (root / e).exists()]
+    missing = [e for e in expected if not ((root / e).is_dir() if e.endswith("/") else (root / e).is_file())]
     if missing:
         found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
         shown = ", ".join(found[:20]) + (f", ... ({len(found)} entries)" if len(found) > 20 else "")
@@ -265,11 +266,11 @@ def read_occluded_reid(root: Path, *, query_camid: int = 0, gallery_camid: int =
     Market-1501 protocol's same-pid-same-camera filter removes nothing.
 
     Raises:
-        ValueError: ``query_camid == gallery_camid`` (the protocol would then discard every match).
+        ConfigError: ``query_camid == gallery_camid`` (the protocol would then discard every match).
         DatasetLayoutError: missing root/folders, or a folder with no usable image.
     """
     if query_camid == gallery_camid:
-        raise ValueError(f"occluded_reid: data.query_camid and data.gallery_camid must differ "
+        raise ConfigError(f"occluded_reid: data.query_camid and data.gallery_camid must differ "
                          f"(both {query_camid}); the default convention is 0 / 1")
     root = Path(root)
     _check_root(root, "occluded_reid", [f + "/" for f in _OCC_REID_FOLDERS.values()])
