@@ -114,3 +114,24 @@ def test_test_transform():
     out = t(Image.new("RGB", (W * 2, H * 2), (255, 0, 255)))
     assert out.shape == (3, H, W) and out.dtype == torch.float32
     torch.testing.assert_close(out[:, 5, 5], torch.tensor([1.0, -1.0, 1.0]))
+
+
+def test_resize_keeps_image_and_label_map_aligned():
+    """Image 64x32 and label map 256x128 of the same scene, output 40x24 (non-integer scales): away
+    from block edges the image colour and the label map agree."""
+    rng = np.random.default_rng(4)
+    blocks = rng.integers(0, 9, (8, 4))
+    lab = np.kron(blocks, np.ones((32, 32), np.int64)).astype(np.uint8)  # [256, 128]
+    small = np.kron(blocks, np.ones((8, 8), np.int64)).astype(np.uint8)  # [64, 32]
+    image = Image.fromarray(np.stack([small * STEP, np.zeros_like(small), 255 - small * STEP], -1))
+    t = TrainTransform(40, 24, AugmentConfig(flip_prob=0.0, pad=0, erasing_prob=0.0))
+    img, out = t(image, lab)
+    # interior pixels: the label is constant on the 3x3 neighbourhood
+    o = out.numpy()
+    interior = np.ones_like(o, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            interior &= np.roll(np.roll(o, dy, 0), dx, 1) == o
+    interior[[0, -1], :] = interior[:, [0, -1]] = False
+    assert interior.sum() > 0.3 * o.size
+    assert (_red_ids(img).numpy()[interior] == o[interior]).all()

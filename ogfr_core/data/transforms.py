@@ -1,7 +1,7 @@
 """Train / test transforms (OGFR §IV-B, following TransReID), applied jointly to an image and its
 part label map.
 
-Train: resize to H x W (image bilinear with antialias, label map nearest) -> random horizontal
+Train: resize to H x W (image bilinear with antialias, label map nearest, centre-aligned) -> random horizontal
 flip (prob ``aug.flip_prob``; the label map is mirrored *and* its left/right part ids are swapped,
 2<->3 arms, 5<->6 legs, 7<->8 feet, so "left arm" stays the person's left arm) -> zero-pad
 ``aug.pad`` pixels on every side (image black, label map 0 = background; TransReID's ``T.Pad``
@@ -31,12 +31,22 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
+from .. import PART_NAMES
 from ..config import AugmentConfig
 
 __all__ = ["LR_SWAP", "TrainTransform", "TestTransform"]
 
-# Part id -> part id after a horizontal flip (ids of ogfr_core.PART_NAMES).
-LR_SWAP = torch.tensor([0, 1, 3, 2, 4, 6, 5, 8, 7], dtype=torch.int64)
+
+
+def _lr_swap(names: Sequence[str]) -> torch.Tensor:
+    """Part id -> id of the mirrored part (``left_x`` <-> ``right_x``, others unchanged)."""
+    def mirror(n: str) -> str:
+        return "right_" + n[5:] if n.startswith("left_") else "left_" + n[6:] if n.startswith("right_") else n
+    return torch.tensor([names.index(mirror(n)) for n in names], dtype=torch.int64)
+
+
+# Part id -> part id after a horizontal flip, from ogfr_core.PART_NAMES: [0, 1, 3, 2, 4, 6, 5, 8, 7].
+LR_SWAP = _lr_swap(PART_NAMES)
 
 # Random erasing of the re-ID baseline (Zhong et al.): area fraction and aspect ratio ranges.
 ERASING_SCALE = (0.02, 0.4)
@@ -92,7 +102,9 @@ class TrainTransform:
             if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= len(LR_SWAP)):
                 raise ValueError(f"label map ids must be in 0..{len(LR_SWAP) - 1}, got "
                                  f"{int(lab.min())}..{int(lab.max())}")
-            lab = F.resize(lab[None].to(torch.uint8), [H, W], interpolation=InterpolationMode.NEAREST)[0]
+            # NEAREST_EXACT samples pixel centres (as PIL's NEAREST and the bilinear image resize),
+            # so image and label map stay aligned; plain NEAREST is shifted by half a source pixel.
+            lab = F.resize(lab[None].to(torch.uint8), [H, W], interpolation=InterpolationMode.NEAREST_EXACT)[0]
             lab = lab.to(torch.int64)  # [H, W]
 
         if torch.rand(()) < self.aug.flip_prob:
