@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from ogfr_core.config import AugmentConfig
+from ogfr_core.config import AugmentConfig, DataConfig
 from ogfr_core.data import (
     MissingLabelsError, ReIDImageDataset, TestTransform, TrainTransform, build_index, build_test_loader,
     build_train_loader,
 )
-from ogfr_core.config import DataConfig
 
 H, W = 32, 16
 

@@ -39,12 +39,12 @@ def test_few_images_sampled_with_replacement_and_no_remainder_dupes():
     for b in _batches(s):
         for pid in set(labels[b].tolist()):
             members = [i for i in b if labels[i] == pid]
-            if pid + 1 < 4:  # id with fewer than K images: repeats are unavoidable
-                assert len(set(members)) <= pid + 1
-            else:  # enough images: a chunk has K distinct indices
+            own = set(np.flatnonzero(labels == pid).tolist())
+            assert len(members) == 4 and set(members) <= own
+            if pid + 1 >= 4:  # enough images: a chunk has K distinct indices
                 assert len(set(members)) == 4
-    only_one = np.flatnonzero(labels == 0)[0]
-    assert only_one in list(s)
+    only_one = int(np.flatnonzero(labels == 0)[0])  # id 0 has a single image: drawn K times
+    assert Counter(list(s))[only_one] % 4 == 0 and only_one in list(s)
 
 
 def test_deterministic_per_seed_and_epoch():
