@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# dvc.yaml stages call `python -m stages.<name>`: put the venv first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup repro test ci-gate bench clean-venv
