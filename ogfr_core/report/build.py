@@ -29,6 +29,7 @@ import json
 import logging
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -141,7 +142,8 @@ def load_experiments(run_dir: Path, timeout_s: float = 120) -> tuple[list[dict],
         ``(runs, note)``; on failure ``([], reason)`` — never raises.
     """
     try:
-        proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=run_dir, capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=run_dir,
+                              capture_output=True,
                               text=True, timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [], f"`dvc exp show --json` could not run ({exc})"

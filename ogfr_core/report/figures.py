@@ -179,7 +179,7 @@ def retrievals(queries: Sequence[Mapping], root: Path, path: Path, top_k: int = 
                 for side in ax.spines.values():
                     side.set_edgecolor(color)
                     side.set_linewidth(4)
-                ax.set_title(f"#{r + 1} d={g['distance']:.2f}", fontsize=7, color=color)
+                ax.set_title(f"#{r + 1} id {g['pid']}\nd={g['distance']:.2f}", fontsize=7, color=color)
             else:
                 ax.axis("off")
         for ax in axes[i]:
