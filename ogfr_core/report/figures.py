@@ -142,7 +142,7 @@ def erasing_masks(items: Sequence[Mapping], root: Path, path: Path) -> Path:
         axes[0, j].imshow(img)
         axes[1, j].imshow(img)
         im_map = axes[1, j].imshow(1.0 - up, cmap="Reds", vmin=0, vmax=1, alpha=0.55)
-        axes[1, j].set_title(f"kept {100 * float((retain >= 0.5).mean()):.0f}%", fontsize=7)
+        axes[1, j].set_title(f"mean retain {float(retain.mean()):.2f}", fontsize=7)
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])
