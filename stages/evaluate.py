@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ogfr_core.config import DataConfig, EvalDatasetConfig, EvaluateConfig, load_section
+from ogfr_core.config import ConfigError, DataConfig, EvalDatasetConfig, EvaluateConfig, load_section
 from ogfr_core.evaluation import FeatureSet, extract_features, map_unseen_cameras
 from ogfr_core.evaluation.evaluator import (RerankParams, cmc_rows, evaluate_features, pick_queries,
                                             retrievals)
@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     data = load_section(args.params, "data", DataConfig)
     cfg = load_section(args.params, "evaluate", EvaluateConfig)
+    if not cfg.distances or len(set(cfg.distances)) != len(cfg.distances):
+        raise ConfigError(f"{args.params}: evaluate.distances must list visibility and/or global once each, "
+                          f"got {list(cfg.distances)}")
     device = resolve_device(cfg.device)
 
     from ogfr_core.training.checkpoint import load_model
