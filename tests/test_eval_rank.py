@@ -102,3 +102,19 @@ def test_query_without_positive_is_counted_not_an_error():
 def test_bad_input_raises_clear_errors(args, match):
     with pytest.raises(ValueError, match=match):
         evaluate_rank(*args)
+
+
+def test_memory_stays_under_chunk_budget():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    d = rng.random((120, 20000), dtype=np.float32)  # 9.2 MiB, larger than the 2 MiB budget
+    gp = rng.integers(0, 500, 20000)
+    qp, qc, gc = rng.choice(gp, 120), rng.integers(0, 4, 120), rng.integers(0, 4, 20000)
+    tracemalloc.start()
+    try:
+        evaluate_rank(d, qp, gp, qc, gc, chunk_mb=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.2 * 2**20  # budget + bookkeeping (per-query results, labels)
