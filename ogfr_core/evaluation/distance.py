@@ -69,8 +69,9 @@ def euclidean_distance(x, y, chunk_mb: float = 256) -> np.ndarray:
 
 
 def _rows_per_chunk(num_gallery: int, num_terms: int, chunk_mb: float) -> int:
-    # per query row: the output block + one [G] part distance + weights/denominator (float32)
-    per_row = max(1, num_gallery) * 4 * (3 + min(num_terms, 1))
+    # float32 [G] rows alive per query: global: |x|²+|y|² and the addmm output (+ the block handed
+    # out); Eq. (23) adds the denominator, the part weights, one part distance (2) and their product
+    per_row = max(1, num_gallery) * 4 * (6 if num_terms > 0 else 3)
     return max(1, int(chunk_mb * 2**20) // per_row)
 
 
