@@ -164,8 +164,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalDatasetConfig:
+    """One extra (cross-dataset) evaluation set in ``evaluate.extra_datasets``.
+
+    E.g. a model trained on Market-1501 evaluated on Occluded-REID. Its index and occlusion parquets
+    (``data/index/<name>.parquet``, ``data/occlusion/<name>.parquet``) must exist: run the index /
+    parse / occlusion stages with ``data`` pointing at it. ``query_camid``/``gallery_camid`` are the
+    camera convention for sets without cameras. Cameras the model was not trained on use camera
+    embedding 0 (``evaluation.map_unseen_cameras``).
+    """
+
+    name: str
+    root: str
+    layout: str = "market1501"
+    query_camid: int = 0
+    gallery_camid: int = 1
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
-    """``evaluate:`` — Market-1501 protocol, Eq. (22)–(23), optional k-reciprocal re-ranking."""
+    """``evaluate:`` — Market-1501 protocol, Eq. (22)–(23), optional k-reciprocal re-ranking.
+
+    ``distances``: ``visibility`` = Eq. (23), ``global`` = global feature only (comparison).
+    ``feat_norm``: L2-normalise features before the distance (TransReID ``TEST.FEAT_NORM: yes``).
+    ``retrieval_queries``: occluded queries whose top-5 go to ``reports/eval/retrievals.json``.
+    ``mask_examples``: holistic images whose FEP erasing mask goes to ``reports/eval/erasing_masks.json``.
+    """
 
     batch_size: int = 128
     max_rank: int = 50
@@ -175,6 +199,11 @@ class EvaluateConfig:
     k2: int = 15
     lambda_value: float = 0.3
     device: str = "auto"
+    feat_norm: bool = True
+    distances: tuple[Literal["visibility", "global"], ...] = ("visibility", "global")
+    retrieval_queries: int = 16
+    mask_examples: int = 8
+    extra_datasets: tuple[EvalDatasetConfig, ...] = ()
 
 
 @dataclass(frozen=True)

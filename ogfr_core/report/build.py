@@ -1,0 +1,500 @@
+"""Assemble ``reports/report.md`` and a self-contained ``reports/report.html`` from pipeline outputs.
+
+Nothing here is typed by hand except the paper's published numbers (:mod:`.paper`). Every section
+comes from one output; when an optional output is missing the section says what is missing and
+which stage makes it. Only ``reports/metrics.json`` is required (``dvc repro evaluate``).
+
+Inputs, relative to the run directory (the repository root):
+
+==================================  =====================  ==========================================
+file                                stage                  section
+==================================  =====================  ==========================================
+reports/metrics.json                evaluate (required)    run setup, results vs. paper
+reports/plots/cmc.csv               evaluate               CMC curve
+reports/eval/retrievals.json        evaluate               rank-5 retrievals (Fig. 8)
+reports/eval/erasing_masks.json     evaluate               erasing masks (Fig. 7)
+dvclive/plots/metrics/**.tsv        train                  training curves
+data/index/<name>.parquet           index                  occlusion-type histogram (Fig. 6b)
+data/occlusion/<name>.parquet       occlusion              occlusion-type histogram (Fig. 6b)
+reports/parse/summary.json          parse                  parsing backend
+reports/parse/overlay.png           parse                  parsing overlays
+``dvc exp show --json``             (experiments)          ablation (Table IV layout)
+==================================  =====================  ==========================================
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..io import write_text
+from . import figures
+from .paper import PAPER_RESULTS, PAPER_SETUP, PAPER_TABLE, PAPER_TABLE_IV, paper_dataset
+
+log = logging.getLogger(__name__)
+
+RANK_METRICS = ("rank-1", "rank-5", "rank-10", "mAP", "mINP")
+ABLATION_SWITCHES = ("oa_vit", "fep_student", "fep_teacher", "kd")
+
+
+class MissingMetricsError(FileNotFoundError):
+    """``reports/metrics.json`` is missing: the report has nothing to report."""
+
+
+@dataclass
+class Section:
+    """One report section: a title and ordered blocks.
+
+    Blocks: ``("p", text)``, ``("warn", text)``, ``("table", header, rows)``, ``("fig", path, caption)``.
+    """
+
+    title: str
+    blocks: list[tuple] = field(default_factory=list)
+
+    def p(self, text: str) -> "Section":
+        self.blocks.append(("p", text))
+        return self
+
+    def warn(self, text: str) -> "Section":
+        self.blocks.append(("warn", text))
+        return self
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> "Section":
+        self.blocks.append(("table", list(header), [list(r) for r in rows]))
+        return self
+
+    def fig(self, path: Path, caption: str) -> "Section":
+        self.blocks.append(("fig", Path(path), caption))
+        return self
+
+    def missing(self, what: str, stage: str) -> "Section":
+        """Say which input is missing and which stage makes it."""
+        return self.p(f"_Not available: {what} is missing — produced by `{stage}`._")
+
+
+# ------------------------------------------------------------------------------------------------
+# Readers
+# ------------------------------------------------------------------------------------------------
+def read_metrics(path: Path) -> dict:
+    """Read ``reports/metrics.json``.
+
+    Raises:
+        MissingMetricsError: the file is missing (names ``dvc repro evaluate``).
+        ValueError: not a JSON object with a ``datasets`` mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingMetricsError(f"{path}: metrics not found; run `dvc repro evaluate` first")
+    metrics = json.loads(path.read_text())
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("datasets"), dict):
+        raise ValueError(f"{path}: expected an object with a 'datasets' mapping; rerun `dvc repro evaluate`")
+    return metrics
+
+
+def read_dvclive(metrics_dir: Path) -> dict[str, Any]:
+    """Every dvclive TSV under ``metrics_dir`` → name (relative path, no suffix) → DataFrame(step, value)."""
+    import pandas as pd
+
+    out = {}
+    for tsv in sorted(Path(metrics_dir).rglob("*.tsv")):
+        df = pd.read_csv(tsv, sep="\t")
+        value_cols = [c for c in df.columns if c not in ("timestamp", "step")]
+        if "step" not in df.columns or not value_cols or df.empty:
+            continue
+        out[tsv.relative_to(metrics_dir).with_suffix("").as_posix()] = pd.DataFrame(
+            {"step": df["step"], "value": pd.to_numeric(df[value_cols[-1]], errors="coerce")})
+    return out
+
+
+def occlusion_counts(index_path: Path, occlusion_path: Path) -> dict[str, np.ndarray]:
+    """Images per occlusion type id (0..15) for each split of the index, keyed by image SHA-1.
+
+    Raises:
+        FileNotFoundError: either parquet is missing.
+    """
+    import pandas as pd
+
+    for p in (index_path, occlusion_path):
+        if not Path(p).is_file():
+            raise FileNotFoundError(str(p))
+    index = pd.read_parquet(index_path, columns=["key", "split"])
+    occ = pd.read_parquet(occlusion_path)
+    if "occ_type" not in occ.columns:
+        occ["occ_type"] = 8 * occ.z_head + 4 * occ.z_arms + 2 * occ.z_torso + occ.z_legs
+    merged = index.merge(occ[["key", "occ_type"]].drop_duplicates("key"), on="key", how="inner")
+    return {split: np.bincount(merged.loc[merged.split == split, "occ_type"].astype(int), minlength=16)[:16]
+            for split in ("train", "query", "gallery") if (merged.split == split).any()}
+
+
+def load_experiments(run_dir: Path, timeout_s: float = 120) -> tuple[list[dict], str]:
+    """Runs listed by ``dvc exp show --json`` as ``{"name", "params", "metrics"}`` (flattened dicts).
+
+    Returns:
+        ``(runs, note)``; on failure ``([], reason)`` — never raises.
+    """
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=run_dir,
+                              capture_output=True,
+                              text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"`dvc exp show --json` could not run ({exc})"
+    if proc.returncode != 0:
+        return [], f"`dvc exp show --json` failed: {proc.stderr.strip()[:300]}"
+    try:
+        return parse_experiments(json.loads(proc.stdout or "[]")), ""
+    except ValueError as exc:
+        return [], f"`dvc exp show --json` output not understood ({exc})"
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    if isinstance(d, Mapping):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+def parse_experiments(doc: Any) -> list[dict]:
+    """Walk DVC 3's ``exp show --json`` tree; every node with ``data.params``/``data.metrics`` is a run."""
+    runs, seen = [], set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for x in node:
+                walk(x)
+            return
+        if not isinstance(node, Mapping):
+            return
+        data = node.get("data")
+        if isinstance(data, Mapping) and ("params" in data or "metrics" in data):
+            rev = node.get("rev") or data.get("rev")
+            params = {k: v for f in (data.get("params") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
+            metrics = {k: v for f in (data.get("metrics") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
+            if rev not in seen and metrics:
+                seen.add(rev)
+                name = node.get("name") or (str(rev) if len(str(rev)) < 12 else str(rev)[:7])
+                runs.append({"name": name, "params": params, "metrics": metrics})
+        for v in node.values():
+            if isinstance(v, (list, Mapping)):
+                walk(v)
+
+    walk(doc)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------
+# Sections
+# ------------------------------------------------------------------------------------------------
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * float(v):.1f}"
+
+
+def setup_section(metrics: dict, parse_backend: str, parse_source: str) -> Section:
+    s = Section("Run setup")
+    pretrained = str(metrics.get("pretrained_weights", ""))
+    epochs = metrics.get("epochs")
+    backbone = metrics.get("backbone", "")
+    size = f"{metrics.get('height', '?')}×{metrics.get('width', '?')}"
+    problems = []
+    if not pretrained:
+        s.warn("**random init — not a reproduction.** The backbone was not initialised from ImageNet "
+               "weights (`train.model.pretrained` is empty); numbers below say nothing about the paper's.")
+        problems.append("random init")
+    if epochs is not None and int(epochs) < PAPER_SETUP["epochs"]:
+        problems.append(f"{epochs} epochs (paper {PAPER_SETUP['epochs']})")
+    if backbone and backbone != PAPER_SETUP["backbone"]:
+        problems.append(f"backbone {backbone} (paper {PAPER_SETUP['backbone']})")
+    if size != f"{PAPER_SETUP['height']}×{PAPER_SETUP['width']}":
+        problems.append(f"input {size} (paper 256×128)")
+    if problems:
+        s.warn("This run differs from the paper's setting: " + "; ".join(problems) +
+               ". Treat it as a pipeline demo, not a reproduction.")
+    s.table(["item", "value"], [
+        ["trained on", metrics.get("trained_on", "?")],
+        ["evaluated on", ", ".join(metrics["datasets"])],
+        ["method", metrics.get("method", "?")],
+        ["backbone", backbone or "?"],
+        ["ImageNet weights", pretrained if pretrained else "NONE (random init)"],
+        ["epochs trained", epochs if epochs is not None else "?"],
+        ["input size (H×W)", size],
+        ["parsing backend", f"{parse_backend} ({parse_source})"],
+        ["feature L2-norm", metrics.get("feat_norm", "?")],
+    ])
+    return s
+
+
+def results_section(metrics: dict) -> Section:
+    s = Section("Results vs. the paper")
+    s.p("CMC rank-k, mAP and mINP in percent, Market-1501 protocol (same-id same-camera gallery "
+        "items dropped). `visibility` is Eq. (23), `global` the global feature alone. Paper rows are "
+        "the published numbers (OGFR paper tables as cited).")
+    rows = []
+    for name, entry in metrics["datasets"].items():
+        for kind in ("visibility", "global"):
+            if kind in entry:
+                m = entry[kind]
+                rows.append([name, f"this run ({kind})", *[_pct(m.get(k)) for k in RANK_METRICS],
+                             f"{m.get('num_valid_queries', '?')} / {entry.get('num_query', '?')}"])
+        paper = paper_dataset(name)
+        if paper is None:
+            rows.append([name, "paper", *["–"] * len(RANK_METRICS), "the paper reports no result on this set"])
+            continue
+        for method, vals in PAPER_RESULTS[paper].items():
+            rows.append([name, f"{method} (paper Table {PAPER_TABLE[paper]})",
+                         *[f"{vals[k]:.1f}" if k in vals else "–" for k in RANK_METRICS], ""])
+    s.table(["dataset", "source", *RANK_METRICS, "valid / all queries"], rows)
+    skipped = {n: e.get(k, {}).get("num_skipped_queries", 0) for n, e in metrics["datasets"].items()
+               for k in ("visibility",)}
+    if any(skipped.values()):
+        s.p("Queries skipped (no gallery positive after junk removal): " +
+            ", ".join(f"{n}: {v}" for n, v in skipped.items()) + ".")
+    return s
+
+
+def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Section:
+    s = Section("Ablation (Table IV layout)")
+    mark = lambda b: "✓" if b else "–"  # noqa: E731
+    ref = [[*map(mark, sw), *[f"{v[k]:.1f}" for k in ("rank-1", "rank-5", "rank-10", "mAP")], "paper, Occluded-Duke"]
+           for sw, v in PAPER_TABLE_IV]
+    header = ["OA-ViT", "FEP-S", "FEP-T", "KD", "rank-1", "rank-5", "rank-10", "mAP", "run"]
+    runs = runs or []
+    mine = []
+    for r in runs:
+        p, m = r["params"], r["metrics"]
+        pre = f"datasets.{dataset}.visibility."
+        if f"{pre}rank-1" not in m:
+            continue
+        baseline = p.get("train.model.method") == "baseline"
+        sw = [False if baseline else bool(p.get(f"train.model.{k}", False)) for k in ABLATION_SWITCHES]
+        mine.append([*map(mark, sw), *[_pct(m.get(pre + k)) for k in ("rank-1", "rank-5", "rank-10", "mAP")],
+                     f"{r['name']} ({dataset})"])
+    if len(mine) < 2:
+        found = f"found {len(mine)} run(s) with metrics for {dataset}" + (f"; {note}" if note else "")
+        s.p(f"_Not available: an ablation needs at least two `dvc exp run` experiments ({found}). "
+            "Run e.g. `dvc exp run -S train.model.kd=false`._")
+        s.p("Paper reference (Table IV, Occluded-Duke):")
+        s.table(header, ref)
+        return s
+    s.table(header, mine + ref)
+    return s
+
+
+def _figure_or_missing(sec: Section, fn: Callable[[], Path], caption: str, what: str, stage: str) -> None:
+    try:
+        sec.fig(fn(), caption)
+    except FileNotFoundError as exc:
+        sec.missing(f"{what} (`{exc.filename or exc}`)", stage)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------------
+def render_markdown(title: str, sections: Sequence[Section], out_dir: Path) -> str:
+    lines = [f"# {title}", "", "_Generated by `python -m stages.report` from the pipeline's outputs; "
+             "do not edit by hand._", ""]
+    for sec in sections:
+        lines += [f"## {sec.title}", ""]
+        for b in sec.blocks:
+            if b[0] == "p":
+                lines += [b[1], ""]
+            elif b[0] == "warn":
+                lines += [f"> ⚠️ {b[1]}", ""]
+            elif b[0] == "table":
+                lines.append("| " + " | ".join(map(str, b[1])) + " |")
+                lines.append("|" + "---|" * len(b[1]))
+                lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in b[2]]
+                lines.append("")
+            elif b[0] == "fig":
+                rel = Path(b[1]).resolve().relative_to(Path(out_dir).resolve()).as_posix() \
+                    if Path(b[1]).resolve().is_relative_to(Path(out_dir).resolve()) else str(b[1])
+                lines += [f"![{b[2]}]({rel})", "", f"*{b[2]}*", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    t = html.escape(text)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)
+    t = re.sub(r"(?<![\w*])_([^_]+)_(?![\w*])", r"<em>\1</em>", t)
+    return t
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+th{background:#f3f3f3}.warn{background:#fff3cd;border-left:5px solid #e0a800;padding:.6em 1em;margin:.6em 0}
+img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}figcaption{font-style:italic;font-size:13px}
+code{background:#f3f3f3;padding:0 3px}"""
+
+
+def render_html(title: str, sections: Sequence[Section]) -> str:
+    """Self-contained HTML: figures embedded as base64 PNG data URIs."""
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+           "<p><em>Generated by <code>python -m stages.report</code> from the pipeline's outputs.</em></p>"]
+    for sec in sections:
+        out.append(f"<h2>{html.escape(sec.title)}</h2>")
+        for b in sec.blocks:
+            if b[0] == "p":
+                out.append(f"<p>{_inline(b[1])}</p>")
+            elif b[0] == "warn":
+                out.append(f"<div class='warn'>⚠️ {_inline(b[1])}</div>")
+            elif b[0] == "table":
+                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in b[1])
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                               for row in b[2])
+                out.append(f"<table><tr>{head}</tr>{body}</table>")
+            elif b[0] == "fig":
+                data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[2])}'>"
+                           f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where the report reads and writes, relative to ``run_dir`` unless absolute."""
+
+    metrics: str = "reports/metrics.json"
+    cmc: str = "reports/plots/cmc.csv"
+    retrievals: str = "reports/eval/retrievals.json"
+    masks: str = "reports/eval/erasing_masks.json"
+    dvclive: str = "dvclive/plots/metrics"
+    parse_summary: str = "reports/parse/summary.json"
+    parse_overlay: str = "reports/parse/overlay.png"
+    out_dir: str = "reports"
+
+
+def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retrieval_queries: int = 6,
+                 num_mask_examples: int = 8, experiments: tuple[list[dict], str] | None = None,
+                 paths: ReportPaths = ReportPaths()) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``run_dir/reports``.
+
+    Args:
+        run_dir: the repository root of the run (all inputs are read relative to it).
+        dataset: ``data.name`` (index/occlusion parquet names).
+        parse_backend: ``parse.backend`` from params, used when ``reports/parse/summary.json`` has none.
+        num_retrieval_queries, num_mask_examples: figure sizes (``report:`` params).
+        experiments: ``(runs, note)`` as :func:`load_experiments` returns; None = call it.
+        paths: input/output locations.
+
+    Returns:
+        ``{"markdown": path, "html": path, "figures": [paths]}``.
+
+    Raises:
+        MissingMetricsError: ``reports/metrics.json`` is missing (run ``dvc repro evaluate``).
+    """
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    at = lambda p: Path(p) if Path(p).is_absolute() else run_dir / p  # noqa: E731
+    out_dir = at(paths.out_dir)
+    fig_dir = out_dir / "figures"
+    metrics = read_metrics(at(paths.metrics))
+
+    # parsing backend: the parse stage's summary first, params second
+    backend, source = parse_backend or "unknown", "params.yaml parse.backend"
+    summary_path = at(paths.parse_summary)
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if isinstance(summary, dict) and summary.get("backend"):
+            backend, source = str(summary["backend"]), str(paths.parse_summary)
+
+    sections = [setup_section(metrics, backend, source), results_section(metrics)]
+    runs, note = experiments if experiments is not None else load_experiments(run_dir)
+    sections.append(ablation_section(runs, note, dataset))
+
+    sec = Section("Training curves")
+    live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}
+    if live:
+        sec.fig(figures.training_curves(live, fig_dir / "training_curves.png"),
+                f"Every logged training series ({len(live)}): loss terms, reward, retained patches, lr "
+                "(orange: moving average).")
+    else:
+        sec.missing(f"dvclive TSVs under `{paths.dvclive}`", "dvc repro train")
+    sections.append(sec)
+
+    sec = Section("CMC curve")
+    if at(paths.cmc).is_file():
+        sec.fig(figures.cmc_curve(pd.read_csv(at(paths.cmc)), fig_dir / "cmc.png"),
+                "CMC (rank 1-50) per distance and evaluated set.")
+    else:
+        sec.missing(f"`{paths.cmc}`", "dvc repro evaluate")
+    sections.append(sec)
+
+    sec = Section("Occlusion types (Fig. 6b)")
+    idx, occ = run_dir / "data/index" / f"{dataset}.parquet", run_dir / "data/occlusion" / f"{dataset}.parquet"
+    try:
+        counts = occlusion_counts(idx, occ)
+        sec.fig(figures.occlusion_histogram(counts, fig_dir / "occlusion_types.png"),
+                "Images per occlusion type (z from the parsing, Eq. 1-2) and split.")
+        sec.table(["split", "images", "holistic (type 0)", "occluded"],
+                  [[k, int(v.sum()), int(v[0]), int(v.sum() - v[0])] for k, v in counts.items()])
+    except FileNotFoundError as exc:
+        sec.missing(f"`{exc}`", "dvc repro index" if "index" in str(exc) else "dvc repro occlusion")
+    sections.append(sec)
+
+    sec = Section("Erasing masks on holistic images (Fig. 7)")
+    masks_path = at(paths.masks)
+    if not masks_path.is_file():
+        sec.missing(f"`{paths.masks}`", "dvc repro evaluate")
+    else:
+        masks = json.loads(masks_path.read_text())
+        items = masks.get("items", [])[:num_mask_examples]
+        if not masks.get("available") or not items:
+            sec.p(f"_Not available for this model: {masks.get('reason') or 'no erasing mask'}._")
+        else:
+            _figure_or_missing(sec, lambda: figures.erasing_masks(items, at(masks["root"]),
+                                                                  fig_dir / "erasing_masks.png"),
+                               "Top: holistic test images. Bottom: 1 − retain probability of the FEP "
+                               "agent (Eq. 6) per patch; red patches are erased.", "an image", "dvc repro index")
+    sections.append(sec)
+
+    sec = Section("Rank-5 retrievals of occluded queries (Fig. 8)")
+    ret_path = at(paths.retrievals)
+    if not ret_path.is_file():
+        sec.missing(f"`{paths.retrievals}`", "dvc repro evaluate")
+    else:
+        ret = json.loads(ret_path.read_text())
+        queries = ret.get("queries", [])[:num_retrieval_queries]
+        if not queries:
+            sec.p("_Not available: the evaluate stage selected no query with a gallery positive._")
+        else:
+            n_occ = sum(bool(q.get("occluded")) for q in queries)
+            if n_occ < len(queries):
+                sec.p(f"Only {n_occ} of {len(queries)} example queries are occluded (z ≠ 0); "
+                      "the rest are holistic.")
+            _figure_or_missing(sec, lambda: figures.retrievals(queries, at(ret["root"]),
+                                                               fig_dir / "retrievals.png"),
+                               f"Distance: {queries[0].get('distance', '?')}. Same-id same-camera "
+                               "gallery items are excluded, as in the protocol.", "an image", "dvc repro index")
+    sections.append(sec)
+
+    sec = Section("Parsing overlays")
+    overlay = at(paths.parse_overlay)
+    if overlay.is_file():
+        sec.fig(overlay, f"Part label maps over the crops ({backend}).")
+    else:
+        sec.missing(f"`{paths.parse_overlay}`", "dvc repro parse")
+    sections.append(sec)
+
+    title = f"OGFR pipeline report — {metrics.get('trained_on', dataset)}"
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    write_text(md_path, render_markdown(title, sections, out_dir))
+    write_text(html_path, render_html(title, sections))
+    figs = [b[1] for s in sections for b in s.blocks if b[0] == "fig"]
+    return {"markdown": md_path, "html": html_path, "figures": figs}

@@ -1,0 +1,180 @@
+"""Report generation on a tiny synthetic run directory (fake metrics, dvclive TSVs, parquets) with a
+few real images from the shared dataset for the mask and retrieval figures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ogfr_core.report import MissingMetricsError, build_report, parse_experiments
+from ogfr_core.report.build import ablation_section, occlusion_counts
+
+DATASET = "cuhk03-np-detected"
+
+
+def _metrics(pretrained: str = "", r1: float = 0.3) -> dict:
+    res = {"rank-1": r1, "rank-5": 0.5, "rank-10": 0.6, "mAP": 0.25, "mINP": 0.1,
+           "num_valid_queries": 10, "num_skipped_queries": 2}
+    return {"method": "ogfr", "epochs": 2, "backbone": "vit_tiny_patch16_224",
+            "pretrained_weights": pretrained, "trained_on": DATASET, "height": 128, "width": 64,
+            "feat_norm": True, "datasets": {DATASET: {"visibility": res, "global": dict(res, **{"rank-1": 0.28}),
+                                                      "num_query": 12, "num_gallery": 40}}}
+
+
+def make_run(run: Path, shared_root: Path, with_optional: bool = True) -> Path:
+    """A run directory with every input the report reads (or only metrics.json)."""
+    (run / "reports").mkdir(parents=True)
+    (run / "reports/metrics.json").write_text(json.dumps(_metrics()))
+    if not with_optional:
+        return run
+    rng = np.random.default_rng(0)
+    (run / "reports/plots").mkdir()
+    ranks = np.arange(1, 51)
+    (run / "reports/plots/cmc.csv").write_text(
+        "rank,visibility,global\n" + "".join(
+            f"{r},{min(1, 0.3 + 0.014 * r):.4f},{min(1, 0.28 + 0.013 * r):.4f}\n" for r in ranks))
+    live = run / "dvclive/plots/metrics/train"
+    live.mkdir(parents=True)
+    for name in ("loss_total", "loss_mse", "loss_cos", "loss_kd", "loss_id", "loss_triplet",
+                 "loss_policy", "reward", "retained_patches", "lr"):
+        steps = np.arange(0, 60, 2)
+        vals = np.exp(-steps / 30) + 0.05 * rng.standard_normal(len(steps))
+        pd.DataFrame({"timestamp": steps * 1000, "step": steps, name: vals}).to_csv(
+            live / f"{name}.tsv", sep="\t", index=False)
+    # index + occlusion parquets over real test images
+    test = sorted((shared_root / "bounding_box_test").glob("*.jpg"))[:24]
+    query = sorted((shared_root / "query").glob("*.jpg"))[:4]
+    rows = []
+    for i, p in enumerate(query + test):
+        pid, cam = int(p.name[:4]), int(p.name.split("_")[1][1]) - 1
+        rows.append({"key": f"k{i:03d}", "path": p.relative_to(shared_root).as_posix(), "pid": pid,
+                     "camid": cam, "split": "query" if i < len(query) else "gallery", "label": -1,
+                     "width": 64, "height": 128})
+    index = pd.DataFrame(rows)
+    (run / "data/index").mkdir(parents=True)
+    (run / "data/occlusion").mkdir(parents=True)
+    index.to_parquet(run / f"data/index/{DATASET}.parquet", index=False)
+    z = rng.integers(0, 2, (len(index), 4)) * (rng.random((len(index), 1)) < 0.5)
+    occ = pd.DataFrame({"key": index.key, "z_head": z[:, 0], "z_arms": z[:, 1], "z_torso": z[:, 2],
+                        "z_legs": z[:, 3]})
+    occ["occ_type"] = 8 * occ.z_head + 4 * occ.z_arms + 2 * occ.z_torso + occ.z_legs
+    occ.to_parquet(run / f"data/occlusion/{DATASET}.parquet", index=False)
+    # evaluate-stage example outputs
+    gal = index[index.split == "gallery"].reset_index(drop=True)
+    queries = []
+    for q in index[index.split == "query"].itertuples():
+        top = [{"key": g.key, "path": g.path, "pid": int(g.pid), "camid": int(g.camid),
+                "distance": 0.5 + 0.1 * j, "match": bool(g.pid == q.pid)}
+               for j, g in enumerate(gal.iloc[:5].itertuples())]
+        queries.append({"query_key": q.key, "query_path": q.path, "query_pid": int(q.pid), "query_camid": 0,
+                        "occluded": True, "distance": "visibility", "top": top})
+    (run / "reports/eval").mkdir()
+    (run / "reports/eval/retrievals.json").write_text(json.dumps(
+        {"dataset": DATASET, "root": str(shared_root), "queries": queries}))
+    items = [{"key": g.key, "path": g.path, "retain": rng.random((8, 4)).round(3).tolist()}
+             for g in gal.iloc[:5].itertuples()]
+    (run / "reports/eval/erasing_masks.json").write_text(json.dumps(
+        {"available": True, "reason": "", "items": items, "dataset": DATASET, "root": str(shared_root)}))
+    (run / "reports/parse").mkdir()
+    (run / "reports/parse/summary.json").write_text(json.dumps({"backend": "mediapipe"}))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.imshow(rng.random((8, 8)))
+    fig.savefig(run / "reports/parse/overlay.png")
+    plt.close(fig)
+    return run
+
+
+EXPERIMENTS = [  # the shape of DVC 3's `dvc exp show --json`, trimmed
+    {"rev": "workspace", "name": None, "data": {
+        "params": {"params.yaml": {"data": {"train": {"model": {"method": "ogfr", "oa_vit": True,
+                                                                "fep_student": False, "fep_teacher": True, "kd": True}}}}},
+        "metrics": {"reports/metrics.json": {"data": _metrics(r1=0.31)}}}, "experiments": None},
+    {"rev": "abc1234def", "name": "main", "data": {"params": {}, "metrics": {}}, "experiments": [
+        {"name": "exp-base", "revs": [{"rev": "e1", "name": "exp-base", "data": {
+            "params": {"params.yaml": {"data": {"train": {"model": {"method": "baseline"}}}}},
+            "metrics": {"reports/metrics.json": {"data": _metrics(r1=0.2)}}}}]}]},
+]
+
+
+def test_report_has_every_section_and_figure(tmp_path, shared_root):
+    run = make_run(tmp_path / "run", shared_root)
+    out = build_report(run, DATASET, "mediapipe", num_retrieval_queries=3, num_mask_examples=4,
+                       experiments=(parse_experiments(EXPERIMENTS), ""))
+    md = out["markdown"].read_text()
+    html = out["html"].read_text()
+    for title in ("Run setup", "Results vs. the paper", "Ablation (Table IV layout)", "Training curves",
+                  "CMC curve", "Occlusion types (Fig. 6b)", "Erasing masks on holistic images (Fig. 7)",
+                  "Rank-5 retrievals of occluded queries (Fig. 8)", "Parsing overlays"):
+        assert f"## {title}" in md
+        assert f"<h2>{title}</h2>" in html.replace("&amp;", "&")
+    assert "Not available" not in md  # every input was there
+    names = {Path(p).name for p in out["figures"]}
+    assert names == {"training_curves.png", "cmc.png", "occlusion_types.png", "erasing_masks.png",
+                     "retrievals.png", "overlay.png"}
+    for p in out["figures"]:
+        assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert html.count("data:image/png;base64,") == 6 and "src='figures/" not in html
+    assert "random init — not a reproduction" in md  # pretrained_weights == ""
+    assert "30.0" in md and "76.6" in md  # this run's rank-1 and the paper's Table IV / I numbers
+    assert "exp-base" in md and "workspace" in md  # two runs → ablation rows
+    assert "(reports/parse/summary.json)" in md
+
+
+def test_report_sections_say_what_is_missing(tmp_path, shared_root):
+    run = make_run(tmp_path / "run", shared_root, with_optional=False)
+    out = build_report(run, DATASET, "mediapipe", experiments=([], "no git repository"))
+    md = out["markdown"].read_text()
+    for stage in ("dvc repro train", "dvc repro evaluate", "dvc repro index", "dvc repro parse"):
+        assert f"`{stage}`" in md
+    assert "an ablation needs at least two" in md and "no git repository" in md
+    assert out["figures"] == []
+    assert "(params.yaml parse.backend)" in md
+
+
+def test_missing_metrics_is_an_error_naming_evaluate(tmp_path):
+    with pytest.raises(MissingMetricsError, match="dvc repro evaluate"):
+        build_report(tmp_path, DATASET, experiments=([], ""))
+
+
+def test_pretrained_run_has_no_random_init_warning(tmp_path, shared_root):
+    run = make_run(tmp_path / "run", shared_root, with_optional=False)
+    (run / "reports/metrics.json").write_text(json.dumps(_metrics(pretrained="weights/vit_base.pth")))
+    md = build_report(run, DATASET, experiments=([], ""))["markdown"].read_text()
+    assert "random init" not in md
+    assert "not a reproduction" in md  # still a 2-epoch tiny-ViT run
+
+
+def test_model_without_fep_says_so(tmp_path, shared_root):
+    run = make_run(tmp_path / "run", shared_root)
+    (run / "reports/eval/erasing_masks.json").write_text(json.dumps(
+        {"available": False, "reason": "method 'baseline' has no learned FEP agent", "items": [], "root": "."}))
+    md = build_report(run, DATASET, experiments=([], ""))["markdown"].read_text()
+    assert "method 'baseline' has no learned FEP agent" in md
+
+
+def test_occlusion_counts_per_split(tmp_path):
+    idx = pd.DataFrame({"key": ["a", "b", "c", "d"], "split": ["train", "query", "query", "gallery"]})
+    occ = pd.DataFrame({"key": ["a", "b", "c", "d"], "z_head": [0, 1, 1, 0], "z_arms": [0, 0, 0, 0],
+                        "z_torso": [0, 0, 0, 1], "z_legs": [0, 1, 1, 1]})
+    idx.to_parquet(tmp_path / "i.parquet")
+    occ.to_parquet(tmp_path / "o.parquet")
+    c = occlusion_counts(tmp_path / "i.parquet", tmp_path / "o.parquet")
+    assert c["train"][0] == 1 and c["query"][9] == 2 and c["gallery"][3] == 1
+    assert all(v.sum() == n for v, n in zip(c.values(), (1, 2, 1)))
+
+
+def test_ablation_switches_from_params():
+    runs = parse_experiments(EXPERIMENTS)
+    assert {r["name"] for r in runs} == {"workspace", "exp-base"}
+    sec = ablation_section(runs, "", DATASET)
+    table = [b for b in sec.blocks if b[0] == "table"][0]
+    mine = [r for r in table[2] if DATASET in r[-1]]
+    by_name = {r[-1].split()[0]: r for r in mine}
+    assert by_name["workspace"][:4] == ["✓", "–", "✓", "✓"] and by_name["workspace"][4] == "31.0"
+    assert by_name["exp-base"][:4] == ["–", "–", "–", "–"] and by_name["exp-base"][4] == "20.0"
