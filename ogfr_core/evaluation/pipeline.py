@@ -1,0 +1,157 @@
+"""The `evaluate` stage's work, end to end: checkpoint + index + occlusion labels → metrics.
+
+For ``data.name`` and every ``evaluate.extra_datasets`` entry (cross-dataset evaluation; cameras
+unseen in training use camera embedding 0): student-branch features of the query and gallery
+splits, CMC / mAP / mINP under each distance of ``evaluate.distances`` (Eq. 23 ``visibility`` and
+``global``), CMC rows for the DVC plot, and — for the primary set — rank-5 retrievals of occluded
+queries (Fig. 8) and FEP retain probabilities on holistic images (Fig. 7).
+
+Raises (from :func:`run_evaluation`): ``FileNotFoundError`` for a missing checkpoint (names
+``dvc repro train``), ``ValueError`` for a checkpoint of another dataset/config or an empty split.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig, EvalDatasetConfig, EvaluateConfig
+from .evaluator import RerankParams, cmc_rows, evaluate_features, pick_queries, retrievals
+from .features import FeatureSet, extract_features, map_unseen_cameras
+from .inputs import check_meta, read_occlusion_z
+
+log = logging.getLogger(__name__)
+
+
+def extract_split(model, meta, frame, split: str, root: Path, z: dict, cfg: EvaluateConfig,
+                  num_workers: int, device, index_path: Path) -> FeatureSet:
+    """Features of one split of an index, with its paths (relative to ``root``)."""
+    from ..data.dataset import ReIDImageDataset, build_test_loader
+    from ..data.transforms import TestTransform
+
+    records = frame[frame["split"] == split]
+    if records.empty:
+        raise ValueError(f"{index_path}: no '{split}' rows; empty {split} set (rerun `dvc repro index`)")
+    aug = (meta.get("train") or {}).get("augment") or {}
+    mean, std = aug.get("mean", (0.5, 0.5, 0.5)), aug.get("std", (0.5, 0.5, 0.5))
+    transform = TestTransform(meta["height"], meta["width"], mean, std)
+    dataset = ReIDImageDataset(records, root, transform, z=z)
+    loader = build_test_loader(dataset, cfg.batch_size, num_workers)
+    feats = extract_features(model, loader, device, num_cameras=int(meta["num_cameras"]), progress=True)
+    if feats.keys != records["key"].astype(str).tolist():
+        raise RuntimeError(f"{index_path}: the {split} loader returned images out of index order")
+    feats.paths = records["path"].astype(str).tolist()
+    return feats
+
+
+def erasing_masks(model, meta, feats: FeatureSet, z: dict, root: Path, n: int, device) -> dict:
+    """FEP retain probability on ``n`` holistic test images (z = 0), for Fig. 7."""
+    import torch
+
+    from ..data.images import load_rgb
+    from ..data.transforms import TestTransform
+
+    if not hasattr(model, "erasing_mask"):
+        return {"available": False, "reason": "the model has no erasing_mask()", "items": []}
+    holistic = [i for i, k in enumerate(feats.keys) if not np.asarray(z[k]).any()][:n]
+    if not holistic:
+        return {"available": False, "reason": "no holistic (z = 0) test image", "items": []}
+    aug = (meta.get("train") or {}).get("augment") or {}
+    tf = TestTransform(meta["height"], meta["width"], aug.get("mean", (0.5,) * 3), aug.get("std", (0.5,) * 3))
+    images = torch.stack([tf(load_rgb(root / feats.paths[i])) for i in holistic]).to(device)  # [n,3,H,W]
+    zz = torch.as_tensor(np.stack([z[feats.keys[i]] for i in holistic])).long().to(device)  # [n, 4]
+    cams = map_unseen_cameras(torch.as_tensor(feats.camids[holistic]).long(), int(meta["num_cameras"]))
+    model.eval()
+    with torch.inference_mode():
+        mask = model.erasing_mask(images, zz, cams.to(device))
+    if mask is None:
+        return {"available": False, "reason": f"method '{meta['method']}' has no learned FEP agent "
+                                              f"(train.model.mask_method / fep switches)", "items": []}
+    mask = mask.float().cpu().numpy()  # [n, Hp, Wp]
+    return {"available": True, "reason": "", "items": [
+        {"key": feats.keys[i], "path": feats.paths[i], "retain": np.round(m, 4).tolist()}
+        for i, m in zip(holistic, mask)]}
+
+
+def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, num_workers: int,
+                     device, want_examples: bool):
+    """Metrics (per distance), CMC rows and, for the primary set, retrievals and erasing masks."""
+    from ..data.index import read_index
+
+    index_path = Path("data/index") / f"{name}.parquet"
+    frame = read_index(index_path)
+    z = read_occlusion_z(Path("data/occlusion") / f"{name}.parquet")
+    query = extract_split(model, meta, frame, "query", root, z, cfg, num_workers, device, index_path)
+    gallery = extract_split(model, meta, frame, "gallery", root, z, cfg, num_workers, device, index_path)
+    rerank = RerankParams(cfg.rerank, cfg.k1, cfg.k2, cfg.lambda_value)
+    results = {}
+    for kind in cfg.distances:
+        results[kind] = evaluate_features(query, gallery, kind, cfg.max_rank, cfg.chunk_mb,
+                                          cfg.feat_norm, rerank)
+        log.info("%s / %s: %s", name, kind, results[kind].to_dict())
+    entry = {kind: res.to_dict() for kind, res in results.items()}
+    entry.update(num_query=len(query), num_gallery=len(gallery),
+                 num_query_occluded=int(sum(np.asarray(z[k]).any() for k in query.keys)),
+                 num_parts=query.num_parts, rerank=cfg.rerank)
+    examples = None
+    if want_examples:
+        occluded = np.array([np.asarray(z[k]).any() for k in query.keys])
+        picked = pick_queries(query, gallery, occluded, cfg.retrieval_queries)
+        examples = {
+            "retrievals": {"dataset": name, "root": str(root), "queries": retrievals(
+                query, gallery, picked, cfg.distances[0], occluded, 5, cfg.chunk_mb, cfg.feat_norm)},
+            "masks": dict(erasing_masks(model, meta, FeatureSet.concat([query, gallery]), z, root,
+                                        cfg.mask_examples, device), dataset=name, root=str(root)),
+        }
+    return entry, cmc_rows(results, name), examples
+
+
+def cmc_csv(rows: list[dict], primary: str) -> str:
+    """Wide CSV ``rank,<distance>...``; extra datasets' columns are ``<dataset>/<distance>``."""
+    cols: dict[str, dict[int, float]] = {}
+    for r in rows:
+        col = r["distance"] if r["dataset"] == primary else f"{r['dataset']}/{r['distance']}"
+        cols.setdefault(col, {})[r["rank"]] = r["cmc"]
+    ranks = sorted({r["rank"] for r in rows})
+    lines = [",".join(["rank", *cols])]
+    lines += [",".join([str(k)] + [str(cols[c].get(k, "")) for c in cols]) for k in ranks]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class EvaluationOutputs:
+    """Everything the stage writes: ``metrics`` (reports/metrics.json), ``cmc_csv`` (DVC plot),
+    ``retrievals`` (Fig. 8 input) and ``masks`` (Fig. 7 input)."""
+
+    metrics: dict
+    cmc_csv: str
+    retrievals: dict
+    masks: dict
+
+
+def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, device) -> EvaluationOutputs:
+    """Evaluate the student branch of ``checkpoint`` on ``data`` (+ ``cfg.extra_datasets``)."""
+    from ..training.checkpoint import load_model
+
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: checkpoint not found; run `dvc repro train`")
+    model, meta = load_model(checkpoint, device)
+    check_meta(meta, checkpoint, data.name)
+
+    sets = [EvalDatasetConfig(data.name, data.root, data.layout, data.query_camid, data.gallery_camid),
+            *cfg.extra_datasets]
+    metrics = {"method": meta["method"], "epochs": int(meta["epochs_trained"]),
+               "backbone": (meta.get("model") or {}).get("backbone", ""),
+               "pretrained_weights": meta["pretrained_weights"], "trained_on": data.name,
+               "height": int(meta["height"]), "width": int(meta["width"]),
+               "feat_norm": cfg.feat_norm, "datasets": {}}
+    rows, examples = [], None
+    for i, ds in enumerate(sets):
+        entry, ds_rows, ex = evaluate_dataset(model, meta, ds.name, Path(ds.root), cfg,
+                                              data.num_workers, device, want_examples=i == 0)
+        metrics["datasets"][ds.name] = entry
+        rows += ds_rows
+        examples = examples or ex
+    return EvaluationOutputs(metrics, cmc_csv(rows, data.name), examples["retrievals"], examples["masks"])
