@@ -155,7 +155,7 @@ class Trainer:
         last = str(self.last_path) if self.last_path.is_file() else "none (no epoch finished yet)"
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch} step {self.global_step}: term(s) {bad} = "
-            f"{[float(terms[k]) for k in bad]}; last good checkpoint: {last}")
+            f"{[float(terms[k].detach()) for k in bad]}; last good checkpoint: {last}")
 
     def train_step(self, batch: dict[str, Any], epoch: int = 0) -> dict[str, float]:
         """One optimiser step. Returns the loss terms, lr, mean reward and retained-patch ratio."""

@@ -32,12 +32,12 @@ def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: P
         MissingLabelsError: the parsing folder / occlusion parquet is absent, or some training images
             have no entry (how many, examples, and which stage to re-run).
     """
-    from ..parsing import load_label_maps
-
     if not Path(parse_dir).exists():
         raise MissingLabelsError(f"parsing output {parse_dir} not found: run `dvc repro parse`")
     if not Path(occlusion_path).is_file():
         raise MissingLabelsError(f"occlusion labels {occlusion_path} not found: run `dvc repro occlusion`")
+    from ..parsing import load_label_maps  # the parse stage's cache reader
+
     keys = train["key"].astype(str).tolist()
     label_maps = load_label_maps(parse_dir, keys=keys)
     occ = pd.read_parquet(occlusion_path, columns=["key", *Z_COLUMNS])
