@@ -250,3 +250,19 @@ def test_pretrained_loading_fails_loudly(tmp_path):
     small = OAViT("vit_small_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9)
     with pytest.raises(PretrainedWeightsError, match="shape mismatches"):
         small.load_pretrained(tmp_path / "vit.pth")
+
+
+def test_reward_is_zero_when_nothing_is_erased_after_refresh():
+    cfg = dataclasses.replace(TINY, drop_path=0.0, num_episodes=3)
+    model = build_model(cfg, num_classes=3, num_cameras=2, img_size=(H, W)).train()
+    with torch.no_grad():
+        model.heads["teacher"].agent.G.weight.fill_(50.0)  # m ≈ 1: every patch retained
+    model.refresh_reward_baseline()
+    t = model(batch(), torch.Generator().manual_seed(0))["teacher"]
+    assert t["actions"].min().item() == 1.0
+    assert t["reward"].shape == (3, 4)
+    assert torch.allclose(t["p_m"], t["p_b"].expand(3, -1), atol=1e-6)
+    assert torch.allclose(t["reward"], torch.zeros(3, 4), atol=1e-5)
+    # the frozen copy is not trained and stays in eval mode
+    assert not any(p.requires_grad for p in model.reward_baselines.parameters())
+    assert not model.reward_baselines.training

@@ -29,8 +29,8 @@ def make_classifier(dim: int, num_classes: int) -> nn.Linear:
 
 
 def bn_batch_stats(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``bn`` with the batch's statistics but without touching its running statistics
-    (used to score extra RL episodes without double-counting the batch in the running mean)."""
-    if not bn.training:
-        return bn(x)
+    """Apply ``bn`` with the batch's statistics (whatever its mode) without touching its running
+    statistics. Used for the RL reward: p^m (train-mode neck) and p^b (frozen copy) are then
+    normalised alike, and extra episodes do not count the batch twice in the running mean.
+    ``x [B, D] → [B, D]``."""
     return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)

@@ -21,7 +21,7 @@ only). The encoder outputs ``f_o^g``, ``f_h^g`` of Eq. (18) get their own BNNeck
 Reward (Eq. 8) of a learned FEP agent, per image: ``p^m`` = softmax probability of the true id from
 the global classifier on the purified global feature (after BNNeck) with the sampled erasing mask;
 ``p^b`` = the same from a frozen copy of the decoder + global BNNeck + classifier run without any
-mask; the frozen copy is refreshed by :meth:`OGFR.refresh_reward_baseline` (the loop calls it every
+mask (both BNNecks normalise with the batch's statistics, as the training-mode neck of p^m does); the frozen copy is refreshed by :meth:`OGFR.refresh_reward_baseline` (the loop calls it every
 ``baseline_refresh_epochs``). ``r = (p^m − p^b) / max(1 − p^b, 1e-6)``, clipped to
 ``[−reward_clip, reward_clip]`` (our choice, 0 = off). Eq. (9) with B = ``num_episodes`` episodes:
 episode 0 is the mask used for the features; extra episodes are scored without gradient.
@@ -201,7 +201,8 @@ class OGFR(nn.Module):
         with torch.no_grad():
             rb = self.reward_baselines[name]
             base_tokens = rb["head"].decode(enc.detach(), None)  # unmasked decoder, frozen params
-            p_b = rb["classifier"](rb["neck"](base_tokens[:, 0])).float().softmax(-1).gather(1, idx)[:, 0]
+            base_bn = bn_batch_stats(rb["neck"], base_tokens[:, 0])  # batch statistics, as p^m's neck
+            p_b = rb["classifier"](base_bn).float().softmax(-1).gather(1, idx)[:, 0]
             p_ms = [out["logits"][:, 0].detach().float().softmax(-1).gather(1, idx)[:, 0]]
             episodes = [actions]
             for _ in range(self.cfg.num_episodes - 1):
