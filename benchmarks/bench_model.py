@@ -6,9 +6,9 @@
    report, so we print both). Params exclude the frozen reward-baseline copy (a training-time buffer).
 2. Time per training step of OGFR vs the single-branch baseline, and inference time of the student
    branch vs a plain ViT (the baseline model: ViT + BNNeck, same backbone and stride), measured
-   interleaved in one process (so CPU contention hits both alike); medians over ``--steps``.
+   alternately in one process; ratios of the minima over ``--steps`` (medians printed too).
 3. Peak memory of one training step of each model: CUDA ``max_memory_allocated``; on CPU the peak
-   RSS of a child process that builds the model and runs one step (``ru_maxrss``).
+   RSS (``VmHWM``) of a fresh spawned process that builds the model and runs one step.
 4. ``--profile params``: the same timings for params.yaml's ``train.model`` at ``data.height × data.width``
    with a PK batch (P×K) — seconds per training step for the CPU budget (data loading excluded).
 
@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing as mp
-import resource
 import statistics
 import time
 from typing import Any
@@ -88,14 +87,23 @@ def count_flops(model, hw, device) -> dict[str, float]:
             "macs_full_g": full / 2e9, "macs_student_g": infer / 2e9, "macs_modules_once_g": once / 2e9}
 
 
+def _vm_hwm_mb() -> float:
+    """Peak resident set of this process (``VmHWM``, reset at exec — unlike ``ru_maxrss``, which a
+    spawned child inherits from its parent), MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status (Linux only)")
+
+
 def _peak_child(queue, cfg_dict, method, num_classes, num_cameras, hw, batch):
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = from_dict(TrainConfig, cfg_dict, "train")
     dev = torch.device("cpu")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _vm_hwm_mb()
     model, trainer = build(cfg, method, num_classes, num_cameras, hw, dev)
     trainer.train_step(make_batch(batch, *hw, num_classes, dev))
-    queue.put((before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    queue.put((before, _vm_hwm_mb()))
 
 
 def peak_memory_mb(cfg, method, num_classes, num_cameras, hw, batch, device) -> float:
@@ -116,11 +124,13 @@ def peak_memory_mb(cfg, method, num_classes, num_cameras, hw, batch, device) -> 
     p.start()
     before, after = q.get()
     p.join()
-    return after / 1024  # ru_maxrss is KiB on Linux: whole-process peak RSS (Python + torch + model)
+    return after  # whole-process peak RSS of a fresh process: Python + torch + model + one train step
 
 
 def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device) -> dict[str, Any]:
-    """Median seconds per train step (OGFR, baseline) and per inference batch (student, plain ViT)."""
+    """Seconds per train step (OGFR, baseline) and per inference batch (student, plain ViT), measured
+    alternately in one process after a warm-up. The ratios use the minimum over repeats (the least
+    disturbed run on a shared machine); medians are reported too."""
     ogfr, t_ogfr = build(cfg, "ogfr", num_classes, num_cameras, hw, device)
     base, t_base = build(cfg, "baseline", num_classes, num_cameras, hw, device)
     data = make_batch(batch, *hw, num_classes, device)
@@ -134,17 +144,23 @@ def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device) ->
             sync(device)
             if step:
                 train[name].append(time.perf_counter() - t0)
-        for name, m in (("ogfr", ogfr), ("baseline", base)):
-            sync(device)
-            t0 = time.perf_counter()
-            m.extract(data["image"], data["z"], data["camid"])
-            sync(device)
-            if step:
-                infer[name].append(time.perf_counter() - t0)
-    med = {f"train_s_{k}": statistics.median(v) for k, v in train.items()}
-    med.update({f"infer_s_{k}": statistics.median(v) for k, v in infer.items()})
+        for _ in range(3):
+            for name, m in (("ogfr", ogfr), ("baseline", base)):
+                sync(device)
+                t0 = time.perf_counter()
+                m.extract(data["image"], data["z"], data["camid"])
+                sync(device)
+                if step:
+                    infer[name].append(time.perf_counter() - t0)
+    med: dict[str, Any] = {}
+    for kind, table in (("train", train), ("infer", infer)):
+        for k, v in table.items():
+            med[f"{kind}_s_{k}"] = min(v)
+            med[f"{kind}_s_{k}_median"] = statistics.median(v)
     med["train_ratio"] = med["train_s_ogfr"] / med["train_s_baseline"]
     med["infer_ratio"] = med["infer_s_ogfr"] / med["infer_s_baseline"]
+    med["train_ratio_median"] = med["train_s_ogfr_median"] / med["train_s_baseline_median"]
+    med["infer_ratio_median"] = med["infer_s_ogfr_median"] / med["infer_s_baseline_median"]
     med["params_m_ogfr"] = ogfr.count_parameters() / 1e6
     med["params_m_baseline"] = base.count_parameters() / 1e6
     return med, ogfr
@@ -167,16 +183,17 @@ def main() -> None:
         cfg = paper_train_config()
         hw, ncls, ncam = (256, 128), 702, 8
         batch = args.batch or (64 if device.type == "cuda" else 4)
+        memory = {}
+        if not args.no_memory:  # before the timings, while this process holds no model
+            memory["peak_mb_ogfr"] = peak_memory_mb(cfg, "ogfr", ncls, ncam, hw, batch, device)
+            memory["peak_mb_baseline"] = peak_memory_mb(cfg, "baseline", ncls, ncam, hw, batch, device)
         timing, ogfr = time_interleaved(cfg, ncls, ncam, hw, batch, args.steps, device)
         flops = count_flops(ogfr, hw, device)
         del ogfr
         plain = build_model(dataclasses.replace(cfg.model, method="baseline"), ncls, ncam, hw, load_weights=False)
         flops["macs_plain_vit_g"] = count_flops(plain, hw, device)["macs_student_g"]
         del plain
-        r = {"batch": batch, **timing, **flops}
-        if not args.no_memory:
-            r["peak_mb_ogfr"] = peak_memory_mb(cfg, "ogfr", ncls, ncam, hw, batch, device)
-            r["peak_mb_baseline"] = peak_memory_mb(cfg, "baseline", ncls, ncam, hw, batch, device)
+        r = {"batch": batch, **timing, **flops, **memory}
         r["params_vs_paper_pct"] = 100 * (r["params_m_ogfr"] / PAPER["params_m"] - 1)
         r["macs_once_vs_paper_pct"] = 100 * (r["macs_modules_once_g"] / PAPER["flops_g"] - 1)
         r["macs_student_vs_paper_pct"] = 100 * (r["macs_student_g"] / PAPER["flops_g"] - 1)
@@ -191,9 +208,9 @@ def main() -> None:
               f"({r['macs_student_vs_paper_pct']:+.1f}%), training forward {r['macs_full_g']:.1f} G, "
               f"plain ViT-B/s12 {r['macs_plain_vit_g']:.1f} G (TransReID in Table VIII: 23.6 G with JPM)")
         print(f"  train step: OGFR {r['train_s_ogfr']:.3f} s, baseline {r['train_s_baseline']:.3f} s, "
-              f"ratio {r['train_ratio']:.2f} (goal <= 2.5; paper 14.1/4.8 = 2.94)")
+              f"ratio {r['train_ratio']:.2f} (median {r['train_ratio_median']:.2f}; goal <= 2.5; paper 14.1/4.8 = 2.94)")
         print(f"  inference:  student {r['infer_s_ogfr']:.3f} s, plain ViT {r['infer_s_baseline']:.3f} s, "
-              f"ratio {r['infer_ratio']:.2f} (goal <= 1.35; paper 7.0/5.2 = 1.35)")
+              f"ratio {r['infer_ratio']:.2f} (median {r['infer_ratio_median']:.2f}; goal <= 1.35; paper 7.0/5.2 = 1.35)")
         if "peak_mb_ogfr" in r:
             kind = "CUDA max allocated" if device.type == "cuda" else "process peak RSS"
             print(f"  peak memory ({kind}): OGFR {r['peak_mb_ogfr']:.0f} MiB, baseline {r['peak_mb_baseline']:.0f} MiB")
@@ -209,7 +226,8 @@ def main() -> None:
         print(f"[params.yaml {cfg.model.backbone} depth {cfg.model.depth} stride {cfg.model.stride}, "
               f"{hw[0]}x{hw[1]}, batch {batch}] device={device} threads={torch.get_num_threads()}")
         print(f"  train step: OGFR {timing['train_s_ogfr']:.3f} s, baseline {timing['train_s_baseline']:.3f} s "
-              f"(ratio {timing['train_ratio']:.2f}); inference batch: student {timing['infer_s_ogfr']:.3f} s, "
+              f"(ratio {timing['train_ratio']:.2f}, medians {timing['train_s_ogfr_median']:.3f} / "
+              f"{timing['train_s_baseline_median']:.3f} s); inference batch: student {timing['infer_s_ogfr']:.3f} s, "
               f"plain ViT {timing['infer_s_baseline']:.3f} s")
         print(f"  params OGFR {timing['params_m_ogfr']:.2f} M, baseline {timing['params_m_baseline']:.2f} M")
     if args.out:

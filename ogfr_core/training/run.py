@@ -42,7 +42,8 @@ def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: P
     label_maps = load_label_maps(parse_dir, keys=keys)
     occ = pd.read_parquet(occlusion_path, columns=["key", *Z_COLUMNS])
     check_training_labels(keys, label_maps.keys(), occ["key"].astype(str), dataset)
-    z = dict(zip(occ["key"].astype(str), occ[list(Z_COLUMNS)].to_numpy(np.int64)))
+    z_rows = occ[list(Z_COLUMNS)].to_numpy(np.int64).copy()  # writable (pandas CoW arrays are read-only)
+    z = dict(zip(occ["key"].astype(str), z_rows))
     return label_maps, z
 
 
