@@ -114,3 +114,22 @@ def test_objective_terms_and_total():
     base = build_model(dataclasses.replace(cfg, method="baseline"), 3, 2, (64, 32)).train()
     bt = objective(base(b), b["label"], lc, base.grid_size, base.num_prefix, True)
     assert set(bt) == {"id", "triplet", "total"} and torch.allclose(bt["total"], bt["id"] + bt["triplet"])
+
+
+def test_single_branch_objective_with_fep_student():
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="vit_tiny_patch16_224", depth=1, stride=12, kd=False, fep_teacher=False,
+                      fep_student=True)
+    model = build_model(cfg, 3, 2, (64, 32)).train()
+    b = dict(image=torch.randn(4, 3, 64, 32), z=torch.zeros(4, 4, dtype=torch.long),
+             camid=torch.zeros(4, dtype=torch.long), label=torch.tensor([0, 0, 1, 1]),
+             label_map=torch.randint(0, 9, (4, 64, 32)))
+    out = model(b, torch.Generator().manual_seed(0))
+    lc = LossConfig()
+    terms = objective(out, b["label"], lc, model.grid_size, model.num_prefix, False, b["label_map"])
+    assert set(terms) == {"id", "en", "tr", "mask", "policy", "total"}
+    s = out["student"]
+    mean_id = sum(id_loss(s["logits"][:, i], b["label"]) for i in range(9)) / 9
+    assert torch.allclose(terms["id"], mean_id)
+    assert torch.allclose(terms["total"], terms["id"] + terms["en"] + lc.mu2 * terms["tr"] + terms["mask"]
+                          + lc.policy_weight * terms["policy"])

@@ -161,3 +161,19 @@ def test_missing_labels_error(tmp_path):
     train = pd.DataFrame({"key": ["a"]})
     with pytest.raises(MissingLabelsError, match="dvc repro parse"):
         load_training_labels(train, tmp_path / "no_parse", tmp_path / "occ.parquet", "x")
+
+
+def test_load_model_fails_loudly_on_mismatch(tmp_path, real_batch):
+    from ogfr_core.training import CheckpointError
+
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, model=MODEL, log_every=0)
+    _trainer(tmp_path, cfg, 1).fit(_loader(real_batch, 1))
+    ck = torch.load(tmp_path / "model.pt", weights_only=True)
+    del ck["model"]["encoder.occ_embed"]
+    ck["model"]["stray.weight"] = torch.zeros(1)
+    torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "bad.pt")
+    assert "encoder.occ_embed" in str(err.value) and "stray.weight" in str(err.value)
+    with pytest.raises(CheckpointError, match="dvc repro train"):
+        load_model(tmp_path / "missing.pt")
