@@ -69,3 +69,17 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="occlusion_area"):
         occlusion_augment(torch.zeros(1, 3, 64, 32), torch.zeros(1, 64, 32, dtype=torch.long),
                           torch.zeros(1, 4, dtype=torch.long), prob=1, area=(0.5, 0.2), lam=5)
+
+
+def test_background_source_prefers_background_obstacles():
+    lab = _maps(16)
+    imgs = lab[:, None].float().expand(16, 3, 64, 32).clone()  # pixel value = its part label
+    z = torch.zeros(16, 4, dtype=torch.long)
+
+    def bg_share(source):
+        out = occlusion_augment(imgs, lab, z, prob=1.0, area=(0.1, 0.2), lam=5.0, source=source,
+                                generator=torch.Generator().manual_seed(7))
+        pasted = torch.cat([out.images[i, 0, y:y + h, x:x + w].flatten() for i, (y, x, h, w) in enumerate(out.boxes.tolist())])
+        return (pasted == 0).float().mean().item()
+
+    assert bg_share("background") > bg_share("fed") + 0.1

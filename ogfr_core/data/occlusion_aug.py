@@ -83,11 +83,13 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
     lo, hi = area
     if not 0 < lo <= hi < 1:
         raise ValueError(f"occlusion_area must satisfy 0 < min <= max < 1, got {area}")
+    if source not in ("background", "fed"):
+        raise ValueError(f"occlusion_source must be 'background' or 'fed', got {source!r}")
     out_img, out_lab = images.clone(), label_maps.clone()
     applied = torch.zeros(b, dtype=torch.bool)
     boxes = torch.zeros(b, 4, dtype=torch.long)
-    bg = (label_maps == 0).float()
-    bg_integral = torch.nn.functional.pad(bg.cumsum(1).cumsum(2), (1, 0, 1, 0))  # [B, H+1, W+1]
+    # 1) all random draws on the CPU generator (no device sync)
+    plans = []  # (i, j, oh, ow, candidates [(y, x)], target (y, x))
     for i in range(b):
         if _rand(generator) >= prob:
             continue
@@ -96,16 +98,23 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
         oh = max(1, min(h, int(round(math.sqrt(frac * h * w * aspect)))))
         ow = max(1, min(w, int(round(math.sqrt(frac * h * w / aspect)))))
         j = (i + 1 + _randint(b - 1, generator)) % b if b > 1 else i
-        if source == "background":
-            cands = [(_randint(h - oh + 1, generator), _randint(w - ow + 1, generator)) for _ in range(NUM_CANDIDATES)]
-            ii = bg_integral[j]
-            scores = [float(ii[y + oh, x + ow] - ii[y, x + ow] - ii[y + oh, x] + ii[y, x]) for y, x in cands]
-            sy, sx = cands[max(range(len(cands)), key=scores.__getitem__)]
-        elif source == "fed":
-            sy, sx = _randint(h - oh + 1, generator), _randint(w - ow + 1, generator)
-        else:
-            raise ValueError(f"occlusion_source must be 'background' or 'fed', got {source!r}")
-        ty, tx = _randint(h - oh + 1, generator), _randint(w - ow + 1, generator)
+        n_cand = NUM_CANDIDATES if source == "background" else 1
+        cands = [(_randint(h - oh + 1, generator), _randint(w - ow + 1, generator)) for _ in range(n_cand)]
+        target = (_randint(h - oh + 1, generator), _randint(w - ow + 1, generator))
+        plans.append((i, j, oh, ow, cands, target))
+    # 2) background source: score every candidate by its background pixel count, in one gather
+    choice = [0] * len(plans)
+    if source == "background" and plans:
+        bg = (label_maps == 0).float()
+        integral = torch.nn.functional.pad(bg.cumsum(1).cumsum(2), (1, 0, 1, 0))  # [B, H+1, W+1]
+        rows = [(j, y, x, oh, ow) for (_, j, oh, ow, cands, _) in plans for (y, x) in cands]
+        j_, y_, x_, oh_, ow_ = (torch.tensor(c, device=images.device) for c in zip(*rows))
+        score = (integral[j_, y_ + oh_, x_ + ow_] - integral[j_, y_, x_ + ow_]
+                 - integral[j_, y_ + oh_, x_] + integral[j_, y_, x_])  # [n_plans * 8]
+        choice = score.view(len(plans), NUM_CANDIDATES).argmax(1).tolist()  # first max wins
+    # 3) paste (slicing with Python ints: no sync)
+    for (i, j, oh, ow, cands, (ty, tx)), c in zip(plans, choice):
+        sy, sx = cands[c]
         out_img[i, :, ty:ty + oh, tx:tx + ow] = images[j, :, sy:sy + oh, sx:sx + ow]
         out_lab[i, ty:ty + oh, tx:tx + ow] = 0
         applied[i] = True

@@ -92,8 +92,8 @@ class ErasingAgent(nn.Module):
     @staticmethod
     def log_prob(m: torch.Tensor, actions: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
         """``Σ_t log π(a_t | s_t)`` of Eq. (9) for Bernoulli actions: ``[B, N] → [B]``."""
-        m = m.clamp(eps, 1 - eps)
-        a = actions.to(m.dtype)
+        m = m.float().clamp(eps, 1 - eps)  # fp32: under fp16 autocast 1 - m underflows
+        a = actions.float()
         return (a * m.log() + (1 - a) * (1 - m).log()).sum(-1)
 
 
