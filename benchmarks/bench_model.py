@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing as mp
 import statistics
 import time
@@ -27,7 +26,6 @@ from typing import Any
 import torch
 
 from ogfr_core.config import DataConfig, TrainConfig, from_dict, read_params
-from ogfr_core.losses import objective
 from ogfr_core.model import build_model
 from ogfr_core.training.loop import Trainer
 

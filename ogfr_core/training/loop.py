@@ -11,7 +11,6 @@ runs with the same seed give identical metrics.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -19,7 +18,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.distributed as dist
 
-from ..config import TrainConfig, from_dict, ModelConfig
+from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
 from ..losses import objective
 from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, save_checkpoint, unwrap
