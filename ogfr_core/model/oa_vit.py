@@ -17,8 +17,10 @@ One encoder, shared by the teacher (holistic) and student (occluded) branches. I
 Example::
 
     >>> enc = OAViT("vit_tiny_patch16_224", img_size=(64, 32), stride=12, depth=2,
-    ...             num_part_tokens=9, num_cameras=2)            # doctest: +SKIP
-    >>> enc(torch.randn(2, 3, 64, 32), z, camids).shape       # [B, 1 + 9 + N, D]
+    ...             num_part_tokens=9, num_cameras=2)
+    >>> z, camids = torch.zeros(2, 4, dtype=torch.long), torch.tensor([0, 1])
+    >>> enc(torch.randn(2, 3, 64, 32), z, camids).shape      # [B, 1 + (K+1) + N, D], N = 5 x 2
+    torch.Size([2, 20, 192])
 """
 from __future__ import annotations
 
