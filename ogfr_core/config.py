@@ -104,6 +104,7 @@ class ModelConfig:
     random_keep: float = 0.5
     num_episodes: int = 1
     baseline_refresh_epochs: int = 2
+    reward_clip: float = 1.0  # |r| of Eq. (8) clipped (our choice, 0 = off); p^b near 1 makes r explode
     neck: Literal["bnneck"] = "bnneck"
 
 
@@ -123,6 +124,7 @@ class LossConfig:
     use_kd: bool = True
     use_mask: bool = True
     policy_weight: float = 1.0
+    kd_detach_teacher: bool = False  # stop-gradient on the teacher in L_mse/L_cos (KL always detaches it)
 
 
 @dataclass(frozen=True)

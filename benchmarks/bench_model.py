@@ -1,0 +1,238 @@
+"""Model complexity and speed benchmark (OGFR Table VIII) — not a test; prints numbers.
+
+1. Parameters and FLOPs of the paper configuration (ViT-B/16, stride 12, 256×128, K = 8, 702
+   training ids and 8 cameras as Occluded-Duke) with ``torch.utils.flop_counter`` (which counts
+   2 FLOPs per multiply–accumulate; Table VIII's "FLOPs" are multiply–accumulates as fvcore/thop
+   report, so we print both). Params exclude the frozen reward-baseline copy (a training-time buffer).
+2. Time per training step of OGFR vs the single-branch baseline, and inference time of the student
+   branch vs a plain ViT (the baseline model: ViT + BNNeck, same backbone and stride), measured
+   alternately in one process; ratios of the minima over ``--steps`` (medians printed too).
+3. Peak memory of one training step of each model: CUDA ``max_memory_allocated``; on CPU the peak
+   RSS (``VmHWM``) of a fresh spawned process that builds the model and runs one step.
+4. ``--profile params``: the same timings for params.yaml's ``train.model`` at ``data.height × data.width``
+   with a PK batch (P×K) — seconds per training step for the CPU budget (data loading excluded).
+
+Usage: ``python -m benchmarks.bench_model [--profile paper|params|both] [--batch 4] [--steps 3]``
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from ogfr_core.config import DataConfig, TrainConfig, from_dict, read_params
+from ogfr_core.model import build_model
+from ogfr_core.training.loop import Trainer
+
+PAPER = {"params_m": 121.7, "flops_g": 26.5, "train_ms": 14.1, "train_ms_transreid": 4.8,
+         "infer_ms": 7.0, "infer_ms_transreid": 5.2}
+
+
+def paper_train_config() -> TrainConfig:
+    cfg = TrainConfig()
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone="vit_base_patch16_224", depth=0,
+                                                              stride=12, pretrained=""))
+
+
+def make_batch(b: int, h: int, w: int, num_classes: int, device: torch.device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(b) // max(1, b // max(2, b // 4)) % num_classes
+    return {"image": torch.randn(b, 3, h, w, generator=g).to(device),
+            "label_map": torch.randint(0, 9, (b, h, w), generator=g).to(device),
+            "z": torch.randint(0, 2, (b, 4), generator=g).to(device),
+            "label": labels.to(device), "camid": (torch.arange(b) % 2).to(device)}
+
+
+def build(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int], device):
+    mcfg = dataclasses.replace(cfg.model, method=method)
+    model = build_model(mcfg, num_classes, num_cameras, hw, load_weights=False)
+    run_cfg = dataclasses.replace(cfg, model=mcfg, warmup_epochs=0, epochs=1000)
+    trainer = Trainer(model, run_cfg, "/tmp/ogfr_bench_unused", {}, lam=5.0, steps_per_epoch=1000, device=device)
+    return model, trainer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def count_flops(model, hw, device) -> dict[str, float]:
+    """FLOPs (torch counter: 2 per MAC) for one image: full training forward (teacher + student) and
+    inference (student branch only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    b = make_batch(1, *hw, model.num_classes, device)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            model(b)
+        full = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            model.extract(b["image"], b["z"], b["camid"])
+        infer = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            model.encoder(b["image"], b["z"], b["camid"])
+        enc = fc.get_total_flops()
+    model.train()
+    # "every module once": one encoder pass + teacher FEP decoder + student layers
+    once = full - enc
+    return {"flops_full_g": full / 1e9, "flops_student_g": infer / 1e9, "flops_modules_once_g": once / 1e9,
+            "macs_full_g": full / 2e9, "macs_student_g": infer / 2e9, "macs_modules_once_g": once / 2e9}
+
+
+def _vm_hwm_mb() -> float:
+    """Peak resident set of this process (``VmHWM``, reset at exec — unlike ``ru_maxrss``, which a
+    spawned child inherits from its parent), MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status (Linux only)")
+
+
+def _peak_child(queue, cfg_dict, method, num_classes, num_cameras, hw, batch):
+    cfg = from_dict(TrainConfig, cfg_dict, "train")
+    dev = torch.device("cpu")
+    before = _vm_hwm_mb()
+    model, trainer = build(cfg, method, num_classes, num_cameras, hw, dev)
+    trainer.train_step(make_batch(batch, *hw, num_classes, dev))
+    queue.put((before, _vm_hwm_mb()))
+
+
+def peak_memory_mb(cfg, method, num_classes, num_cameras, hw, batch, device) -> float:
+    if device.type == "cuda":
+        model, trainer = build(cfg, method, num_classes, num_cameras, hw, device)
+        torch.cuda.reset_peak_memory_stats()
+        trainer.train_step(make_batch(batch, *hw, num_classes, device))
+        sync(device)
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        del model, trainer
+        torch.cuda.empty_cache()
+        return peak
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    from ogfr_core.config import to_dict
+
+    p = ctx.Process(target=_peak_child, args=(q, to_dict(cfg), method, num_classes, num_cameras, hw, batch))
+    p.start()
+    before, after = q.get()
+    p.join()
+    return after  # whole-process peak RSS of a fresh process: Python + torch + model + one train step
+
+
+def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device) -> dict[str, Any]:
+    """Seconds per train step (OGFR, baseline) and per inference batch (student, plain ViT), measured
+    alternately in one process after a warm-up. The ratios use the minimum over repeats (the least
+    disturbed run on a shared machine); medians are reported too."""
+    ogfr, t_ogfr = build(cfg, "ogfr", num_classes, num_cameras, hw, device)
+    base, t_base = build(cfg, "baseline", num_classes, num_cameras, hw, device)
+    data = make_batch(batch, *hw, num_classes, device)
+    train = {"ogfr": [], "baseline": []}
+    infer = {"ogfr": [], "baseline": []}
+    for step in range(steps + 1):  # step 0 = warm-up
+        for name, tr in (("ogfr", t_ogfr), ("baseline", t_base)):
+            sync(device)
+            t0 = time.perf_counter()
+            tr.train_step(data)
+            sync(device)
+            if step:
+                train[name].append(time.perf_counter() - t0)
+        for _ in range(3):
+            for name, m in (("ogfr", ogfr), ("baseline", base)):
+                sync(device)
+                t0 = time.perf_counter()
+                m.extract(data["image"], data["z"], data["camid"])
+                sync(device)
+                if step:
+                    infer[name].append(time.perf_counter() - t0)
+    med: dict[str, Any] = {}
+    for kind, table in (("train", train), ("infer", infer)):
+        for k, v in table.items():
+            med[f"{kind}_s_{k}"] = min(v)
+            med[f"{kind}_s_{k}_median"] = statistics.median(v)
+    med["train_ratio"] = med["train_s_ogfr"] / med["train_s_baseline"]
+    med["infer_ratio"] = med["infer_s_ogfr"] / med["infer_s_baseline"]
+    med["train_ratio_median"] = med["train_s_ogfr_median"] / med["train_s_baseline_median"]
+    med["infer_ratio_median"] = med["infer_s_ogfr_median"] / med["infer_s_baseline_median"]
+    med["params_m_ogfr"] = ogfr.count_parameters() / 1e6
+    med["params_m_baseline"] = base.count_parameters() / 1e6
+    return med, ogfr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", choices=["paper", "params", "both"], default="both")
+    ap.add_argument("--batch", type=int, default=0, help="paper profile batch (default: 64 on CUDA, 4 on CPU)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--out", default="", help="also write the numbers as JSON here")
+    args = ap.parse_args()
+    from ogfr_core.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    results: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads()}
+    if args.profile in ("paper", "both"):
+        cfg = paper_train_config()
+        hw, ncls, ncam = (256, 128), 702, 8
+        batch = args.batch or (64 if device.type == "cuda" else 4)
+        memory = {}
+        if not args.no_memory:  # before the timings, while this process holds no model
+            memory["peak_mb_ogfr"] = peak_memory_mb(cfg, "ogfr", ncls, ncam, hw, batch, device)
+            memory["peak_mb_baseline"] = peak_memory_mb(cfg, "baseline", ncls, ncam, hw, batch, device)
+        timing, ogfr = time_interleaved(cfg, ncls, ncam, hw, batch, args.steps, device)
+        flops = count_flops(ogfr, hw, device)
+        del ogfr
+        plain = build_model(dataclasses.replace(cfg.model, method="baseline"), ncls, ncam, hw, load_weights=False)
+        flops["macs_plain_vit_g"] = count_flops(plain, hw, device)["macs_student_g"]
+        del plain
+        r = {"batch": batch, **timing, **flops, **memory}
+        r["params_vs_paper_pct"] = 100 * (r["params_m_ogfr"] / PAPER["params_m"] - 1)
+        r["macs_once_vs_paper_pct"] = 100 * (r["macs_modules_once_g"] / PAPER["flops_g"] - 1)
+        r["macs_student_vs_paper_pct"] = 100 * (r["macs_student_g"] / PAPER["flops_g"] - 1)
+        results["paper_vitb_s12_256x128"] = r
+        print(f"[paper config ViT-B/16 stride 12, 256x128, K=8, 702 ids] device={device} batch={batch}")
+        print(f"  params OGFR {r['params_m_ogfr']:.1f} M (paper 121.7 M, {r['params_vs_paper_pct']:+.1f}%), "
+              f"baseline {r['params_m_baseline']:.1f} M")
+        print(f"  FLOPs/image (torch counter, 2 per MAC): training forward (2 encoder passes) "
+              f"{r['flops_full_g']:.1f} G, student inference {r['flops_student_g']:.1f} G")
+        print(f"  MACs/image: every module once (encoder + teacher FEP + student) {r['macs_modules_once_g']:.1f} G "
+              f"(paper 26.5 G: {r['macs_once_vs_paper_pct']:+.1f}%), student inference {r['macs_student_g']:.1f} G "
+              f"({r['macs_student_vs_paper_pct']:+.1f}%), training forward {r['macs_full_g']:.1f} G, "
+              f"plain ViT-B/s12 {r['macs_plain_vit_g']:.1f} G (TransReID in Table VIII: 23.6 G with JPM)")
+        print(f"  train step: OGFR {r['train_s_ogfr']:.3f} s, baseline {r['train_s_baseline']:.3f} s, "
+              f"ratio {r['train_ratio']:.2f} (median {r['train_ratio_median']:.2f}; goal <= 2.5; paper 14.1/4.8 = 2.94)")
+        print(f"  inference:  student {r['infer_s_ogfr']:.3f} s, plain ViT {r['infer_s_baseline']:.3f} s, "
+              f"ratio {r['infer_ratio']:.2f} (median {r['infer_ratio_median']:.2f}; goal <= 1.35; paper 7.0/5.2 = 1.35)")
+        if "peak_mb_ogfr" in r:
+            kind = "CUDA max allocated" if device.type == "cuda" else "process peak RSS"
+            print(f"  peak memory ({kind}): OGFR {r['peak_mb_ogfr']:.0f} MiB, baseline {r['peak_mb_baseline']:.0f} MiB")
+    if args.profile in ("params", "both"):
+        params = read_params("params.yaml")
+        data = from_dict(DataConfig, params["data"], "data")
+        cfg = from_dict(TrainConfig, params["train"], "train")
+        hw, ncls, ncam = (data.height, data.width), 767, 2
+        batch = cfg.ids_per_batch * cfg.images_per_id
+        timing, _ = time_interleaved(cfg, ncls, ncam, hw, batch, args.steps, device)
+        results["params_yaml"] = {"batch": batch, "backbone": cfg.model.backbone, "depth": cfg.model.depth,
+                                  "stride": cfg.model.stride, "hw": list(hw), **timing}
+        print(f"[params.yaml {cfg.model.backbone} depth {cfg.model.depth} stride {cfg.model.stride}, "
+              f"{hw[0]}x{hw[1]}, batch {batch}] device={device} threads={torch.get_num_threads()}")
+        print(f"  train step: OGFR {timing['train_s_ogfr']:.3f} s, baseline {timing['train_s_baseline']:.3f} s "
+              f"(ratio {timing['train_ratio']:.2f}, medians {timing['train_s_ogfr_median']:.3f} / "
+              f"{timing['train_s_baseline_median']:.3f} s); inference batch: student {timing['infer_s_ogfr']:.3f} s, "
+              f"plain ViT {timing['infer_s_baseline']:.3f} s")
+        print(f"  params OGFR {timing['params_m_ogfr']:.2f} M, baseline {timing['params_m_baseline']:.2f} M")
+    if args.out:
+        from ogfr_core.io import write_json
+
+        write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""The OGFR model (Fig. 2): shared OA-ViT, teacher FEP branch, student branch, BNNecks/classifiers.
+
+Branches (``model.*`` switches, Tables IV–VI):
+
+* ``method: baseline`` (Table IV row 1): single-branch ViT, sequence ``[cls; patches]`` (no part
+  tokens, no occlusion embedding; camera embedding kept as TransReID's SIE when ``gamma_cam > 0``),
+  one BNNeck + classifier on the [cls] feature; trained with ID + triplet on occlusion-augmented images.
+* ``method: ogfr``: OA-ViT encoder (``oa_vit: false`` drops the occlusion embedding E_o) with K+1 part
+  tokens. The **student** branch (occlusion-augmented image) is two conventional layers, or an FEP
+  module with ``fep_student``. With ``kd: true`` a **teacher** branch (holistic image) is added: an
+  FEP module (``fep_teacher``) or two conventional layers. ``kd: false`` is the single-branch model
+  of Table IV rows 2–3.
+
+Features ``i ∈ {g, 1..K}`` are tokens ``0`` and ``2..K+1`` (token 1 is the background part f^0, used
+only in the correlation matrix). Each has a classifier shared by both branches (so the KL of Eq. 17
+compares teacher and student predictions over the same classifier, and the teacher's reward
+probability p^m is meaningful although only the student has an ID term in Eq. 17) and a BNNeck per
+branch (so the student's running statistics — the ones used at inference — see student features
+only). The encoder outputs ``f_o^g``, ``f_h^g`` of Eq. (18) get their own BNNeck + classifier.
+
+Reward (Eq. 8) of a learned FEP agent, per image: ``p^m`` = softmax probability of the true id from
+the global classifier on the purified global feature (after BNNeck) with the sampled erasing mask;
+``p^b`` = the same from a frozen copy of the decoder + global BNNeck + classifier run without any
+mask (both BNNecks normalise with the batch's statistics, as the training-mode neck of p^m does); the frozen copy is refreshed by :meth:`OGFR.refresh_reward_baseline` (the loop calls it every
+``baseline_refresh_epochs``). ``r = (p^m − p^b) / max(1 − p^b, 1e-6)``, clipped to
+``[−reward_clip, reward_clip]`` (our choice, 0 = off). Eq. (9) with B = ``num_episodes`` episodes:
+episode 0 is the mask used for the features; extra episodes are scored without gradient.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .fep import ConventionalHead, ErasingAgent, FEPModule, correlation_matrix, part_visibility
+from .neck import bn_batch_stats, make_bnneck, make_classifier
+from .oa_vit import OAViT
+
+
+class ModelConfigError(ValueError):
+    """An inconsistent combination of model switches."""
+
+
+class OGFR(nn.Module):
+    """OGFR (and its ablations / the baseline). See the module docstring.
+
+    Args:
+        cfg: ``train.model`` params.
+        num_classes: training identities.
+        num_cameras: training cameras (camera embeddings).
+        img_size: ``(H, W)`` network input, pixels.
+        load_weights: load ``cfg.pretrained`` (False when rebuilding from a checkpoint).
+
+    Attributes:
+        init_warning: "" or the warning that the backbone was randomly initialised.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, num_cameras: int,
+                 img_size: tuple[int, int], load_weights: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.baseline = cfg.method == "baseline"
+        if not self.baseline and cfg.fep_teacher and not cfg.kd:
+            raise ModelConfigError("model.fep_teacher needs model.kd: true (the teacher branch exists only with KD)")
+        if cfg.num_episodes < 1:
+            raise ModelConfigError(f"model.num_episodes must be >= 1, got {cfg.num_episodes}")
+        self.num_parts = 0 if self.baseline else cfg.num_parts  # K
+        self.num_classes = num_classes
+        self.img_size = (int(img_size[0]), int(img_size[1]))
+        self.encoder = OAViT(cfg.backbone, self.img_size, cfg.patch_size, cfg.stride, cfg.depth,
+                             num_part_tokens=0 if self.baseline else self.num_parts + 1,
+                             num_cameras=num_cameras, gamma_occ=cfg.gamma_occ, gamma_cam=cfg.gamma_cam,
+                             use_occ_embed=cfg.oa_vit and not self.baseline, drop_path=cfg.drop_path)
+        self.init_warning = ""
+        if load_weights and cfg.pretrained:
+            self.encoder.load_pretrained(cfg.pretrained)
+        elif load_weights:
+            self.init_warning = (f"no pretrained weights (train.model.pretrained is empty): the "
+                                 f"{cfg.backbone} backbone is randomly initialised, accuracy will be far "
+                                 f"below the paper's ImageNet-initialised results")
+        dim = self.encoder.embed_dim
+        k = self.num_parts
+        self.num_prefix = 1 if self.baseline else k + 2  # [cls] (+ K+1 part tokens)
+        # feature tokens i ∈ {g, 1..K}: token 0 and tokens 2..K+1 (token 1 = background part)
+        self.register_buffer("feat_index", torch.tensor([0] + list(range(2, k + 2)), dtype=torch.long),
+                             persistent=False)
+        template, norm = self.encoder.blocks[-1], self.encoder.norm
+
+        branches = ["student"] + (["teacher"] if (cfg.kd and not self.baseline) else [])
+        self.heads = nn.ModuleDict()
+        if not self.baseline:
+            for name in branches:
+                use_fep = cfg.fep_student if name == "student" else cfg.fep_teacher
+                self.heads[name] = (FEPModule(template, norm, self.num_prefix, k + 1, cfg.decoder,
+                                              cfg.mask_method, cfg.random_keep)
+                                    if use_fep else ConventionalHead(template, norm))
+        self.necks = nn.ModuleDict({name: nn.ModuleList([make_bnneck(dim) for _ in range(k + 1)])
+                                    for name in branches})
+        self.classifiers = nn.ModuleList([make_classifier(dim, num_classes) for _ in range(k + 1)])
+        if not self.baseline:  # Eq. (18) on the encoder's global outputs
+            self.encoder_neck = make_bnneck(dim)
+            self.encoder_classifier = make_classifier(dim, num_classes)
+        # frozen copies giving p^b (Eq. 8), one per branch with a learned agent; never trained
+        self.reward_baselines = nn.ModuleDict()
+        for name, head in self.heads.items():
+            if isinstance(head, FEPModule) and head.agent is not None:
+                self.reward_baselines[name] = nn.ModuleDict({"head": copy.deepcopy(head),
+                                                             "neck": copy.deepcopy(self.necks[name][0]),
+                                                             "classifier": copy.deepcopy(self.classifiers[0])})
+        self.reward_baselines.requires_grad_(False)
+        self.reward_baselines.eval()
+
+    # ------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "OGFR":
+        super().train(mode)
+        self.reward_baselines.eval()  # the p^b network is always frozen
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (excludes the frozen reward baselines and BN biases)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def count_parameters(self) -> int:
+        """Number of parameters of the model proper (frozen reward-baseline copies excluded)."""
+        skip = {id(p) for p in self.reward_baselines.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    @torch.no_grad()
+    def refresh_reward_baseline(self) -> None:
+        """Copy the current FEP decoder + global BNNeck + classifier into the frozen p^b network."""
+        for name, rb in self.reward_baselines.items():
+            rb["head"].load_state_dict(self.heads[name].state_dict())
+            rb["neck"].load_state_dict(self.necks[name][0].state_dict())
+            rb["classifier"].load_state_dict(self.classifiers[0].state_dict())
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.encoder.grid_size
+
+    # ------------------------------------------------------------------------------------------
+    def correlation(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Correlation matrix ``I [B, N, K+1]`` from encoder tokens ``[B, L, D]`` (see ``fep.correlation_matrix``)."""
+        return correlation_matrix(tokens[:, self.num_prefix:], tokens[:, 1: self.num_prefix])
+
+    def patch_foreground(self, label_map: torch.Tensor) -> torch.Tensor:
+        """Fraction of non-background pixels in each patch's receptive field: label map ``[B, h, w]``
+        (resized nearest to the input size if needed) → ``[B, N]`` in [0, 1]."""
+        fg = (label_map > 0).float()[:, None]  # [B, 1, h, w]
+        if tuple(fg.shape[-2:]) != self.img_size:
+            fg = F.interpolate(fg, size=self.img_size, mode="nearest")
+        e = self.encoder
+        pooled = F.avg_pool2d(fg, kernel_size=e.patch_size, stride=e.stride)  # [B, 1, Hp, Wp]
+        return pooled.flatten(1)
+
+    def _logits(self, branch: str, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature BNNeck + classifier: feats ``[B, K+1, D]`` → (after-BN ``[B, K+1, D]``, logits ``[B, K+1, C]``)."""
+        bn = torch.stack([neck(feats[:, i]) for i, neck in enumerate(self.necks[branch])], 1)
+        logits = torch.stack([fc(bn[:, i]) for i, fc in enumerate(self.classifiers)], 1)
+        return bn, logits
+
+    def branch(self, name: str, images: torch.Tensor, z: torch.Tensor | None, camids: torch.Tensor,
+               labels: torch.Tensor | None = None, label_map: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Run one branch. Returns a dict with ``encoded`` ``[B, L, D]`` (F_h / F_o), ``tokens``
+        ``[B, L, D]`` (F_hp / F_op), ``feats`` ``[B, K+1, D]`` (before BNNeck), ``feats_bn``, ``logits``
+        ``[B, K+1, C]``, ``corr`` ``[B, N, K+1]`` (None for the baseline), ``enc_logits`` ``[B, C]``
+        (Eq. 18), and for a learned FEP agent in training: ``m``, ``actions``, ``log_prob`` ``[E, B]``,
+        ``reward`` ``[E, B]``, ``p_m``, ``p_b``."""
+        enc = self.encoder(images, z, camids)  # [B, L, D]
+        out: dict[str, Any] = {"encoded": enc, "corr": None}
+        if self.baseline:
+            tokens = enc
+        else:
+            corr = self.correlation(enc)  # [B, N, K+1]
+            out["corr"] = corr
+            head = self.heads[name]
+            if isinstance(head, FEPModule):
+                fg = self.patch_foreground(label_map) if (label_map is not None and head.mask_method == "background") else None
+                tokens, info = head(enc, corr, fg, generator)
+                out.update(info)
+            else:
+                tokens, _ = head(enc)
+            out["enc_logits"] = self.encoder_classifier(self.encoder_neck(enc[:, 0]))
+        feats = tokens[:, self.feat_index]  # [B, K+1, D]
+        feats_bn, logits = self._logits(name, feats)
+        out.update(tokens=tokens, feats=feats, feats_bn=feats_bn, logits=logits)
+        if self.training and labels is not None and out.get("m") is not None and name in self.reward_baselines:
+            out.update(self._reinforce(name, enc, out, labels, generator))
+        return out
+
+    def _reinforce(self, name: str, enc: torch.Tensor, out: dict, labels: torch.Tensor,
+                   generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """Eq. (8)–(9): rewards and log-probabilities of ``num_episodes`` sampled erasing masks."""
+        head: FEPModule = self.heads[name]
+        m, actions = out["m"], out["actions"]
+        idx = labels.long()[:, None]
+        with torch.no_grad():
+            rb = self.reward_baselines[name]
+            base_tokens = rb["head"].decode(enc.detach(), None)  # unmasked decoder, frozen params
+            base_bn = bn_batch_stats(rb["neck"], base_tokens[:, 0])  # batch statistics, as p^m's neck
+            p_b = rb["classifier"](base_bn).float().softmax(-1).gather(1, idx)[:, 0]
+            p_ms = [out["logits"][:, 0].detach().float().softmax(-1).gather(1, idx)[:, 0]]
+            episodes = [actions]
+            for _ in range(self.cfg.num_episodes - 1):
+                u = torch.rand(m.shape, generator=generator, device="cpu").to(m.device)
+                a = (u < m.detach()).to(m.dtype)
+                t = head.decode(enc.detach(), a)
+                bn = bn_batch_stats(self.necks[name][0], t[:, 0])
+                p_ms.append(self.classifiers[0](bn).float().softmax(-1).gather(1, idx)[:, 0])
+                episodes.append(a)
+            p_m = torch.stack(p_ms)  # [E, B]
+            reward = reinforce_reward(p_m, p_b[None], self.cfg.reward_clip)  # [E, B]
+        log_prob = torch.stack([ErasingAgent.log_prob(m, a) for a in episodes])  # [E, B]
+        return {"reward": reward, "log_prob": log_prob, "p_m": p_m, "p_b": p_b}
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Training forward.
+
+        ``batch``: ``image`` ``[B,3,H,W]`` (holistic, teacher input), ``z`` ``[B,4]``, ``camid`` ``[B]``,
+        ``label`` ``[B]``, optional ``label_map`` ``[B,H,W]``; ``image_occ``, ``z_occ``,
+        ``label_map_occ`` (occlusion-augmented student input; default: the holistic ones).
+
+        Returns ``{"student": branch dict, "teacher": branch dict (with KD only)}``.
+        """
+        labels = batch["label"]
+        out = {"student": self.branch("student", batch.get("image_occ", batch["image"]),
+                                      batch.get("z_occ", batch.get("z")), batch["camid"], labels,
+                                      batch.get("label_map_occ", batch.get("label_map")), generator)}
+        if "teacher" in self.heads:
+            out["teacher"] = self.branch("teacher", batch["image"], batch.get("z"), batch["camid"], labels,
+                                         batch.get("label_map"), generator)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference (student branch only), features after BNNeck (TransReID ``NECK_FEAT: after``).
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised as in training.
+            z: occlusion labels ``[B, 4]`` long (Eq. 2).
+            camids: ``[B]`` long, within the training cameras.
+
+        Returns:
+            ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}`` (K = 0 for the
+            baseline). Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W.
+            The model is put in eval mode for the call and restored after.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.branch("student", images, z, camids)
+        finally:
+            self.train(was_training)
+        feats = out["feats_bn"]  # [B, K+1, D]
+        b = images.shape[0]
+        if out["corr"] is None:
+            vis = torch.zeros(b, 0, dtype=torch.bool, device=images.device)
+        else:
+            vis = part_visibility(out["corr"], self.grid_size, self.img_size)
+        return {"global": feats[:, 0], "parts": feats[:, 1:], "visibility": vis}
+
+    @torch.no_grad()
+    def erasing_mask(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> torch.Tensor | None:
+        """Eq. (6) retain probability ``m`` of the learned agent (teacher's if any, else the student's)
+        on ``images`` → ``[B, Hp, Wp]`` float in (0, 1); None when no branch has a learned agent."""
+        for name in ("teacher", "student"):
+            head = self.heads[name] if name in self.heads else None
+            if isinstance(head, FEPModule) and head.agent is not None:
+                was_training = self.training
+                self.eval()
+                try:
+                    corr = self.correlation(self.encoder(images, z, camids))
+                    m = head.agent(corr)  # [B, N]
+                finally:
+                    self.train(was_training)
+                return m.reshape(images.shape[0], *self.grid_size)
+        return None
+
+
+def reinforce_reward(p_m: torch.Tensor, p_b: torch.Tensor, clip: float = 0.0, eps: float = 1e-6) -> torch.Tensor:
+    """Eq. (8): ``r = (p^m − p^b) / (1 − p^b)``, denominator floored at ``eps``, optionally clipped to
+    ``[−clip, clip]`` (``clip = 0`` = off). Shapes broadcast."""
+    r = (p_m - p_b) / (1 - p_b).clamp_min(eps)
+    return r.clamp(-clip, clip) if clip > 0 else r
+
+
+def build_model(cfg: ModelConfig, num_classes: int, num_cameras: int, img_size: tuple[int, int],
+                load_weights: bool = True) -> OGFR:
+    """Build the OGFR model / ablation / baseline from ``train.model`` params (see :class:`OGFR`)."""
+    return OGFR(cfg, num_classes, num_cameras, img_size, load_weights=load_weights)

@@ -1,0 +1,224 @@
+"""The training loop (OGFR §IV-B): SGD + warm-up/cosine, PK batches, occlusion augmentation for the
+student, AMP on CUDA, DDP under ``torchrun``, atomic per-epoch checkpoints with automatic resume,
+dvclive logging, non-finite-loss guard.
+
+Reproducibility: at the start of epoch ``e`` the loop seeds torch with ``seed + e`` and its own CPU
+generator (occlusion augmentation, agent actions) with ``seed · 1000 + e``, and asks the caller for
+that epoch's loader (the stage seeds the PK sampler with ``seed + e``). A run resumed from
+``last.pt`` at an epoch boundary therefore continues exactly as an uninterrupted run, and two CPU
+runs with the same seed give identical metrics.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.distributed as dist
+
+from ..config import TrainConfig
+from ..data.occlusion_aug import occlusion_augment
+from ..losses import objective
+from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, save_checkpoint, unwrap
+from .schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN/inf; the message names the step, the term and the last good checkpoint."""
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)``; initialises the process group when launched by ``torchrun``
+    (``WORLD_SIZE > 1``): NCCL on CUDA, Gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+class Trainer:
+    """Train an :class:`~ogfr_core.model.OGFR` model.
+
+    Args:
+        model: the model (bare; wrapped in DDP here when distributed).
+        cfg: ``train`` params.
+        out_dir: where ``last.pt`` (every epoch, resume) and ``model.pt`` (final) go.
+        meta: checkpoint meta (see :mod:`ogfr_core.training.checkpoint`); ``epochs_trained`` is filled in.
+        lam: λ of Eq. (2) (``occlusion.lam``), for recomputing z after occlusion augmentation.
+        steps_per_epoch: optimiser steps per epoch (for the schedule).
+        device: torch device.
+        live: a ``dvclive.Live`` (rank 0) or None.
+
+    Batches are dicts with ``image [B,3,H,W]``, ``label_map [B,H,W]`` long, ``z [B,4]``, ``label [B]``,
+    ``camid [B]`` (extra keys ignored).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, out_dir: str | Path, meta: dict[str, Any],
+                 lam: float, steps_per_epoch: int, device: torch.device | str = "cpu", live: Any = None) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.rank, self.world, local_rank = distributed_context()
+        self.model = model.to(self.device)
+        self.net: torch.nn.Module = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)  # ablations leave some heads unused
+        self.out_dir = Path(out_dir)
+        self.meta = dict(meta)
+        self.lam = float(lam)
+        self.steps_per_epoch = int(steps_per_epoch)
+        if self.steps_per_epoch <= 0:
+            raise ValueError("steps_per_epoch must be > 0 (is the training set empty?)")
+        self.live = live
+        self.optimizer = torch.optim.SGD(self.model.trainable_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        total = cfg.epochs * self.steps_per_epoch
+        self.scheduler = build_scheduler(self.optimizer, total, cfg.warmup_epochs * self.steps_per_epoch,
+                                         cfg.warmup_factor, cfg.min_lr / cfg.lr)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.generator = torch.Generator()
+        self.start_epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def final_path(self) -> Path:
+        return self.out_dir / "model.pt"
+
+    # ------------------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Resume from ``out_dir/last.pt`` if present. Returns True if resumed.
+
+        Raises:
+            CheckpointError: ``last.pt`` was written for a different model config or unreadable.
+        """
+        if not self.last_path.is_file():
+            return False
+        ck = read_checkpoint(self.last_path, self.device)
+        if ck["meta"].get("model") != self.meta.get("model"):
+            raise CheckpointError(
+                f"{self.last_path} was trained with a different train.model config; delete it (or the "
+                f"models/ folder) to start afresh")
+        load_state_strict(self.model, ck["model"], str(self.last_path))
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.start_epoch = int(ck["epoch"])
+        self.global_step = self.start_epoch * self.steps_per_epoch
+        log.info("resumed from %s at epoch %d", self.last_path, self.start_epoch)
+        return True
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Move a loader batch to the device and add the student's occlusion-augmented view."""
+        if batch.get("label_map") is None:
+            raise ValueError("training batches need parsing label maps (run `dvc repro parse`)")
+        out = {k: batch[k].to(self.device, non_blocking=True) for k in ("image", "label_map", "z", "label", "camid")}
+        out["label_map"] = out["label_map"].long()
+        aug = self.cfg.augment
+        occ = occlusion_augment(out["image"], out["label_map"], out["z"], prob=aug.occlusion_prob,
+                                area=aug.occlusion_area, lam=self.lam, source=aug.occlusion_source,
+                                generator=self.generator)
+        out.update(image_occ=occ.images, label_map_occ=occ.label_maps, z_occ=occ.z)
+        if unwrap(self.model).baseline:  # single branch: the augmented view is the only input
+            out.update(image=occ.images, label_map=occ.label_maps, z=occ.z)
+        return out
+
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Forward + :func:`~ogfr_core.losses.objective` → (loss terms, model output)."""
+        m = unwrap(self.model)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            out = self.net(batch, generator=self.generator)
+            terms = objective(out, batch["label"], self.cfg.loss, m.grid_size, m.num_prefix, m.baseline,
+                              batch.get("label_map"), batch.get("label_map_occ"))
+        return terms, out
+
+    def check_finite(self, terms: dict[str, torch.Tensor], epoch: int) -> None:
+        """Raise :class:`NonFiniteLossError` naming the step, the term and the last good checkpoint."""
+        values = torch.stack([v.detach().float() for v in terms.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())]
+        last = str(self.last_path) if self.last_path.is_file() else "none (no epoch finished yet)"
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch} step {self.global_step}: term(s) {bad} = "
+            f"{[float(terms[k].detach()) for k in bad]}; last good checkpoint: {last}")
+
+    def train_step(self, batch: dict[str, Any], epoch: int = 0) -> dict[str, float]:
+        """One optimiser step. Returns the loss terms, lr, mean reward and retained-patch ratio."""
+        batch = self.prepare(batch)
+        terms, out = self.compute_losses(batch)
+        self.check_finite(terms, epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.global_step += 1
+        stats = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
+        stats["lr"] = lr
+        for name, branch in out.items():
+            if "reward" in branch:
+                stats[f"{name}/reward"] = float(branch["reward"].mean())
+            if branch.get("actions") is not None:
+                stats[f"{name}/retained_ratio"] = float(branch["actions"].float().mean())
+        return stats
+
+    def fit(self, make_loader: Callable[[int], Iterable[dict[str, Any]]]) -> list[dict[str, float]]:
+        """Train ``cfg.epochs`` epochs (from the resume point), checkpoint each epoch, write ``model.pt``.
+
+        ``make_loader(epoch)`` returns that epoch's batches (seeded by the caller). Returns per-epoch
+        mean statistics (also logged to dvclive on rank 0).
+        """
+        model = unwrap(self.model)
+        cfg = self.cfg
+        max_steps = cfg.max_steps_per_epoch or self.steps_per_epoch
+        for epoch in range(self.start_epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed + epoch)
+            self.generator.manual_seed(cfg.seed * 1000 + epoch)
+            if model.reward_baselines and epoch % max(1, model.cfg.baseline_refresh_epochs) == 0:
+                model.refresh_reward_baseline()
+            self.net.train()
+            sums: dict[str, float] = {}
+            steps = 0
+            for batch in make_loader(epoch):
+                if steps >= min(max_steps, self.steps_per_epoch):
+                    break
+                stats = self.train_step(batch, epoch)
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                steps += 1
+                if self.rank == 0 and cfg.log_every and steps % cfg.log_every == 0:
+                    log.info("epoch %d step %d/%d loss %.4f lr %.2e", epoch + 1, steps, self.steps_per_epoch,
+                             stats["loss/total"], stats["lr"])
+            if steps == 0:
+                raise RuntimeError(f"epoch {epoch}: the loader yielded no batch (too few ids for P×K?)")
+            means = {k: v / steps for k, v in sums.items()}
+            means["epoch"] = epoch + 1
+            self.history.append(means)
+            if self.rank == 0:
+                save_checkpoint(self.last_path, self.model, self.optimizer, self.scheduler, epoch + 1,
+                                self.meta, self.scaler)
+                if self.live is not None:
+                    for k, v in means.items():
+                        if k != "epoch":
+                            self.live.log_metric(f"train/{k}", v)
+                    self.live.next_step()
+                log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
+                         " ".join(f"{k}={v:.4g}" for k, v in means.items() if k.startswith("loss/")))
+        if self.rank == 0:
+            save_checkpoint(self.final_path, self.model, None, None, cfg.epochs, self.meta)
+        return self.history

@@ -1,0 +1,120 @@
+"""Wiring for the `train` stage: index + parsing + occlusion labels → dataset/loader → model → Trainer.
+
+Uses the data layer (``ogfr_core.data``: ``read_index``, ``TrainTransform``, ``ReIDImageDataset``,
+``build_train_loader``) and the parsing cache (``ogfr_core.parsing.load_label_maps``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import DataConfig, TrainConfig, to_dict
+from ..runtime import resolve_device, seed_everything
+from .labels import MissingLabelsError, check_training_labels
+from .loop import Trainer, distributed_context
+
+log = logging.getLogger(__name__)
+
+Z_COLUMNS = ("z_head", "z_arms", "z_torso", "z_legs")
+
+
+def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: Path,
+                         dataset: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Parsing label maps and occlusion labels z for every training image (keyed by image key).
+
+    Raises:
+        MissingLabelsError: the parsing folder / occlusion parquet is absent, or some training images
+            have no entry (how many, examples, and which stage to re-run).
+    """
+    if not Path(parse_dir).exists():
+        raise MissingLabelsError(f"parsing output {parse_dir} not found: run `dvc repro parse`")
+    if not Path(occlusion_path).is_file():
+        raise MissingLabelsError(f"occlusion labels {occlusion_path} not found: run `dvc repro occlusion`")
+    from ..parsing import load_label_maps  # the parse stage's cache reader
+
+    keys = train["key"].astype(str).tolist()
+    label_maps = load_label_maps(parse_dir, keys=keys)
+    occ = pd.read_parquet(occlusion_path, columns=["key", *Z_COLUMNS])
+    check_training_labels(keys, label_maps.keys(), occ["key"].astype(str), dataset)
+    z_rows = occ[list(Z_COLUMNS)].to_numpy(np.int64).copy()  # writable (pandas CoW arrays are read-only)
+    z = dict(zip(occ["key"].astype(str), z_rows))
+    return label_maps, z
+
+
+def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, index_path: Path, parse_dir: Path,
+                     occlusion_path: Path, out_dir: Path, live_dir: Path | None = "dvclive") -> dict[str, Any]:
+    """Train on the ``train`` split of the index and write ``out_dir/{last,model}.pt``.
+
+    Returns:
+        a summary dict (epochs, steps per epoch, device, final loss terms, init warning).
+    """
+    from ..data import ReIDImageDataset, TrainTransform, build_train_loader, read_index
+    from ..model import build_model
+
+    rank, world, local_rank = distributed_context()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    index = read_index(index_path)
+    train = index[index["split"] == "train"].reset_index(drop=True)
+    if train.empty:
+        raise ValueError(f"{index_path} has no training images (split == 'train')")
+    label_maps, z = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name)
+    num_classes = int(train["label"].max()) + 1
+    num_cameras = int(train["camid"].max()) + 1
+
+    transform = TrainTransform(data_cfg.height, data_cfg.width, cfg.augment)
+    dataset = ReIDImageDataset(train, Path(data_cfg.root), transform, label_maps=label_maps, z=z)
+    labels = train["label"].to_numpy(np.int64)
+    # distinct PK order per rank under DDP (each rank sees a different shard of identities)
+    loader = build_train_loader(dataset, labels.tolist(), cfg.ids_per_batch, cfg.images_per_id,
+                                cfg.seed + 1000 * rank, data_cfg.num_workers)
+    steps = len(loader) // world if world > 1 else len(loader)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+
+    model = build_model(cfg.model, num_classes, num_cameras, (data_cfg.height, data_cfg.width))
+    if model.init_warning:
+        log.warning(model.init_warning)
+    meta = {
+        "model": to_dict(cfg.model), "data": to_dict(data_cfg), "train": to_dict(cfg),
+        "num_classes": num_classes, "num_cameras": num_cameras,
+        "height": data_cfg.height, "width": data_cfg.width, "epochs_trained": 0,
+        "pretrained_weights": cfg.model.pretrained, "init_warning": model.init_warning,
+        "method": cfg.model.method, "num_parameters": model.count_parameters(),
+    }
+    trainer = Trainer(model, cfg, out_dir, meta, lam, steps, device)
+    resumed = trainer.resume()
+    live = None
+    if rank == 0 and live_dir is not None:
+        from dvclive import Live
+
+        live = Live(dir=str(live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
+        live.log_params({"method": cfg.model.method, "backbone": cfg.model.backbone,
+                         "pretrained": cfg.model.pretrained or "none (random init)"})
+    trainer.live = live
+
+    def make_loader(epoch: int):
+        loader.sampler.set_epoch(epoch)
+        return loader
+
+    log.info("training %s on %d images (%d ids, %d cameras), %d steps/epoch x %d epochs on %s",
+             cfg.model.method, len(train), num_classes, num_cameras, steps, cfg.epochs, device)
+    history = trainer.fit(make_loader)
+    if live is not None:
+        live.end()
+    last = history[-1] if history else {}
+    return {"epochs": cfg.epochs, "steps_per_epoch": steps, "device": str(device), "resumed": resumed,
+            "final": {k: v for k, v in last.items() if isinstance(v, float) and math.isfinite(v)},
+            "init_warning": model.init_warning}

@@ -1,0 +1,37 @@
+"""DVC stage ``train``: train OGFR (or an ablation / the baseline) on the training split.
+
+Reads ``data:``, ``train:`` and ``occlusion.lam`` of params.yaml; needs ``data/index/<name>.parquet``,
+``data/parsing/<name>/`` and ``data/occlusion/<name>.parquet``. Writes ``models/<name>/last.pt`` every
+epoch (resume: re-running continues from it), ``models/<name>/model.pt`` at the end, and dvclive
+metrics/plots in ``dvclive/``. Multi-GPU: ``torchrun --nproc_per_node N -m stages.train``.
+Run from the repository root: ``python -m stages.train``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ogfr_core.config import DataConfig, OcclusionConfig, TrainConfig, from_dict, read_params
+from ogfr_core.runtime import setup_logging
+from ogfr_core.training.run import train_from_files
+
+
+def main(params_path: str = "params.yaml") -> None:
+    log = setup_logging()
+    params = read_params(params_path)
+    data_cfg = from_dict(DataConfig, params.get("data") or {}, "data")
+    cfg = from_dict(TrainConfig, params.get("train") or {}, "train")
+    lam = from_dict(OcclusionConfig, params.get("occlusion") or {}, "occlusion").lam
+    name = data_cfg.name
+    summary = train_from_files(
+        data_cfg, cfg, lam,
+        index_path=Path("data/index") / f"{name}.parquet",
+        parse_dir=Path("data/parsing") / name,
+        occlusion_path=Path("data/occlusion") / f"{name}.parquet",
+        out_dir=Path("models") / name,
+        live_dir=Path("dvclive"),
+    )
+    log.info("train done: %s", summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""OA-ViT (Eq. 3–5), FEP (Eq. 6–14), the OGFR model's shapes and inference API, weight loading."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import timm
+import torch
+from timm.models.vision_transformer import Attention
+
+from ogfr_core.config import ModelConfig
+from ogfr_core.model import (ErasingAgent, FEPModule, MHSAFix, ModelConfigError, OAViT, PretrainedWeightsError,
+                             build_model, correlation_matrix, part_visibility, patch_grid, reinforce_reward)
+from ogfr_core.losses import policy_gradient_loss
+
+H, W = 64, 32
+TINY = ModelConfig(backbone="vit_tiny_patch16_224", depth=2, stride=12, patch_size=16, num_parts=8)
+
+
+def batch(b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return dict(image=torch.randn(b, 3, H, W, generator=g), z=torch.randint(0, 2, (b, 4), generator=g),
+                camid=torch.arange(b) % 2, label=torch.arange(b) % 3,
+                label_map=torch.randint(0, 9, (b, H, W), generator=g))
+
+
+def test_patch_grid_eq4():
+    assert patch_grid(256, 128, 16, 12) == (21, 10)  # TransReID stride 12 -> 210 patches
+    assert patch_grid(256, 128, 16, 16) == (16, 8)
+    assert patch_grid(128, 64, 16, 16) == (8, 4)
+    assert patch_grid(64, 32, 16, 12) == (5, 2)
+
+
+def test_encoder_shapes_and_grid():
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=2, num_part_tokens=9, num_cameras=2)
+    assert len(enc.blocks) == 2 and enc.grid_size == (5, 2)
+    assert enc.pos_embed.shape == (1, 1 + 10, 192)
+    b = batch()
+    out = enc(b["image"], b["z"], b["camid"])
+    assert out.shape == (4, 1 + 9 + 10, 192)
+    assert enc.patch_embed(b["image"]).shape == (4, 10, 192)  # overlapping conv, stride 12
+
+
+def test_occlusion_embedding_eq3_indexing():
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9, num_cameras=2)
+    with torch.no_grad():
+        for t in range(16):
+            zz = [(t >> s) & 1 for s in (3, 2, 1, 0)]
+            enc.occ_embed[zz[0], zz[1], zz[2], zz[3]] = float(t)
+    z = torch.tensor([[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 1], [1, 1, 1, 1]])
+    e = enc.occlusion_embedding(z)
+    assert e.shape == (4, 192)
+    assert e[:, 0].tolist() == [0.0, 8.0, 5.0, 15.0]  # O_e[z0, z1, z2, z3]
+    with pytest.raises(ValueError, match="0 \\(visible\\) or 1"):
+        enc.occlusion_embedding(torch.tensor([[2, 0, 0, 0]]))
+
+
+def test_occlusion_and_camera_embeddings_enter_the_sequence():
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9, num_cameras=2,
+                drop_path=0.0).eval()
+    x = torch.randn(1, 3, H, W)
+    a = enc(x, torch.tensor([[0, 0, 0, 0]]), torch.tensor([0]))
+    b = enc(x, torch.tensor([[1, 0, 0, 0]]), torch.tensor([0]))
+    c = enc(x, torch.tensor([[0, 0, 0, 0]]), torch.tensor([1]))
+    assert not torch.allclose(a, b) and not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="camera ids must be in 0..1"):
+        enc(x, torch.tensor([[0, 0, 0, 0]]), torch.tensor([2]))
+    no_occ = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9, num_cameras=2,
+                   use_occ_embed=False)
+    assert no_occ.occ_embed is None
+
+
+def test_mhsa_fix_keeps_global_and_part_outputs_equal_to_v():
+    torch.manual_seed(0)
+    attn = Attention(32, num_heads=4, qkv_bias=True)
+    fix = MHSAFix.from_attention(attn, num_fixed=3).eval()
+    x = torch.randn(2, 10, 32)
+    out = fix(x)
+    v = fix.qkv(x).reshape(2, 10, 3, 32)[:, :, 2]  # [B, L, D] value vectors (heads concatenated)
+    # Eq. (13): fixed tokens' head outputs are their values; then the usual output projection
+    assert torch.allclose(out[:, :3], fix.proj(v[:, :3]), atol=1e-6)
+    # Eq. (12): patch tokens attend over all tokens as ordinary attention does
+    assert torch.allclose(out[:, 3:], attn.eval()(x)[:, 3:], atol=1e-5)
+
+
+def test_correlation_agent_and_visibility():
+    patches = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # [1, N=2, D=2]
+    parts = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]]])  # [1, K+1=3, D]
+    corr = correlation_matrix(patches, parts)
+    scale = 2 ** -0.5
+    expect0 = torch.softmax(torch.tensor([0.0, 4.0 * scale, 0.0]), 0)
+    assert torch.allclose(corr[0, 0], expect0) and torch.allclose(corr.sum(-1), torch.ones(1, 2))
+    agent = ErasingAgent(3)
+    with torch.no_grad():
+        agent.G.weight.copy_(torch.tensor([[-1.0, 2.0, 0.5]]))
+    m = agent(corr)  # Eq. (6)
+    assert torch.allclose(m, torch.sigmoid(corr @ torch.tensor([-1.0, 2.0, 0.5])))
+    # Eq. (22): 4 patches on a 2x2 grid; part 1 wins two patches, part 2 one, part 3 none
+    c = torch.tensor([[[0.1, 0.8, 0.05, 0.05], [0.1, 0.8, 0.05, 0.05],
+                       [0.1, 0.1, 0.7, 0.1], [0.7, 0.1, 0.1, 0.1]]])
+    vis = part_visibility(c, (2, 2), (8, 8))
+    assert vis.tolist() == [[True, True, False]]
+
+
+def test_fep_mask_methods():
+    torch.manual_seed(0)
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9)
+    tokens = torch.randn(3, 1 + 9 + 10, 192)
+    state = torch.softmax(torch.randn(3, 10, 9), -1)
+    g = torch.Generator().manual_seed(0)
+    for method in ("learned", "none", "random", "background"):
+        fep = FEPModule(enc.blocks[-1], enc.norm, 10, 9, "customised", method, random_keep=0.5).train()
+        fg = torch.tensor([[1.0] * 5 + [0.0] * 5] * 3)
+        out, info = fep(tokens, state, fg, g)
+        assert out.shape == tokens.shape
+        if method == "none":
+            assert info["actions"] is None
+        else:
+            assert info["actions"].shape == (3, 10) and set(info["actions"].unique().tolist()) <= {0.0, 1.0}
+        if method == "learned":
+            assert info["m"].shape == (3, 10)
+        if method == "background":
+            assert info["actions"].tolist() == fg.tolist()
+    conv = FEPModule(enc.blocks[-1], enc.norm, 10, 9, "conventional", "learned")
+    assert not isinstance(conv.decoder[0].attn, MHSAFix)
+    cust = FEPModule(enc.blocks[-1], enc.norm, 10, 9, "customised", "learned")
+    assert isinstance(cust.decoder[0].attn, MHSAFix) and not isinstance(cust.decoder[1].attn, MHSAFix)
+
+
+def test_erased_patches_are_replaced_by_the_learnable_embedding():
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9)
+    fep = FEPModule(enc.blocks[-1], enc.norm, 10, 9, "customised", "learned").eval()
+    tokens = torch.randn(1, 20, 192)
+    seen = {}
+    fep.decoder[0].register_forward_hook(lambda mod, inp, out: seen.setdefault("x", inp[0]))
+    actions = torch.tensor([[1.0, 0.0] * 5])
+    fep.decode(tokens, actions)
+    x = seen["x"]
+    assert torch.equal(x[:, :10], tokens[:, :10])  # global + part tokens untouched
+    assert torch.equal(x[0, 10], tokens[0, 10]) and torch.equal(x[0, 11], fep.mask_token[0, 0])
+
+
+@pytest.mark.parametrize("overrides,teacher,k", [
+    ({}, True, 8),
+    ({"fep_student": True, "fep_teacher": False}, True, 8),
+    ({"fep_student": True, "fep_teacher": True, "decoder": "conventional"}, True, 8),
+    ({"kd": False, "fep_teacher": False, "oa_vit": False}, False, 8),
+    ({"method": "baseline"}, False, 0),
+])
+def test_model_forward_shapes(overrides, teacher, k):
+    cfg = dataclasses.replace(TINY, **overrides)
+    model = build_model(cfg, num_classes=3, num_cameras=2, img_size=(H, W)).train()
+    b = batch()
+    out = model(b, torch.Generator().manual_seed(0))
+    assert ("teacher" in out) == teacher
+    for br in out.values():
+        assert br["feats"].shape == (4, k + 1, 192)
+        assert br["logits"].shape == (4, k + 1, 3)
+        assert br["tokens"].shape == (4, 1 + (k + 1 if k else 0) + 10, 192)
+    if k:
+        assert out["student"]["corr"].shape == (4, 10, k + 1)
+    if teacher and cfg.fep_teacher and cfg.mask_method == "learned":
+        t = out["teacher"]
+        assert t["reward"].shape == (1, 4) and t["log_prob"].shape == (1, 4) and t["p_b"].shape == (4,)
+
+
+def test_extract_and_erasing_mask_api():
+    model = build_model(TINY, num_classes=3, num_cameras=2, img_size=(H, W)).train()
+    b = batch()
+    feats = model.extract(b["image"], b["z"], b["camid"])
+    assert set(feats) == {"global", "parts", "visibility"}
+    assert feats["global"].shape == (4, 192) and feats["parts"].shape == (4, 8, 192)
+    assert feats["visibility"].shape == (4, 8) and feats["visibility"].dtype == torch.bool
+    assert model.training  # mode restored
+    # after-BNNeck features in eval mode: deterministic
+    again = model.extract(b["image"], b["z"], b["camid"])
+    assert torch.equal(feats["global"], again["global"])
+    m = model.erasing_mask(b["image"], b["z"], b["camid"])
+    assert m.shape == (4, 5, 2) and bool(((m > 0) & (m < 1)).all())
+    base = build_model(dataclasses.replace(TINY, method="baseline"), 3, 2, (H, W))
+    bf = base.extract(b["image"], b["z"], b["camid"])
+    assert bf["parts"].shape == (4, 0, 192) and bf["visibility"].shape == (4, 0)
+    assert base.erasing_mask(b["image"], b["z"], b["camid"]) is None
+
+
+def test_invalid_switch_combination():
+    with pytest.raises(ModelConfigError, match="kd: true"):
+        build_model(dataclasses.replace(TINY, kd=False, fep_teacher=True), 3, 2, (H, W))
+
+
+def test_random_init_warning_recorded():
+    model = build_model(TINY, 3, 2, (H, W))
+    assert "randomly initialised" in model.init_warning
+
+
+def test_reward_eq8_and_reinforce_sign():
+    r = reinforce_reward(torch.tensor([0.6, 0.2, 0.5]), torch.tensor([0.5, 0.5, 0.5]))
+    assert torch.allclose(r, torch.tensor([0.2, -0.6, 0.0]))
+    assert reinforce_reward(torch.tensor([0.0]), torch.tensor([0.99]), clip=1.0).item() == -1.0
+    # toy agent, one patch: positive reward for retaining -> gradient step raises m
+    for reward, direction in ((1.0, 1), (-1.0, -1)):
+        agent = ErasingAgent(2, init_logit=0.0)
+        state = torch.tensor([[[0.5, 0.5]]])
+        m0 = agent(state)
+        logp = ErasingAgent.log_prob(m0, torch.ones(1, 1))[None]  # [E=1, B=1]
+        policy_gradient_loss(logp, torch.tensor([[reward]])).backward()
+        with torch.no_grad():
+            agent.G.weight -= 0.5 * agent.G.weight.grad
+        assert (agent(state) - m0).item() * direction > 0
+
+
+def _save_timm_vit(tmp_path, fmt: str):
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    sd = vit.state_dict()
+    if fmt == "pth":
+        path = tmp_path / "vit.pth"
+        torch.save(sd, path)
+    else:
+        from safetensors.torch import save_file
+
+        path = tmp_path / "vit.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return vit, sd, path
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_pretrained_loading_resizes_pos_embed(tmp_path, fmt):
+    vit, sd, path = _save_timm_vit(tmp_path, fmt)
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=2, num_part_tokens=9, num_cameras=2)
+    info = enc.load_pretrained(path)
+    assert torch.equal(enc.patch_embed.proj.weight, sd["patch_embed.proj.weight"])
+    assert torch.equal(enc.blocks[1].attn.qkv.weight, sd["blocks.1.attn.qkv.weight"])
+    assert torch.equal(enc.pos_embed[:, 0], sd["pos_embed"][:, 0])  # cls position kept
+    assert enc.pos_embed.shape == (1, 11, 192)
+    assert "head.weight" in info["dropped"] and "blocks.5.mlp.fc1.weight" in info["dropped"]
+
+
+def test_pretrained_loading_fails_loudly(tmp_path):
+    vit, sd, _ = _save_timm_vit(tmp_path, "pth")
+    del sd["blocks.0.norm1.weight"]
+    sd["extra.weight"] = torch.zeros(1)
+    bad = tmp_path / "bad.pth"
+    torch.save(sd, bad)
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=2, num_part_tokens=9)
+    with pytest.raises(PretrainedWeightsError) as err:
+        enc.load_pretrained(bad)
+    assert "blocks.0.norm1.weight" in str(err.value) and "extra.weight" in str(err.value)
+    with pytest.raises(PretrainedWeightsError, match="not found"):
+        enc.load_pretrained(tmp_path / "nope.pth")
+    small = OAViT("vit_small_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9)
+    with pytest.raises(PretrainedWeightsError, match="shape mismatches"):
+        small.load_pretrained(tmp_path / "vit.pth")
+
+
+def test_reward_is_zero_when_nothing_is_erased_after_refresh():
+    cfg = dataclasses.replace(TINY, drop_path=0.0, num_episodes=3)
+    model = build_model(cfg, num_classes=3, num_cameras=2, img_size=(H, W)).train()
+    with torch.no_grad():
+        model.heads["teacher"].agent.G.weight.fill_(50.0)  # m ≈ 1: every patch retained
+    model.refresh_reward_baseline()
+    t = model(batch(), torch.Generator().manual_seed(0))["teacher"]
+    assert t["actions"].min().item() == 1.0
+    assert t["reward"].shape == (3, 4)
+    assert torch.allclose(t["p_m"], t["p_b"].expand(3, -1), atol=1e-6)
+    assert torch.allclose(t["reward"], torch.zeros(3, 4), atol=1e-5)
+    # the frozen copy is not trained and stays in eval mode
+    assert not any(p.requires_grad for p in model.reward_baselines.parameters())
+    assert not model.reward_baselines.training
