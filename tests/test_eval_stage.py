@@ -1,14 +1,12 @@
 """The evaluate and report stages end to end on a tiny run directory with real images.
 
-The data layer (``ogfr_core.data``) and the checkpoint loader (``ogfr_core.training.checkpoint``)
-belong to other modules; here they are replaced by small stand-ins with the same call signatures
-(DESIGN.md contracts), so this test checks the stages' wiring and outputs, not those modules.
+Real modules throughout: the data layer reads real crops from ../shared, and the checkpoint is a
+real (untrained, 1-block) OGFR model, so this checks the stages' wiring with the model's
+``extract`` / ``erasing_mask`` API and the outputs the report needs.
 """
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -21,73 +19,19 @@ DATASET = "tiny"
 REPO = Path(__file__).resolve().parents[1]
 
 
-class TinyModel(torch.nn.Module):
-    """Colour-layout features: global = 4×2 average pool, 2 parts = top / bottom halves."""
+def _tiny_checkpoint(path: Path, data_name: str) -> None:
+    """A real (untrained) OGFR checkpoint: vit_tiny truncated to 1 block, 32×16 input."""
+    from ogfr_core.config import ModelConfig, TrainConfig, to_dict
+    from ogfr_core.model import build_model
+    from ogfr_core.training.checkpoint import save_checkpoint
 
-    def extract(self, images, z, camids):
-        pooled = torch.nn.functional.adaptive_avg_pool2d(images, (4, 2))  # [B, 3, 4, 2]
-        glob = pooled.flatten(1)  # [B, 24]
-        parts = torch.stack([pooled[:, :, :2].flatten(1), pooled[:, :, 2:].flatten(1)], 1)  # [B, 2, 12]
-        parts = torch.cat([parts, parts], dim=2)  # [B, 2, 24]
-        return {"global": glob, "parts": parts, "visibility": torch.stack([z[:, 0] == 0, z[:, 3] == 0], 1)}
-
-    def erasing_mask(self, images, z, camids):
-        return torch.sigmoid(torch.nn.functional.adaptive_avg_pool2d(images, (8, 4)).mean(1) * 4)  # [B, 8, 4]
-
-
-def _fake_modules(monkeypatch, meta):
-    from PIL import Image
-
-    def load_rgb(path):
-        with Image.open(path) as im:
-            return im.convert("RGB")
-
-    class TestTransform:
-        def __init__(self, height, width, mean, std):
-            self.size, self.mean, self.std = (height, width), torch.tensor(mean), torch.tensor(std)
-
-        def __call__(self, image):
-            x = torch.from_numpy(np.asarray(image.resize(self.size[::-1]), np.float32) / 255).permute(2, 0, 1)
-            return (x - self.mean[:, None, None]) / self.std[:, None, None]  # [3, H, W]
-
-    class ReIDImageDataset:
-        def __init__(self, records, root, transform, label_maps=None, z=None):
-            self.records, self.root, self.transform, self.z = records.reset_index(drop=True), Path(root), transform, z
-
-        def __len__(self):
-            return len(self.records)
-
-        def __getitem__(self, i):
-            r = self.records.iloc[i]
-            return {"image": self.transform(load_rgb(self.root / r.path)), "z": torch.tensor(self.z[r.key]),
-                    "pid": int(r.pid), "camid": int(r.camid), "key": r.key}
-
-    def build_test_loader(dataset, batch_size, num_workers):
-        items = [dataset[i] for i in range(len(dataset))]
-        return [{"image": torch.stack([it["image"] for it in items[s:s + batch_size]]),
-                 "z": torch.stack([it["z"] for it in items[s:s + batch_size]]),
-                 "pid": torch.tensor([it["pid"] for it in items[s:s + batch_size]]),
-                 "camid": torch.tensor([it["camid"] for it in items[s:s + batch_size]]),
-                 "key": [it["key"] for it in items[s:s + batch_size]]}
-                for s in range(0, len(items), batch_size)]
-
-    def load_model(path, device):
-        assert Path(path).is_file()
-        return TinyModel(), meta
-
-    mods = {
-        "ogfr_core.data": {},
-        "ogfr_core.data.images": {"load_rgb": load_rgb},
-        "ogfr_core.data.transforms": {"TestTransform": TestTransform},
-        "ogfr_core.data.dataset": {"ReIDImageDataset": ReIDImageDataset, "build_test_loader": build_test_loader},
-        "ogfr_core.data.index": {"read_index": pd.read_parquet},
-        "ogfr_core.training": {},
-        "ogfr_core.training.checkpoint": {"load_model": load_model},
-    }
-    for name, attrs in mods.items():
-        mod = types.ModuleType(name)
-        mod.__dict__.update(attrs)
-        monkeypatch.setitem(sys.modules, name, mod)
+    cfg = ModelConfig(backbone="vit_tiny_patch16_224", depth=1, stride=16, patch_size=16)
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=3, num_cameras=2, img_size=(32, 16), load_weights=False)
+    meta = {"model": to_dict(cfg), "data": {"name": data_name}, "train": to_dict(TrainConfig()),
+            "num_classes": 3, "num_cameras": 2, "height": 32, "width": 16, "epochs_trained": 1,
+            "pretrained_weights": "", "method": "ogfr"}
+    save_checkpoint(path, model, None, None, 1, meta)
 
 
 @pytest.fixture
@@ -111,11 +55,7 @@ def run_dir(tmp_path, shared_root, monkeypatch):
                   "z_legs": z[:, 3], "occ_type": z[:, 3]}).to_parquet(
         tmp_path / f"data/occlusion/{DATASET}.parquet", index=False)
     (tmp_path / f"models/{DATASET}").mkdir(parents=True)
-    (tmp_path / f"models/{DATASET}/model.pt").write_bytes(b"stand-in")
-    meta = {"model": {"backbone": "tiny"}, "data": {"name": DATASET},
-            "train": {"augment": {"mean": [0.5] * 3, "std": [0.5] * 3}}, "num_classes": 3, "num_cameras": 1,
-            "height": 32, "width": 16, "epochs_trained": 1, "pretrained_weights": "", "method": "ogfr"}
-    _fake_modules(monkeypatch, meta)
+    _tiny_checkpoint(tmp_path / f"models/{DATASET}/model.pt", DATASET)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -127,7 +67,7 @@ def test_evaluate_then_report(run_dir):
     metrics = json.loads((run_dir / "reports/metrics.json").read_text())
     entry = metrics["datasets"][DATASET]
     assert set(entry) >= {"visibility", "global", "num_query", "num_gallery"}
-    assert entry["num_query"] == 6 and entry["num_gallery"] == 30 and entry["num_parts"] == 2
+    assert entry["num_query"] == 6 and entry["num_gallery"] == 30 and entry["num_parts"] == 8
     for kind in ("visibility", "global"):
         m = entry[kind]
         assert set(m) >= {"rank-1", "rank-5", "rank-10", "mAP", "mINP", "num_valid_queries",
@@ -144,7 +84,7 @@ def test_evaluate_then_report(run_dir):
     assert all(len(q["top"]) == 5 for q in ret["queries"])
     masks = json.loads((run_dir / "reports/eval/erasing_masks.json").read_text())
     assert masks["available"] and len(masks["items"]) == 3
-    assert np.asarray(masks["items"][0]["retain"]).shape == (8, 4)
+    assert np.asarray(masks["items"][0]["retain"]).shape == (2, 1)  # 32x16 input, 16-px patches
 
     report.main(["--params", "params.yaml"])
     md = (run_dir / "reports/report.md").read_text()
@@ -162,7 +102,7 @@ def test_checkpoint_from_another_dataset_is_rejected(run_dir):
     params["data"]["name"] = "other"
     (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
     (run_dir / "models/other").mkdir()
-    (run_dir / "models/other/model.pt").write_bytes(b"stand-in")
+    _tiny_checkpoint(run_dir / "models/other/model.pt", DATASET)
     with pytest.raises(ValueError, match="trained on 'tiny' but data.name is 'other'"):
         evaluate.main(["--params", "params.yaml"])
 

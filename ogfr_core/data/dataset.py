@@ -107,7 +107,7 @@ class ReIDImageDataset(Dataset):
             result = self.transform(image)
             item["image"] = result[0] if isinstance(result, tuple) else result
         if self.z is not None:
-            item["z"] = torch.as_tensor(np.asarray(self.z[key], dtype=np.int64))  # [4]
+            item["z"] = torch.tensor(np.asarray(self.z[key], dtype=np.int64))  # [4], copied (source may be read-only)
         item.update(pid=self.pids[i], label=self.labels[i], camid=self.camids[i], key=key, index=i)
         return item
 
