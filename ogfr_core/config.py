@@ -335,3 +335,46 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return conv(dataclasses.asdict(cfg))
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles: partial params files merged over params.yaml (CI profile, paper configuration)
+# --------------------------------------------------------------------------------------------
+SECTIONS: dict[str, type] = {
+    "data": DataConfig, "parse": ParseConfig, "occlusion": OcclusionConfig, "train": TrainConfig,
+    "evaluate": EvaluateConfig, "report": ReportConfig,
+}
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in recursively; ``over`` wins, lists are replaced whole."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_profile(params_path: str | Path, profile_path: str | Path) -> dict[str, Any]:
+    """Merge the partial params file ``profile_path`` over ``params_path`` and write it back.
+
+    Every section is validated (:func:`from_dict`) before anything is written, so a typo in a
+    profile fails with the key named and leaves params.yaml untouched.
+
+    Raises:
+        ConfigError: missing files, or an unknown/mistyped key in the merged result.
+    """
+    from .io import write_text
+
+    profile = read_params(profile_path)
+    unknown = sorted(set(profile) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{profile_path}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    merged = deep_merge(read_params(params_path), profile)
+    for name, cls in SECTIONS.items():
+        if name in merged:
+            from_dict(cls, merged[name] or {}, name)
+    write_text(params_path, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
+    return merged

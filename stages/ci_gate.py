@@ -16,30 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from ogfr_core.config import (DataConfig, EvaluateConfig, OcclusionConfig, ParseConfig,
-                              ReportConfig, TrainConfig, from_dict, read_params)
+from ogfr_core.config import apply_profile
 from ogfr_core.io import write_json, write_text
 from ogfr_core.regression import check, load_json
-
-SECTIONS = {"data": DataConfig, "parse": ParseConfig, "occlusion": OcclusionConfig,
-            "train": TrainConfig, "evaluate": EvaluateConfig, "report": ReportConfig}
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    """Return ``base`` with ``over`` merged in recursively (``over`` wins)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def apply_profile(params_path: Path, profile_path: Path) -> dict:
-    """Merge the profile into params.yaml (validated section by section) and write it back."""
-    merged = deep_merge(read_params(params_path), yaml.safe_load(profile_path.read_text()) or {})
-    for name, cls in SECTIONS.items():
-        from_dict(cls, merged.get(name) or {}, name)  # raises ConfigError naming a bad key
-    write_text(params_path, yaml.safe_dump(merged, sort_keys=False))
-    return merged
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,3 +63,22 @@ def test_missing_required_key_and_section(tmp_path):
         load_section(p, "train", TrainConfig)
     with pytest.raises(ConfigError, match="not found"):
         read_params(tmp_path / "nope.yaml")
+
+
+def test_profile_merge_validates_before_writing(tmp_path):
+    from ogfr_core.config import apply_profile
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {model: {strid: 12}}\n")
+    before = params.read_text()
+    with pytest.raises(ConfigError, match="strid"):
+        apply_profile(params, bad)
+    assert params.read_text() == before  # untouched on error
+
+    paper = apply_profile(params, REPO / "params" / "paper.yaml")
+    train = load_section(params, "train", TrainConfig)
+    assert (train.model.backbone, train.model.stride, train.model.depth) == ("vit_base_patch16_224", 12, 0)
+    assert train.lr == 0.008 and train.loss.alpha == 0.3  # untouched keys survive the merge
+    assert load_section(params, "data", DataConfig).height == 256 == paper["data"]["height"]
