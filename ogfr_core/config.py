@@ -357,15 +357,32 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def _merge_into(node: Any, over: Mapping[str, Any]) -> None:
+    """Recursive in-place merge into a ruamel round-trip mapping (keeps its comments)."""
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(node.get(key), Mapping):
+            _merge_into(node[key], value)
+        else:
+            node[key] = value
+
+
 def apply_profile(params_path: str | Path, profile_path: str | Path) -> dict[str, Any]:
     """Merge the partial params file ``profile_path`` over ``params_path`` and write it back.
 
     Every section is validated (:func:`from_dict`) before anything is written, so a typo in a
-    profile fails with the key named and leaves params.yaml untouched.
+    profile fails with the key named and leaves params.yaml untouched. Comments in params.yaml are
+    kept (ruamel.yaml round-trip, the YAML library DVC itself uses).
+
+    Returns:
+        the merged params as plain dicts.
 
     Raises:
         ConfigError: missing files, or an unknown/mistyped key in the merged result.
     """
+    import io as _io
+
+    from ruamel.yaml import YAML
+
     from .io import write_text
 
     profile = read_params(profile_path)
@@ -376,5 +393,10 @@ def apply_profile(params_path: str | Path, profile_path: str | Path) -> dict[str
     for name, cls in SECTIONS.items():
         if name in merged:
             from_dict(cls, merged[name] or {}, name)
-    write_text(params_path, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
+    rt = YAML()  # round-trip: keeps comments and key order
+    doc = rt.load(Path(params_path).read_text())
+    _merge_into(doc, profile)
+    buf = _io.StringIO()
+    rt.dump(doc, buf)
+    write_text(params_path, buf.getvalue())
     return merged

@@ -82,3 +82,13 @@ def test_profile_merge_validates_before_writing(tmp_path):
     assert (train.model.backbone, train.model.stride, train.model.depth) == ("vit_base_patch16_224", 12, 0)
     assert train.lr == 0.008 and train.loss.alpha == 0.3  # untouched keys survive the merge
     assert load_section(params, "data", DataConfig).height == 256 == paper["data"]["height"]
+
+
+def test_profile_merge_keeps_comments(tmp_path):
+    from ogfr_core.config import apply_profile
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    apply_profile(params, REPO / "params" / "paper.yaml")
+    text = params.read_text()
+    assert "# PK sampler: P = 16 ids x K = 4 images" in text and "stride: 12" in text
