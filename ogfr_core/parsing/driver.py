@@ -160,20 +160,24 @@ def parse_dataset(index: pd.DataFrame, root: str | Path, cfg: ParseConfig, out_d
         pool = ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                    initargs=(cfg,))
     try:
-        for shard in shards:
-            chunk = max(1, min(32, len(shard) // (4 * max(cfg.workers, 1)) or 1))
-            pieces = [shard[i:i + chunk] for i in range(0, len(shard), chunk)]
-            rows: list[dict] = []
-            results = pool.map(_worker_parse, [cache_id] * len(pieces), pieces) if pool else \
-                (parse_items(parser, cfg, cache_id, piece) for piece in pieces)
-            for piece_rows in results:
-                rows.extend(piece_rows)
-                bar.update(len(piece_rows))
+        # Pieces of every shard are queued at once (workers never idle at shard boundaries); results
+        # come back in order, and a shard is written as soon as its last piece has arrived.
+        chunk = max(1, min(16, cfg.shard_size // (4 * max(cfg.workers, 1))))
+        pieces = [(s, shard[i:i + chunk]) for s, shard in enumerate(shards) for i in range(0, len(shard), chunk)]
+        results = pool.map(_worker_parse, [cache_id] * len(pieces), [p for _, p in pieces]) if pool else \
+            (parse_items(parser, cfg, cache_id, p) for _, p in pieces)
+        rows: list[dict] = []
+        for n, ((s, _), piece_rows) in enumerate(zip(pieces, results)):
+            rows.extend(piece_rows)
+            bar.update(len(piece_rows))
+            if n + 1 < len(pieces) and pieces[n + 1][0] == s:
+                continue  # shard s not complete yet
             for r in rows:
                 if r["status"] == "unreadable":
                     n_unreadable += 1
                     log.warning("parse: skipped unreadable image (%s)", r["error"])
             path = write_shard(out_dir, cache_id, rows)
+            rows = []
             if on_shard is not None:
                 on_shard(path)
     finally:
