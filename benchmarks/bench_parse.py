@@ -4,7 +4,7 @@ Builds a minimal index (key = SHA-1 of the file bytes, path relative to the root
 ``*.jpg`` under ``--root``'s Market-1501 folders, runs :func:`ogfr_core.parsing.parse_dataset`
 twice into ``--out`` and prints images/s, the whole-set time and the cached re-run's time.
 
-    python benchmarks/bench_parse.py --root ../shared/data/cuhk03-np-detected --workers 2
+    python -m benchmarks.bench_parse --root ../shared/data/cuhk03-np-detected --workers 2   (from the repo root)
 
 Goal on the 2-core reference machine (shared set, 12,168 crops): ≤ 10 min, person found ≥ 95 %.
 """

@@ -53,6 +53,15 @@ def require_file(path: str, param: str, what: str) -> Path:
     return p
 
 
+def weights_tag(path: str) -> str:
+    """Short identity of a weights file for the cache key: ``name:size`` (no hashing of large
+    files), or ``"none"`` when unset/missing."""
+    p = Path(path) if path else None
+    if p is None or not p.is_file():
+        return "none"
+    return f"{p.name}:{p.stat().st_size}"
+
+
 def load_state_dict_strict(model, path: Path) -> None:
     """Load a local checkpoint (``weights_only=True``) into ``model``, listing missing/unexpected keys.
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..config import ParseConfig
 from .base import BackendUnavailableError, ParseResult, PartParser, check_image
 from .fields import NUM_FIELDS, fields_to_label_map
-from .maskrcnn import build_maskrcnn, nearest_centre_index, person_mask, require_file
+from .maskrcnn import build_maskrcnn, nearest_centre_index, person_mask, require_file, weights_tag
 
 PIFPAF_INSTALL_HINT = ("parse.backend=pifpaf_maskrcnn needs openpifpaf, which is not installable next to "
                        "torch>=2: create an environment with torch 1.13 and run `pip install openpifpaf==0.13.11`, "
@@ -57,7 +57,7 @@ class PifPafMaskRCNNParser(PartParser):
             version = metadata.version("openpifpaf")
         except metadata.PackageNotFoundError:
             version = "missing"
-        self.model_id = f"openpifpaf-{version}:{_file_tag(cfg.weights)}+maskrcnn:{_file_tag(cfg.maskrcnn_weights)}"
+        self.model_id = f"openpifpaf-{version}:{weights_tag(cfg.weights)}+maskrcnn:{weights_tag(cfg.maskrcnn_weights)}"
         self._models = None
 
     def _load(self):
@@ -124,12 +124,3 @@ def pose_nearest_centre(poses: np.ndarray, image_hw: tuple[int, int], label_hw: 
     out[:, 1] *= label_hw[0] / image_hw[0]
     return out
 
-
-def _file_tag(path: str) -> str:
-    """Short identity of a weights file for the cache key: name + size (no hashing of large files)."""
-    from pathlib import Path
-
-    p = Path(path) if path else None
-    if p is None or not p.is_file():
-        return "none"
-    return f"{p.name}:{p.stat().st_size}"

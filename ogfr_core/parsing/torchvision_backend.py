@@ -16,7 +16,8 @@ import numpy as np
 from ..config import ParseConfig
 from .base import ParseResult, PartParser, check_image
 from .keypoints import coco17_to_body21
-from .maskrcnn import build_maskrcnn, load_state_dict_strict, person_mask, require_file, select_person
+from .maskrcnn import (build_maskrcnn, load_state_dict_strict, person_mask, require_file, select_person,
+                       weights_tag)
 from .parts import draw_parts
 
 
@@ -60,12 +61,10 @@ class TorchvisionParser(PartParser):
     """
 
     def __init__(self, cfg: ParseConfig, keypoint_model=None, mask_model=None, score_threshold: float = 0.5):
-        from .pifpaf_backend import _file_tag
-
         self.cfg = cfg
         self.label_hw = (cfg.label_height, cfg.label_width)
         self.score_threshold = score_threshold
-        tag = "injected" if keypoint_model is not None else f"{_file_tag(cfg.weights)}+{_file_tag(cfg.maskrcnn_weights)}"
+        tag = "injected" if keypoint_model is not None else f"{weights_tag(cfg.weights)}+{weights_tag(cfg.maskrcnn_weights)}"
         self.model_id = f"torchvision-{metadata.version('torchvision')}/keypointrcnn+maskrcnn:{tag}"
         self._kp, self._mask = keypoint_model, mask_model
         self._device = None
