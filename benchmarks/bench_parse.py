@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
+    ap.add_argument("--dvc-noop", action="store_true",
+                    help="also time `dvc repro parse` twice and report the second (no-op) run; needs "
+                         "data/index/<data.name>.parquet and dvc on PATH")
     args = ap.parse_args()
     setup_logging()
     cfg = dataclasses.replace(load_section(args.params, "parse", ParseConfig), workers=args.workers)
@@ -63,6 +67,11 @@ def main() -> None:
     print(f"person found: {first.person_found}/{first.n_images} ({first.coverage:.2%} of readable)")
     print(f"second run: {second.parsed_now} parsed ({second.cached} cached) in {rerun:.2f} s")
     print(f"cache folder: {Path(args.out).resolve()}")
+    if args.dvc_noop:
+        for attempt in ("first", "no-op"):
+            t = time.perf_counter()
+            subprocess.run(["dvc", "repro", "parse"], check=True, capture_output=True)
+            print(f"dvc repro parse ({attempt}): {time.perf_counter() - t:.2f} s")
 
 
 if __name__ == "__main__":
