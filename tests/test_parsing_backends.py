@@ -82,3 +82,12 @@ def test_torchvision_plumbing_with_random_weights():
     assert res.label_map.shape == (256, 128) and res.label_map.dtype == np.uint8
     assert res.keypoints.shape == (17, 3) and res.label_map.max() <= 8
     assert ((res.keypoints[:, 2] >= 0) & (res.keypoints[:, 2] <= 1)).all()
+
+
+def test_mediapipe_backend_names_the_missing_package(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # makes `import mediapipe` raise ImportError
+    parser = build_parser(cfg())
+    with pytest.raises(BackendUnavailableError, match=r"pip install mediapipe==0\.10\.21"):
+        parser.parse(IMG)
