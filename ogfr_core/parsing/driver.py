@@ -135,10 +135,12 @@ def parse_dataset(index: pd.DataFrame, root: str | Path, cfg: ParseConfig, out_d
         :class:`ParseSummary` (counts over the index's keys, speed of this call).
 
     Raises:
-        ValueError: the index lacks ``key``/``path``.
+        ValueError: the index lacks ``key``/``path``, or ``shard_size`` < 1.
         BackendUnavailableError: the backend's package or weights are missing.
     """
     items = _check_index(index)
+    if cfg.shard_size < 1:
+        raise ValueError(f"parse.shard_size must be >= 1, got {cfg.shard_size}")
     root, out_dir = Path(root), Path(out_dir)
     parser = parser or build_parser(cfg)
     cache_id = compute_cache_id(cfg, parser.model_id)
