@@ -56,7 +56,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ParseConfig:
-    """``parse:`` — human-parsing backend and its cache (OGFR §III-A1)."""
+    """``parse:`` — human-parsing backend and its cache (OGFR §III-A1).
+
+    ``pad_ratios``/``pad_mode``/``mirror_retry``/``mask_threshold`` are used by the ``mediapipe``
+    backend only (padding cascade and segmentation gate); ``field_threshold`` by ``pifpaf_maskrcnn``;
+    ``weights``/``maskrcnn_weights`` are local files for ``pifpaf_maskrcnn``/``torchvision``.
+    ``workers``, ``shard_size``, ``device`` and ``overlay_grid`` do not enter the cache key.
+    """
 
     backend: Literal["mediapipe", "pifpaf_maskrcnn", "torchvision"] = "mediapipe"
     label_height: int = 256
@@ -64,9 +70,11 @@ class ParseConfig:
     workers: int = 2
     shard_size: int = 512
     min_keypoint_visibility: float = 0.5
-    pad_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)
+    pad_ratios: tuple[float, ...] = (1.0, 2.0, 1.5)
+    pad_mode: Literal["edge", "constant", "reflect"] = "edge"
     mirror_retry: bool = True
     limb_width_ratio: float = 0.12
+    mask_threshold: float = 0.5
     field_threshold: float = 0.5
     weights: str = ""
     maskrcnn_weights: str = ""

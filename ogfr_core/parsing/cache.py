@@ -1,0 +1,171 @@
+"""The parsing cache: parquet shards under ``data/parsing/<dataset>/``, one row per image.
+
+A row is keyed by the image's content hash (``key``, SHA-1 of the file bytes) and by ``cache_id``, a
+hash of the backend, its model id and every parse param that changes the output (label size,
+thresholds, padding cascade, limb width, :data:`PARSE_CODE_VERSION`). Rows of several ``cache_id``
+can live side by side (switching params back is free); ``manifest.json`` names the active one.
+
+Files::
+
+    data/parsing/<dataset>/
+        manifest.json                       active cache_id, backend, model_id, params
+        <cache_id>-<shard hash>.parquet     ≤ shard_size rows, written atomically (temp + rename)
+
+Columns: ``key`` str, ``cache_id`` str, ``backend`` str, ``model_id`` str, ``status`` str
+(``ok`` | ``no_person`` | ``unreadable``), ``person_found`` bool, ``label_map`` bytes (PNG, uint8
+``[label_height, label_width]``, ids 0..8), ``label_height``/``label_width`` int64 (pixels),
+``keypoints`` list of 51 float32 (COCO-17 ``x, y, confidence`` in label-map pixels, flattened),
+``part_counts`` list of 9 int64 (pixels per part id 0..8), ``error`` str ("" unless unreadable).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..config import ParseConfig
+from ..io import write_json, write_parquet
+from .base import NUM_CLASSES, ParseResult
+
+PARSE_CODE_VERSION = "1"  # bump when the keypoints→parts drawing or the row format changes
+MANIFEST = "manifest.json"
+STATUSES = ("ok", "no_person", "unreadable")
+COLUMNS = ("key", "cache_id", "backend", "model_id", "status", "person_found", "label_map",
+           "label_height", "label_width", "keypoints", "part_counts", "error")
+# Params that change a parse result (workers, shard_size, device, overlay_grid do not).
+RESULT_PARAMS = ("label_height", "label_width", "min_keypoint_visibility", "pad_ratios", "pad_mode",
+                 "mirror_retry", "limb_width_ratio", "mask_threshold", "field_threshold")
+
+
+def compute_cache_id(cfg: ParseConfig, model_id: str) -> str:
+    """16-hex-digit id of (backend, model id, result-changing params, code version)."""
+    params = {k: v for k, v in asdict(cfg).items() if k in RESULT_PARAMS}
+    blob = json.dumps({"backend": cfg.backend, "model_id": model_id, "code": PARSE_CODE_VERSION,
+                       "params": params}, sort_keys=True, default=list)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def encode_label_map(label_map: np.ndarray) -> bytes:
+    """uint8 ``[H, W]`` → PNG bytes (lossless, grayscale)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(label_map, np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_label_map(data: bytes) -> np.ndarray:
+    """PNG bytes → uint8 ``[H, W]``."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img, dtype=np.uint8).copy()
+
+
+def make_row(key: str, cache_id: str, backend: str, model_id: str, result: ParseResult | None,
+             label_hw: tuple[int, int], error: str = "") -> dict:
+    """One cache row. ``result=None`` means the image was unreadable (all-background map)."""
+    status = "unreadable" if result is None else ("ok" if result.person_found else "no_person")
+    if result is None:
+        result = ParseResult.empty(label_hw)
+    return {
+        "key": key, "cache_id": cache_id, "backend": backend, "model_id": model_id, "status": status,
+        "person_found": bool(result.person_found), "label_map": encode_label_map(result.label_map),
+        "label_height": int(result.label_map.shape[0]), "label_width": int(result.label_map.shape[1]),
+        "keypoints": result.keypoints.astype(np.float32).reshape(-1).tolist(),
+        "part_counts": np.bincount(result.label_map.ravel(), minlength=NUM_CLASSES).astype(np.int64).tolist(),
+        "error": error,
+    }
+
+
+def shard_paths(parse_dir: str | Path, cache_id: str) -> list[Path]:
+    """The shard files of ``cache_id`` in ``parse_dir``, sorted by name."""
+    return sorted(Path(parse_dir).glob(f"{cache_id}-*.parquet"))
+
+
+def cached_keys(parse_dir: str | Path, cache_id: str) -> set[str]:
+    """Keys already parsed under ``cache_id`` (reads only the ``key`` column)."""
+    keys: set[str] = set()
+    for p in shard_paths(parse_dir, cache_id):
+        keys.update(pd.read_parquet(p, columns=["key"])["key"].tolist())
+    return keys
+
+
+def write_shard(parse_dir: str | Path, cache_id: str, rows: Iterable[dict]) -> Path:
+    """Write ``rows`` as one shard ``<cache_id>-<hash of its keys>.parquet`` (sorted by key), atomically."""
+    df = pd.DataFrame(list(rows), columns=list(COLUMNS)).sort_values("key", kind="stable").reset_index(drop=True)
+    digest = hashlib.sha1("\n".join(df["key"]).encode()).hexdigest()[:16]
+    path = Path(parse_dir) / f"{cache_id}-{digest}.parquet"
+    write_parquet(path, df)
+    return path
+
+
+def write_manifest(parse_dir: str | Path, cfg: ParseConfig, cache_id: str, model_id: str) -> None:
+    """Record the active ``cache_id`` (what :func:`read_parsing` returns by default)."""
+    params = {k: v for k, v in asdict(cfg).items() if k in RESULT_PARAMS}
+    write_json(Path(parse_dir) / MANIFEST, {"cache_id": cache_id, "backend": cfg.backend, "model_id": model_id,
+                                            "code_version": PARSE_CODE_VERSION, "params": params})
+
+
+def active_cache_id(parse_dir: str | Path) -> str:
+    """The ``cache_id`` named by ``parse_dir/manifest.json``.
+
+    Raises:
+        FileNotFoundError: no manifest (the parse stage has not run into this folder).
+    """
+    path = Path(parse_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no parsing manifest; run the parse stage first "
+                                f"(`dvc repro parse` or `python -m stages.parse`)")
+    return json.loads(path.read_text())["cache_id"]
+
+
+def read_parsing(parse_dir: str | Path, cache_id: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """All cached rows of ``cache_id`` (default: the manifest's), one per key, sorted by key.
+
+    Args:
+        parse_dir: ``data/parsing/<dataset>``.
+        cache_id: which parse configuration to read; ``None`` = the active one.
+        columns: subset of :data:`COLUMNS` to read (``key`` is always included).
+
+    Returns:
+        DataFrame with the columns listed in the module doc.
+
+    Raises:
+        FileNotFoundError: no manifest, or no shard for that ``cache_id``.
+    """
+    cache_id = cache_id or active_cache_id(parse_dir)
+    paths = shard_paths(parse_dir, cache_id)
+    if not paths:
+        raise FileNotFoundError(f"{parse_dir}: no parsing shards for cache_id {cache_id}; run the parse stage")
+    if columns is not None and "key" not in columns:
+        columns = ["key", *columns]
+    df = pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
+    return df.drop_duplicates("key").sort_values("key", kind="stable").reset_index(drop=True)
+
+
+def load_label_maps(parse_dir: str | Path, keys: Iterable[str] | None = None,
+                    cache_id: str | None = None) -> dict[str, np.ndarray]:
+    """Decoded label maps ``{key: uint8 [label_height, label_width]}`` (ids 0..8).
+
+    Args:
+        parse_dir: ``data/parsing/<dataset>``.
+        keys: image keys to return (default: all rows).
+        cache_id: parse configuration (default: the manifest's).
+
+    Raises:
+        KeyError: some requested keys are not in the cache (names how many and a few of them).
+    """
+    df = read_parsing(parse_dir, cache_id, columns=["label_map"])
+    if keys is not None:
+        wanted = list(dict.fromkeys(keys))
+        df = df.set_index("key")
+        missing = [k for k in wanted if k not in df.index]
+        if missing:
+            raise KeyError(f"{len(missing)} key(s) not in the parsing cache {parse_dir} "
+                           f"(e.g. {missing[:3]}); re-run the parse stage on this index")
+        df = df.loc[wanted].reset_index()
+    return {k: decode_label_map(b) for k, b in zip(df["key"], df["label_map"])}
