@@ -88,8 +88,9 @@ def test_evaluate_then_report(run_dir):
 
     report.main(["--params", "params.yaml"])
     md = (run_dir / "reports/report.md").read_text()
-    for fig in ("cmc.png", "occlusion_types.png", "erasing_masks.png", "retrievals.png"):
-        assert (run_dir / "reports/figures" / fig).is_file() and f"figures/{fig}" in md
+    for fig in ("figures/cmc.png", "figures/occlusion_types.png",   # no dataset pixels: git
+                "crops/erasing_masks.png", "crops/retrievals.png"):   # dataset crops: DVC only
+        assert (run_dir / "reports" / fig).is_file() and f"]({fig})" in md
     assert "random init — not a reproduction" in md
     assert "`dvc repro train`" in md  # no dvclive curves in this run directory
     assert "`dvc repro parse`" in md

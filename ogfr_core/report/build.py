@@ -382,7 +382,11 @@ class ReportPaths:
 def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retrieval_queries: int = 6,
                  num_mask_examples: int = 8, experiments: tuple[list[dict], str] | None = None,
                  paths: ReportPaths = ReportPaths()) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``run_dir/reports``.
+    """Write ``report.md``, ``report.html``, ``figures/*.png`` and ``crops/*.png`` under ``run_dir/reports``.
+
+    ``figures/`` holds plots without dataset pixels (fit for git); ``crops/`` and the HTML page
+    (which embeds every figure) show dataset crops, so DVC caches them and git never sees them:
+    CUHK03 and the other benchmarks must not be republished.
 
     Args:
         run_dir: the repository root of the run (all inputs are read relative to it).
@@ -403,7 +407,8 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
     run_dir = Path(run_dir)
     at = lambda p: Path(p) if Path(p).is_absolute() else run_dir / p  # noqa: E731
     out_dir = at(paths.out_dir)
-    fig_dir = out_dir / "figures"
+    fig_dir = out_dir / "figures"  # no dataset pixels: committed to git
+    crop_dir = out_dir / "crops"  # figures showing dataset crops: DVC-cached only (CUHK03 licence)
     metrics = read_metrics(at(paths.metrics))
 
     # parsing backend: the parse stage's summary first, params second
@@ -459,7 +464,7 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
             sec.p(f"_Not available for this model: {masks.get('reason') or 'no erasing mask'}._")
         else:
             _figure_or_missing(sec, lambda: figures.erasing_masks(items, at(masks["root"]),
-                                                                  fig_dir / "erasing_masks.png"),
+                                                                  crop_dir / "erasing_masks.png"),
                                "Top: holistic test images. Bottom: 1 − retain probability of the FEP "
                                "agent (Eq. 6) per patch; red patches are erased.", "an image", "dvc repro index")
     sections.append(sec)
@@ -479,7 +484,7 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
                 sec.p(f"Only {n_occ} of {len(queries)} example queries are occluded (z ≠ 0); "
                       "the rest are holistic.")
             _figure_or_missing(sec, lambda: figures.retrievals(queries, at(ret["root"]),
-                                                               fig_dir / "retrievals.png"),
+                                                               crop_dir / "retrievals.png"),
                                f"Distance: {queries[0].get('distance', '?')}. Same-id same-camera "
                                "gallery items are excluded, as in the protocol.", "an image", "dvc repro index")
     sections.append(sec)
