@@ -38,8 +38,9 @@ class MissingLabelsError(ValueError):
 
     def __init__(self, what: str, missing: int, total: int, examples: list[str]):
         self.what, self.missing, self.examples = what, missing, examples
+        stage = "parse" if what == "label_maps" else "occlusion"
         super().__init__(f"{what}: {missing} of {total} images have no entry (keyed by image SHA-1), "
-                         f"e.g. {examples}; the parsing/occlusion outputs are stale or partial")
+                         f"e.g. {examples}; the {stage} outputs are stale or partial: run `dvc repro {stage}`")
 
 
 def _check_keys(what: str, table: Mapping[str, Any] | None, keys: list[str], paths: list[str]) -> None:

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from ..data.dataset import MissingLabelsError as _DatasetMissingLabels
 
-class MissingLabelsError(RuntimeError):
-    """Some training images have no parsing label map or no occlusion label."""
+
+class MissingLabelsError(_DatasetMissingLabels):
+    """Some training images have no parsing label map or no occlusion label; the message names
+    how many, a few keys, and the stage to re-run. A subclass of the data layer's error of the same
+    name, so one ``except ogfr_core.data.MissingLabelsError`` catches both."""
+
+    def __init__(self, message: str) -> None:  # noqa: D107 — plain message, unlike the parent's fields
+        ValueError.__init__(self, message)
 
 
 def check_training_labels(keys: Iterable[str], parsed_keys: Iterable[str], occlusion_keys: Iterable[str],
