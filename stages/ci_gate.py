@@ -23,7 +23,9 @@ from ogfr_core.regression import check, load_json
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="ci/profile.yaml")
+    ap.add_argument("--profile", action="append", default=None,
+                    help="profile(s) merged in order over params.yaml (default: ci/profile.yaml); e.g. "
+                         "add ci/worse.yaml to see the gate fail on a deliberately worse config")
     ap.add_argument("--gate", default="ci/gate.yaml", help="tolerances per gated metric")
     ap.add_argument("--reference", default="ci/reference_metrics.json")
     ap.add_argument("--metrics", default="reports/metrics.json")
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if not args.no_repro:
-        apply_profile(Path("params.yaml"), Path(args.profile))
+        for profile in args.profile or ["ci/profile.yaml"]:
+            apply_profile(Path("params.yaml"), Path(profile))
         subprocess.run([sys.executable, "-m", "dvc", "repro"], check=True)
     current = load_json(args.metrics, "run `dvc repro` (or drop --no-repro)")
     if args.update_reference:
