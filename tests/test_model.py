@@ -266,3 +266,23 @@ def test_reward_is_zero_when_nothing_is_erased_after_refresh():
     # the frozen copy is not trained and stays in eval mode
     assert not any(p.requires_grad for p in model.reward_baselines.parameters())
     assert not model.reward_baselines.training
+
+
+def test_reward_has_no_drop_path_noise():
+    """Eq. (8) with stochastic depth on: nothing erased ⇒ p^m == p^b and r == 0 exactly, while the
+    train-mode features (for the losses) still carry the DropPath noise; modes are restored."""
+    cfg = dataclasses.replace(TINY, drop_path=0.5, num_episodes=3)
+    model = build_model(cfg, num_classes=3, num_cameras=2, img_size=(H, W)).train()
+    with torch.no_grad():
+        model.heads["teacher"].agent.G.weight.fill_(50.0)  # m ≈ 1: every patch retained
+    model.refresh_reward_baseline()
+    torch.manual_seed(0)
+    t = model(batch(), torch.Generator().manual_seed(0))["teacher"]
+    assert t["actions"].min().item() == 1.0
+    assert torch.equal(t["p_m"], t["p_b"].expand(3, -1))
+    assert torch.equal(t["reward"], torch.zeros(3, 4))
+    assert model.training and model.heads["teacher"].training and model.necks["teacher"][0].training
+    assert all(m.training for m in model.heads["teacher"].modules())
+    torch.manual_seed(1)
+    t2 = model(batch(), torch.Generator().manual_seed(0))["teacher"]
+    assert not torch.allclose(t["feats"], t2["feats"])  # DropPath active in the loss path

@@ -109,8 +109,14 @@ def test_resume_equals_uninterrupted_and_seeded_runs_equal(tmp_path, real_batch,
     resumed = _trainer(tmp_path / "c", cfg, 2)
     assert resumed.resume() and resumed.start_epoch == 1
     history = resumed.fit(make)
-    assert history == full[1:]  # same next-epoch losses after resume
+    assert history == full  # same next-epoch losses after resume; epoch 1 restored from last.pt's meta
     assert (tmp_path / "c" / "model.pt").is_file()
+    # a finished identical run: resume() at epoch == cfg.epochs, fit() only rewrites model.pt
+    done = _trainer(tmp_path / "c", cfg, 2)
+    assert done.resume() and done.start_epoch == 2
+    assert done.fit(make) == full
+    meta = read_checkpoint(tmp_path / "c" / "model.pt")["meta"]
+    assert meta["epochs_trained"] == 2 and meta["history"] == full
 
 
 def test_checkpoint_roundtrip_weights_only(tmp_path, real_batch):
@@ -127,12 +133,55 @@ def test_checkpoint_roundtrip_weights_only(tmp_path, real_batch):
         assert torch.equal(a[k], b[k])
 
 
-def test_resume_refuses_other_model_config(tmp_path, real_batch):
+def test_resume_starts_afresh_on_other_model_config(tmp_path, real_batch, caplog):
     cfg = TrainConfig(epochs=1, warmup_epochs=0, model=MODEL, log_every=0)
     _trainer(tmp_path, cfg, 1).fit(_loader(real_batch, 1))
     other = dataclasses.replace(cfg, model=dataclasses.replace(MODEL, decoder="conventional"))
-    with pytest.raises(Exception, match="different train.model config"):
-        _trainer(tmp_path, other, 1).resume()
+    with caplog.at_level("WARNING", logger="ogfr_core.training.loop"):
+        tr = _trainer(tmp_path, other, 1)
+        assert not tr.resume() and tr.start_epoch == 0
+    assert "config differs" in caplog.text and "afresh" in caplog.text
+
+
+@pytest.mark.parametrize("change", ["mu1", "seed"])
+def test_changed_params_retrain_from_scratch(tmp_path, real_batch, caplog, change):
+    """DVC re-runs `train` when params change and models/ persists: a finished last.pt of another
+    config must not be reused (that would re-label old weights with the new config)."""
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, model=MODEL, log_every=0)
+    make = _loader(real_batch, 1)
+    _trainer(tmp_path, cfg, 1).fit(make)
+    old = read_checkpoint(tmp_path / "model.pt")
+    new_cfg = (dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, mu1=2.0)) if change == "mu1"
+               else dataclasses.replace(cfg, seed=7))
+    with caplog.at_level("WARNING", logger="ogfr_core.training.loop"):
+        tr = _trainer(tmp_path, new_cfg, 1)
+        assert not tr.resume() and tr.start_epoch == 0  # epoch counter restarts
+    assert "config differs" in caplog.text and "afresh" in caplog.text
+    history = tr.fit(make)
+    assert [h["epoch"] for h in history] == [1]
+    new = read_checkpoint(tmp_path / "model.pt")
+    assert new["meta"]["fingerprint"] != old["meta"]["fingerprint"]
+    assert new["meta"]["train"] == to_dict(new_cfg)
+    assert any(not torch.equal(new["model"][k], old["model"][k]) for k in old["model"])  # retrained
+    assert read_checkpoint(tmp_path / "last.pt")["meta"]["fingerprint"] == new["meta"]["fingerprint"]
+    # non-result params (log_every, threads, device) do not break resume
+    same = _trainer(tmp_path, dataclasses.replace(new_cfg, log_every=5, threads=1), 1)
+    assert same.resume() and same.start_epoch == 1
+
+
+def test_code_change_is_detected(tmp_path, real_batch, caplog):
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, model=MODEL, log_every=0)
+    _trainer(tmp_path, cfg, 1).fit(_loader(real_batch, 1))
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    ck["meta"]["fingerprint"] = "stale"
+    ck["meta"]["fingerprint_parts"]["code"] = "old-code"
+    torch.save(ck, tmp_path / "last.pt")
+    with caplog.at_level("WARNING", logger="ogfr_core.training.loop"):
+        assert not _trainer(tmp_path, cfg, 1).resume()
+    assert "code differs" in caplog.text
+    del ck["meta"]["fingerprint"], ck["meta"]["fingerprint_parts"]  # a checkpoint from before fingerprints
+    torch.save(ck, tmp_path / "last.pt")
+    assert not _trainer(tmp_path, cfg, 1).resume()
 
 
 def test_nan_loss_names_step_term_and_checkpoint(tmp_path, real_batch):

@@ -21,10 +21,13 @@ only). The encoder outputs ``f_o^g``, ``f_h^g`` of Eq. (18) get their own BNNeck
 Reward (Eq. 8) of a learned FEP agent, per image: ``p^m`` = softmax probability of the true id from
 the global classifier on the purified global feature (after BNNeck) with the sampled erasing mask;
 ``p^b`` = the same from a frozen copy of the decoder + global BNNeck + classifier run without any
-mask (both BNNecks normalise with the batch's statistics, as the training-mode neck of p^m does); the frozen copy is refreshed by :meth:`OGFR.refresh_reward_baseline` (the loop calls it every
-``baseline_refresh_epochs``). ``r = (p^m − p^b) / max(1 − p^b, 1e-6)``, clipped to
+mask. Both are computed without gradient with the decoder in eval mode (no DropPath/dropout, so the
+reward carries no stochastic-depth noise; the train-mode forward is used only for the losses) and
+both BNNecks normalise with the batch's statistics (:func:`~ogfr_core.model.neck.bn_batch_stats`), so
+p^m and p^b are computed alike. The frozen copy is refreshed by :meth:`OGFR.refresh_reward_baseline`
+(the loop calls it every ``baseline_refresh_epochs``). ``r = (p^m − p^b) / max(1 − p^b, 1e-6)``, clipped to
 ``[−reward_clip, reward_clip]`` (our choice, 0 = off). Eq. (9) with B = ``num_episodes`` episodes:
-episode 0 is the mask used for the features; extra episodes are scored without gradient.
+episode 0 is the mask used for the features; extra episodes are sampled without gradient.
 """
 from __future__ import annotations
 
@@ -198,20 +201,28 @@ class OGFR(nn.Module):
         head: FEPModule = self.heads[name]
         m, actions = out["m"], out["actions"]
         idx = labels.long()[:, None]
+        rb = self.reward_baselines[name]
+        live = (head, self.necks[name][0], self.classifiers[0])
+        modes = [mod.training for mod in live]
         with torch.no_grad():
-            rb = self.reward_baselines[name]
-            base_tokens = rb["head"].decode(enc.detach(), None)  # unmasked decoder, frozen params
-            base_bn = bn_batch_stats(rb["neck"], base_tokens[:, 0])  # batch statistics, as p^m's neck
-            p_b = rb["classifier"](base_bn).float().softmax(-1).gather(1, idx)[:, 0]
-            p_ms = [out["logits"][:, 0].detach().float().softmax(-1).gather(1, idx)[:, 0]]
-            episodes = [actions]
-            for _ in range(self.cfg.num_episodes - 1):
-                u = torch.rand(m.shape, generator=generator, device="cpu").to(m.device)
-                a = (u < m.detach()).to(m.dtype)
-                t = head.decode(enc.detach(), a)
-                bn = bn_batch_stats(self.necks[name][0], t[:, 0])
-                p_ms.append(self.classifiers[0](bn).float().softmax(-1).gather(1, idx)[:, 0])
-                episodes.append(a)
+            try:  # p^m like p^b: eval-mode decoder (no DropPath), batch-statistics BNNeck
+                for mod in live:
+                    mod.eval()
+                base_tokens = rb["head"].decode(enc.detach(), None)  # unmasked decoder, frozen params
+                base_bn = bn_batch_stats(rb["neck"], base_tokens[:, 0])  # [B, D]
+                p_b = rb["classifier"](base_bn).float().softmax(-1).gather(1, idx)[:, 0]  # [B]
+                episodes = [actions]
+                for _ in range(self.cfg.num_episodes - 1):
+                    u = torch.rand(m.shape, generator=generator, device="cpu").to(m.device)
+                    episodes.append((u < m.detach()).to(m.dtype))
+                p_ms = []
+                for a in episodes:
+                    t = head.decode(enc.detach(), a)  # [B, L, D]
+                    bn = bn_batch_stats(self.necks[name][0], t[:, 0])  # [B, D]
+                    p_ms.append(self.classifiers[0](bn).float().softmax(-1).gather(1, idx)[:, 0])
+            finally:
+                for mod, mode in zip(live, modes):
+                    mod.train(mode)
             p_m = torch.stack(p_ms)  # [E, B]
             reward = reinforce_reward(p_m, p_b[None], self.cfg.reward_clip)  # [E, B]
         log_prob = torch.stack([ErasingAgent.log_prob(m, a) for a in episodes])  # [E, B]

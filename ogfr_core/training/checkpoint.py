@@ -9,6 +9,8 @@ A checkpoint is ``{"model": state_dict, "optimizer", "scheduler", "scaler": stat
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,45 @@ from ..io import save_torch
 
 REQUIRED_META = ("model", "data", "train", "num_classes", "num_cameras", "height", "width",
                  "epochs_trained", "pretrained_weights", "method")
+
+
+# ``train`` / ``data`` params that do not change what a run computes (left out of the fingerprint).
+# ``epochs`` stays in: the cosine schedule depends on it.
+NON_RESULT_TRAIN_KEYS = ("log_every", "device", "threads")
+NON_RESULT_DATA_KEYS = ("num_workers",)
+# subpackages of ogfr_core whose source defines the training computation
+CODE_PACKAGES = ("model", "losses", "training", "data", "occlusion")
+
+
+def code_hash(packages: tuple[str, ...] = CODE_PACKAGES) -> str:
+    """SHA-1 (hex) over the sorted ``*.py`` files (relative path + contents) of the given ``ogfr_core``
+    subpackages. Changes whenever the training code changes, so a stale ``last.pt`` is not resumed."""
+    root = Path(__file__).resolve().parents[1]  # ogfr_core/
+    h = hashlib.sha1()
+    for pkg in packages:
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0")
+            h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _sha1_json(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_fingerprint(meta: dict[str, Any], code: str | None = None) -> dict[str, str]:
+    """What identifies a run for auto-resume: ``{"config": sha1, "code": sha1, "fingerprint": sha1}``.
+
+    ``config`` hashes ``meta["train"]`` without :data:`NON_RESULT_TRAIN_KEYS`, ``meta["data"]`` without
+    :data:`NON_RESULT_DATA_KEYS`, and ``num_classes``, ``num_cameras``, ``height``, ``width``; ``code``
+    is :func:`code_hash`; ``fingerprint`` hashes both.
+    """
+    train = {k: v for k, v in dict(meta.get("train", {})).items() if k not in NON_RESULT_TRAIN_KEYS}
+    data = {k: v for k, v in dict(meta.get("data", {})).items() if k not in NON_RESULT_DATA_KEYS}
+    config = _sha1_json({"train": train, "data": data,
+                         **{k: meta.get(k) for k in ("num_classes", "num_cameras", "height", "width")}})
+    code = code_hash() if code is None else code
+    return {"config": config, "code": code, "fingerprint": _sha1_json([config, code])}
 
 
 class CheckpointError(RuntimeError):

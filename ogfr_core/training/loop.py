@@ -7,6 +7,13 @@ generator (occlusion augmentation, agent actions) with ``seed · 1000 + e``, and
 that epoch's loader (the stage seeds the PK sampler with ``seed + e``). A run resumed from
 ``last.pt`` at an epoch boundary therefore continues exactly as an uninterrupted run, and two CPU
 runs with the same seed give identical metrics.
+
+Resume means "continue an interrupted IDENTICAL run": ``last.pt`` is reused only when its
+``fingerprint`` (:func:`~ogfr_core.training.checkpoint.run_fingerprint`: result-relevant ``train`` /
+``data`` params + a hash of the training code) equals the current one. Otherwise (DVC re-runs
+``train`` exactly because params or code changed, and ``models/<name>/`` persists) a warning says
+what differs and training starts afresh, overwriting ``last.pt``. Per-epoch history is kept in the
+checkpoint meta, so a resumed run's history covers all epochs.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import torch.distributed as dist
 from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
 from ..losses import objective
-from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, save_checkpoint, unwrap
+from .checkpoint import load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
 from .schedule import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,9 @@ class Trainer:
                 find_unused_parameters=True)  # ablations leave some heads unused
         self.out_dir = Path(out_dir)
         self.meta = dict(meta)
+        parts = run_fingerprint(self.meta)
+        self.meta["fingerprint"] = parts["fingerprint"]
+        self.meta["fingerprint_parts"] = {"config": parts["config"], "code": parts["code"]}
         self.lam = float(lam)
         self.steps_per_epoch = int(steps_per_epoch)
         if self.steps_per_epoch <= 0:
@@ -99,25 +109,36 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Resume from ``out_dir/last.pt`` if present. Returns True if resumed.
+        """Resume from ``out_dir/last.pt`` if it belongs to an identical run. Returns True if resumed.
+
+        A ``last.pt`` whose ``fingerprint`` differs from (or lacks) the current one is not loaded: a
+        WARNING names what differs (config and/or code) and training starts afresh (``last.pt`` is
+        overwritten after the first epoch). A matching ``last.pt`` with ``epoch >= cfg.epochs`` is a
+        finished run: :meth:`fit` then only rewrites ``model.pt`` from it.
 
         Raises:
-            CheckpointError: ``last.pt`` was written for a different model config or unreadable.
+            CheckpointError: ``last.pt`` is unreadable, or matches but its state dicts do not.
         """
         if not self.last_path.is_file():
             return False
         ck = read_checkpoint(self.last_path, self.device)
-        if ck["meta"].get("model") != self.meta.get("model"):
-            raise CheckpointError(
-                f"{self.last_path} was trained with a different train.model config; delete it (or the "
-                f"models/ folder) to start afresh")
+        old = ck["meta"]
+        if old.get("fingerprint") != self.meta["fingerprint"]:
+            old_parts = old.get("fingerprint_parts") or {}
+            what = [k for k in ("config", "code") if old_parts.get(k) != self.meta["fingerprint_parts"][k]]
+            log.warning("%s is from a different run (%s differ%s; fingerprint %s vs %s): not resuming, "
+                        "training starts afresh and overwrites it", self.last_path,
+                        " and ".join(what) if old_parts else "no fingerprint stored: config/code unknown",
+                        "s" if len(what) == 1 else "", old.get("fingerprint", "none"), self.meta["fingerprint"])
+            return False
         load_state_strict(self.model, ck["model"], str(self.last_path))
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
-        self.start_epoch = int(ck["epoch"])
+        self.start_epoch = min(int(ck["epoch"]), self.cfg.epochs)
         self.global_step = self.start_epoch * self.steps_per_epoch
+        self.history = [dict(h) for h in old.get("history", [])][: self.start_epoch]
         log.info("resumed from %s at epoch %d", self.last_path, self.start_epoch)
         return True
 
@@ -177,6 +198,20 @@ class Trainer:
                 stats[f"{name}/retained_ratio"] = float(branch["actions"].float().mean())
         return stats
 
+    def agreed_steps(self, loader: Iterable[Any], cap: int) -> int:
+        """This epoch's step count: ``min(cap, len(loader))``, and under DDP the minimum over ranks
+        (``all_reduce(MIN)``), so every rank stops after the same number of steps (each rank has its
+        own PK sampler, whose length may differ; unequal counts would hang the gradient all-reduce)."""
+        n = cap
+        if hasattr(loader, "__len__"):
+            n = min(n, len(loader))
+        if self.world > 1 and dist.is_initialized():
+            t = torch.tensor([n], dtype=torch.long,
+                             device=self.device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+            n = int(t.item())
+        return n
+
     def fit(self, make_loader: Callable[[int], Iterable[dict[str, Any]]]) -> list[dict[str, float]]:
         """Train ``cfg.epochs`` epochs (from the resume point), checkpoint each epoch, write ``model.pt``.
 
@@ -194,8 +229,10 @@ class Trainer:
             self.net.train()
             sums: dict[str, float] = {}
             steps = 0
-            for batch in make_loader(epoch):
-                if steps >= min(max_steps, self.steps_per_epoch):
+            loader = make_loader(epoch)
+            limit = self.agreed_steps(loader, min(max_steps, self.steps_per_epoch))
+            for batch in loader:
+                if steps >= limit:
                     break
                 stats = self.train_step(batch, epoch)
                 for k, v in stats.items():
@@ -211,7 +248,7 @@ class Trainer:
             self.history.append(means)
             if self.rank == 0:
                 save_checkpoint(self.last_path, self.model, self.optimizer, self.scheduler, epoch + 1,
-                                self.meta, self.scaler)
+                                dict(self.meta, history=self.history), self.scaler)
                 if self.live is not None:
                     for k, v in means.items():
                         if k != "epoch":
@@ -220,5 +257,6 @@ class Trainer:
                 log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in means.items() if k.startswith("loss/")))
         if self.rank == 0:
-            save_checkpoint(self.final_path, self.model, None, None, cfg.epochs, self.meta)
+            save_checkpoint(self.final_path, self.model, None, None, cfg.epochs,
+                            dict(self.meta, history=self.history))
         return self.history

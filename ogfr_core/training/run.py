@@ -77,12 +77,19 @@ def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, inde
     transform = TrainTransform(data_cfg.height, data_cfg.width, cfg.augment)
     dataset = ReIDImageDataset(train, Path(data_cfg.root), transform, label_maps=label_maps, z=z)
     labels = train["label"].to_numpy(np.int64)
-    # distinct PK order per rank under DDP (each rank sees a different shard of identities)
+    # under DDP each rank has its own PK sampler over ALL identities, seeded seed + 1000·rank (an
+    # independent random PK order, not a shard); 1/world of its batches make one epoch in total
     loader = build_train_loader(dataset, labels.tolist(), cfg.ids_per_batch, cfg.images_per_id,
                                 cfg.seed + 1000 * rank, data_cfg.num_workers)
     steps = len(loader) // world if world > 1 else len(loader)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
+    if world > 1:  # samplers may differ in length: agree on the minimum, or the all-reduce hangs
+        import torch.distributed as dist
+
+        t = torch.tensor([steps], dtype=torch.long, device=device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        steps = int(t.item())
 
     model = build_model(cfg.model, num_classes, num_cameras, (data_cfg.height, data_cfg.width))
     if model.init_warning:
@@ -115,6 +122,8 @@ def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, inde
     if live is not None:
         live.end()
     last = history[-1] if history else {}
+    # history covers every epoch of the run (resumed ones come from last.pt's meta); "final" = last epoch
     return {"epochs": cfg.epochs, "steps_per_epoch": steps, "device": str(device), "resumed": resumed,
+            "resumed_from_epoch": trainer.start_epoch if resumed else 0, "history_epochs": len(history),
             "final": {k: v for k, v in last.items() if isinstance(v, float) and math.isfinite(v)},
             "init_warning": model.init_warning}
