@@ -113,7 +113,6 @@ class ModelConfig:
     num_episodes: int = 1
     baseline_refresh_epochs: int = 2
     reward_clip: float = 1.0  # |r| of Eq. (8) clipped (our choice, 0 = off); p^b near 1 makes r explode
-    neck: Literal["bnneck"] = "bnneck"
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ class AugmentConfig:
 
     flip_prob: float = 0.5
     pad: int = 10
-    erasing_prob: float = 0.5
+    erasing_prob: float = 0.0
     occlusion_prob: float = 0.5
     occlusion_source: Literal["background", "fed"] = "background"
     occlusion_area: tuple[float, float] = (0.1, 0.4)

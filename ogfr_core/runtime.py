@@ -1,9 +1,11 @@
-"""Runtime helpers shared by the stages: device choice, seeding and logging."""
+"""Runtime helpers shared by the stages: device choice, seeding, logging, and the stage entry point
+that turns the project's user-facing errors into one logged line and exit status 1."""
 from __future__ import annotations
 
 import logging
-import os
 import random
+import sys
+from typing import Callable
 
 import numpy as np
 
@@ -30,8 +32,7 @@ def seed_everything(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def setup_logging(level: int = logging.INFO) -> logging.Logger:
@@ -39,3 +40,37 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     return logging.getLogger("ogfr_core")
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "your input or setup is wrong" (each message names the file/key and the
+    fix), as opposed to bugs. Imported lazily so that importing this module stays cheap."""
+    from .config import ConfigError
+    from .data.dataset import MissingLabelsError
+    from .data.images import ImageReadError
+    from .data.index import IndexFileError
+    from .data.readers import DatasetLayoutError
+    from .evaluation.inputs import CheckpointMismatchError
+    from .model.oa_vit import PretrainedWeightsError
+    from .model.ogfr import ModelConfigError
+    from .parsing.base import BackendUnavailableError
+    from .training.checkpoint import CheckpointError
+    from .training.loop import NonFiniteLossError
+
+    return (ConfigError, MissingLabelsError, ImageReadError, IndexFileError, DatasetLayoutError,
+            CheckpointMismatchError, PretrainedWeightsError, ModelConfigError, BackendUnavailableError,
+            CheckpointError, NonFiniteLossError, FileNotFoundError)
+
+
+def run_stage(main: Callable[[], object]) -> None:
+    """Run a stage's ``main`` and exit: 0 on success, 1 with one ``ERROR`` log line (no traceback)
+    for a user-facing error (:func:`user_error_types`); any other exception is a bug and keeps its
+    traceback."""
+    try:
+        result = main()
+    except Exception as exc:  # classified below; bugs are re-raised untouched
+        if not isinstance(exc, user_error_types()):
+            raise
+        logging.getLogger("ogfr_core").error("%s: %s", type(exc).__name__, exc)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from ogfr_core.config import ConfigError, DataConfig, EvaluateConfig, load_section
 from ogfr_core.evaluation.pipeline import run_evaluation
 from ogfr_core.io import write_json, write_text
-from ogfr_core.runtime import resolve_device, setup_logging
+from ogfr_core.runtime import resolve_device, run_stage, setup_logging
 
 log = logging.getLogger("stages.evaluate")
 
@@ -45,4 +45,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -7,26 +7,21 @@ the run with exit code 1 and one error line naming the file/folder and the fix.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-from ogfr_core.config import ConfigError, DataConfig, load_section
-from ogfr_core.data import DatasetLayoutError, build_index, dataset_root, summarize_index, write_index
+from ogfr_core.config import DataConfig, load_section
+from ogfr_core.data import build_index, dataset_root, summarize_index, write_index
 from ogfr_core.io import write_json
-from ogfr_core.runtime import setup_logging
+from ogfr_core.runtime import run_stage, setup_logging
 
 
 def main(repo: Path = Path(".")) -> int:
     """Run the stage from ``repo`` (the repository root); returns the process exit code."""
     log = setup_logging()
-    try:
-        cfg = load_section(repo / "params.yaml", "data", DataConfig)
-        t0 = time.perf_counter()
-        result = build_index(cfg, repo)
-    except (ConfigError, DatasetLayoutError) as exc:
-        log.error("%s", exc)
-        return 1
+    cfg = load_section(repo / "params.yaml", "data", DataConfig)  # errors: one line via run_stage
+    t0 = time.perf_counter()
+    result = build_index(cfg, repo)
     out = repo / "data" / "index" / f"{cfg.name}.parquet"
     write_index(result.frame, out)
     summary = summarize_index(result.frame)
@@ -42,4 +37,4 @@ def main(repo: Path = Path(".")) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

@@ -16,7 +16,7 @@ from ogfr_core.io import write_json, write_parquet
 from ogfr_core.occlusion.figures import plot_type_histogram
 from ogfr_core.occlusion.table import occlusion_summary, occlusion_table, type_counts_by_split
 from ogfr_core.parsing import read_parsing
-from ogfr_core.runtime import setup_logging
+from ogfr_core.runtime import run_stage, setup_logging
 
 
 def main(params_path: str = "params.yaml") -> None:
@@ -36,4 +36,4 @@ def main(params_path: str = "params.yaml") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

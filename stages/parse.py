@@ -13,7 +13,7 @@ from ogfr_core.config import DataConfig, ParseConfig, from_dict, load_section, r
 from ogfr_core.data.index import read_index
 from ogfr_core.parsing import parse_dataset
 from ogfr_core.parsing.report import write_parse_report
-from ogfr_core.runtime import setup_logging
+from ogfr_core.runtime import run_stage, setup_logging
 
 
 def main(params_path: str = "params.yaml") -> None:
@@ -33,4 +33,4 @@ def main(params_path: str = "params.yaml") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ogfr_core.config import DataConfig, ReportConfig, load_section, read_params
 from ogfr_core.report import build_report
-from ogfr_core.runtime import setup_logging
+from ogfr_core.runtime import run_stage, setup_logging
 
 log = logging.getLogger("stages.report")
 
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ogfr_core.config import DataConfig, OcclusionConfig, TrainConfig, from_dict, read_params
-from ogfr_core.runtime import setup_logging
+from ogfr_core.runtime import run_stage, setup_logging
 from ogfr_core.training.run import train_from_files
 
 
@@ -34,4 +34,4 @@ def main(params_path: str = "params.yaml") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from ogfr_core.data import read_index
+from ogfr_core.runtime import run_stage
 from stages.index import main
 from _data_synth import make_market
 
@@ -32,12 +34,16 @@ def test_stage_writes_index_and_summary(tmp_path):
 
 def test_stage_bad_root_is_one_clear_error(tmp_path, caplog):
     _params(tmp_path, "nowhere")
-    assert main(tmp_path) == 1
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(lambda: main(tmp_path))
+    assert exit_.value.code == 1
     assert "does not exist; set `data.root`" in caplog.text
     assert not (tmp_path / "data").exists()
 
 
 def test_stage_unknown_param(tmp_path, caplog):
     _params(tmp_path, "ds", layot="market1501")
-    assert main(tmp_path) == 1
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(lambda: main(tmp_path))
+    assert exit_.value.code == 1
     assert "unknown key(s) ['layot']" in caplog.text

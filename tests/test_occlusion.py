@@ -106,3 +106,25 @@ def test_counts_by_split_summary_and_histogram(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no occlusion label"):
         type_counts_by_split(table, pd.DataFrame({"key": ["zzz"], "split": ["train"]}))
+
+
+def test_occlusion_table_scales_lambda_with_the_stored_map_size():
+    """λ = 5 px is stated at 256×128; a 128×64 map (¼ of the area) uses λ = 1.25 (as the augmentation does)."""
+    import pandas as pd
+
+    from ogfr_core.occlusion.table import occlusion_table
+    from ogfr_core.parsing.cache import encode_label_map
+
+    small = np.zeros((128, 64), np.uint8)
+    small[10, 30:32] = 1          # head: 2 px  → visible at 128×64 (2 ≥ 1.25), occluded if λ were 5
+    small[40:80, 20:44] = 4       # torso
+    small[80:120, 20:30] = 5      # a leg
+    full = np.zeros((256, 128), np.uint8)
+    full[20, 60:62] = 1           # head: 2 px at 256×128 → occluded (2 < 5)
+    full[80:160, 40:88] = 4
+    df = pd.DataFrame({"key": ["a", "b"], "label_map": [encode_label_map(small), encode_label_map(full)],
+                       "status": ["ok", "ok"]})
+    table = occlusion_table(df, lam=5.0).set_index("key")
+    assert table.loc["a", ["z_head", "z_arms", "z_torso", "z_legs"]].tolist() == [0, 1, 0, 0]
+    assert table.loc["b", ["z_head", "z_arms", "z_torso", "z_legs"]].tolist() == [1, 1, 0, 1]
+    assert table.loc["a", "count_head"] == 2 == table.loc["b", "count_head"]

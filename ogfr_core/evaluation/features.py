@@ -6,7 +6,8 @@ model only has to offer the student-branch inference API of DESIGN.md::
     model.extract(images [B,3,H,W], z [B,4] long, camids [B] long)
         -> {"global": [B,D], "parts": [B,K,D], "visibility": [B,K] bool}
 
-where ``visibility`` is Eq. (22) (part i visible iff the max of its upsampled correlation map > 0)
+where ``visibility`` is Eq. (22) (part i visible iff it wins the per-pixel arg-max of the upsampled
+correlation map somewhere; see ``ogfr_core.model.fep.part_visibility``)
 and K = 0 for the baseline.
 """
 from __future__ import annotations
@@ -163,6 +164,9 @@ def map_unseen_cameras(camids, num_cameras: int):
     """
     if num_cameras <= 0:
         return camids
+    unseen = int((np.asarray(camids) >= num_cameras).sum())
+    if unseen:
+        log.info("%d image(s) from cameras unseen in training use camera embedding 0", unseen)
     return camids.where(camids < num_cameras, camids.new_zeros(())) if hasattr(camids, "where") \
         else np.where(np.asarray(camids) < num_cameras, camids, 0)
 

@@ -111,6 +111,11 @@ class MHSAFix(Attention):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 is_causal: bool = False) -> torch.Tensor:
+        """Eq. (11)–(14) on ``x [B, L, D]`` (first ``num_fixed`` tokens fixed) → ``[B, L, D]``.
+
+        Raises:
+            ValueError: an attention mask or causal attention is requested (not part of MHSA_fix).
+        """
         if attn_mask is not None or is_causal:
             raise ValueError("MHSAFix does not support attention masks")
         b, n, _ = x.shape
@@ -154,6 +159,8 @@ class ConventionalHead(nn.Module):
         self.norm = copy.deepcopy(norm)
 
     def forward(self, tokens: torch.Tensor, **_: object) -> tuple[torch.Tensor, dict]:
+        """``tokens [B, L, D]`` → ``(F_op [B, L, D], {})``; extra keyword arguments (the FEP module's
+        state / foreground inputs) are accepted and ignored so both heads share one call."""
         return self.norm(self.layers(tokens)), {}
 
 
@@ -215,6 +222,8 @@ class FEPModule(nn.Module):
                 return m, (u < m.detach()).to(m.dtype)  # Eq. (7) a ~ Bernoulli(m)
             return m, (m > 0.5).to(m.dtype)
         if self.mask_method == "random":
+            if generator is None and not self.training:  # eval: the same mask every call (deterministic)
+                generator = torch.Generator().manual_seed(0)
             u = torch.rand((b, n), generator=generator, device="cpu").to(state.device)
             return None, (u < self.random_keep).to(state.dtype)
         # background: erase patches whose label is background/occluded; at inference (no labels)

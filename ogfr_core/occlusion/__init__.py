@@ -79,13 +79,14 @@ def coarse_counts(label_map: ArrayT) -> ArrayT:
     return np.stack([hist[..., list(ids)].sum(-1) for ids in COARSE_PARTS.values()], -1).astype(np.int64)
 
 
-def occlusion_labels(counts: ArrayT, lam: float) -> ArrayT:
+def occlusion_labels(counts: ArrayT, lam: "float | ArrayT") -> ArrayT:
     """Eq. (2): ``z[..., c] = 1`` (occluded) if ``counts[..., c] < lam`` else 0.
 
     Args:
         counts: coarse pixel counts ``[..., 4]`` from :func:`coarse_counts`.
         lam: threshold λ in pixels at the label map's resolution (paper: 5 at 256×128; see
-            :func:`scaled_threshold` for other resolutions).
+            :func:`scaled_threshold` for other resolutions); a scalar, or an array/tensor that
+            broadcasts against ``counts`` (e.g. ``[N, 1]``, one λ per map).
 
     Returns:
         z ``[..., 4]`` int64 (numpy or torch, as the input).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import COARSE_NAMES, coarse_counts, occlusion_labels, occlusion_type, type_to_z
+from . import COARSE_NAMES, coarse_counts, occlusion_labels, occlusion_type, scaled_threshold, type_to_z
 
 Z_COLUMNS = tuple(f"z_{c}" for c in COARSE_NAMES)  # z_head, z_arms, z_torso, z_legs
 COUNT_COLUMNS = tuple(f"count_{c}" for c in COARSE_NAMES)
@@ -37,8 +37,12 @@ def occlusion_table(parsing: pd.DataFrame, lam: float) -> pd.DataFrame:
         raise ValueError(f"parsing table lacks column(s) {missing}; pass the output of read_parsing()")
     if len(parsing) == 0:
         return pd.DataFrame({c: pd.Series(dtype="str" if c in ("key", "status") else "int64") for c in TABLE_COLUMNS})
-    counts = np.stack([coarse_counts(decode_label_map(b)) for b in parsing["label_map"]])  # [N, 4]
-    z = occlusion_labels(counts, lam)  # [N, 4]
+    maps = [decode_label_map(b) for b in parsing["label_map"]]
+    counts = np.stack([coarse_counts(m) for m in maps])  # [N, 4]
+    # λ is stated at 256×128 (the paper's input); rescale by area for maps stored at another size,
+    # exactly as the training-time occlusion augmentation does (scaled_threshold).
+    thresholds = np.array([scaled_threshold(lam, m.shape) for m in maps])[:, None]  # [N, 1]
+    z = occlusion_labels(counts, thresholds)  # Eq. (2), [N, 4]
     out = pd.DataFrame({"key": parsing["key"].to_numpy()})
     for i, name in enumerate(COARSE_NAMES):
         out[f"z_{name}"] = z[:, i].astype(np.int64)
