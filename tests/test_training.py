@@ -140,7 +140,7 @@ def test_resume_starts_afresh_on_other_model_config(tmp_path, real_batch, caplog
     with caplog.at_level("WARNING", logger="ogfr_core.training.loop"):
         tr = _trainer(tmp_path, other, 1)
         assert not tr.resume() and tr.start_epoch == 0
-    assert "config differs" in caplog.text and "afresh" in caplog.text
+    assert "config/inputs differs" in caplog.text and "afresh" in caplog.text
 
 
 @pytest.mark.parametrize("change", ["mu1", "seed"])
@@ -156,7 +156,7 @@ def test_changed_params_retrain_from_scratch(tmp_path, real_batch, caplog, chang
     with caplog.at_level("WARNING", logger="ogfr_core.training.loop"):
         tr = _trainer(tmp_path, new_cfg, 1)
         assert not tr.resume() and tr.start_epoch == 0  # epoch counter restarts
-    assert "config differs" in caplog.text and "afresh" in caplog.text
+    assert "config/inputs differs" in caplog.text and "afresh" in caplog.text
     history = tr.fit(make)
     assert [h["epoch"] for h in history] == [1]
     new = read_checkpoint(tmp_path / "model.pt")
@@ -226,3 +226,27 @@ def test_load_model_fails_loudly_on_mismatch(tmp_path, real_batch):
     assert "encoder.occ_embed" in str(err.value) and "stray.weight" in str(err.value)
     with pytest.raises(CheckpointError, match="dvc repro train"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_changed_stage_inputs_retrain(tmp_path, real_batch, caplog):
+    from ogfr_core.training.checkpoint import files_hash
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "occ.parquet").write_bytes(b"v1")
+    h1 = files_hash([tmp_path / "in"])
+    (tmp_path / "in" / "occ.parquet").write_bytes(b"v2")
+    assert files_hash([tmp_path / "in"]) != h1
+    with pytest.raises(FileNotFoundError, match="nope"):
+        files_hash([tmp_path / "nope"])
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, model=MODEL, log_every=0)
+    torch.manual_seed(0)
+    Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "m", dict(_meta(cfg), inputs=h1),
+            lam=5.0, steps_per_epoch=1).fit(_loader(real_batch, 1))
+    again = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "m", dict(_meta(cfg), inputs=h1),
+                    lam=5.0, steps_per_epoch=1)
+    assert again.resume()
+    with caplog.at_level("WARNING", logger="ogfr_core.training.loop"):
+        other = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "m",
+                        dict(_meta(cfg), inputs=files_hash([tmp_path / "in"])), lam=5.0, steps_per_epoch=1)
+        assert not other.resume()
+    assert "config/inputs differs" in caplog.text

@@ -44,6 +44,24 @@ def code_hash(packages: tuple[str, ...] = CODE_PACKAGES) -> str:
     return h.hexdigest()
 
 
+def files_hash(paths: list[str | Path]) -> str:
+    """SHA-1 (hex) over the given files and, for folders, every file below them (sorted; name +
+    contents). Used for the stage inputs (index, parsing cache, occlusion labels) in the fingerprint.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    h = hashlib.sha1()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found (needed for the run fingerprint)")
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update(f.relative_to(p.parent).as_posix().encode() + b"\0")
+            h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _sha1_json(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -52,13 +70,15 @@ def run_fingerprint(meta: dict[str, Any], code: str | None = None) -> dict[str, 
     """What identifies a run for auto-resume: ``{"config": sha1, "code": sha1, "fingerprint": sha1}``.
 
     ``config`` hashes ``meta["train"]`` without :data:`NON_RESULT_TRAIN_KEYS`, ``meta["data"]`` without
-    :data:`NON_RESULT_DATA_KEYS`, and ``num_classes``, ``num_cameras``, ``height``, ``width``; ``code``
-    is :func:`code_hash`; ``fingerprint`` hashes both.
+    :data:`NON_RESULT_DATA_KEYS`, ``num_classes``, ``num_cameras``, ``height``, ``width``, and the
+    optional ``inputs`` (stage-input hash, :func:`files_hash`) and ``world_size`` entries; ``code`` is
+    :func:`code_hash`; ``fingerprint`` hashes both.
     """
     train = {k: v for k, v in dict(meta.get("train", {})).items() if k not in NON_RESULT_TRAIN_KEYS}
     data = {k: v for k, v in dict(meta.get("data", {})).items() if k not in NON_RESULT_DATA_KEYS}
     config = _sha1_json({"train": train, "data": data,
-                         **{k: meta.get(k) for k in ("num_classes", "num_cameras", "height", "width")}})
+                         **{k: meta.get(k) for k in ("num_classes", "num_cameras", "height", "width", "inputs",
+                                                      "world_size")}})
     code = code_hash() if code is None else code
     return {"config": config, "code": code, "fingerprint": _sha1_json([config, code])}
 

@@ -125,7 +125,8 @@ class Trainer:
         old = ck["meta"]
         if old.get("fingerprint") != self.meta["fingerprint"]:
             old_parts = old.get("fingerprint_parts") or {}
-            what = [k for k in ("config", "code") if old_parts.get(k) != self.meta["fingerprint_parts"][k]]
+            what = [label for k, label in (("config", "config/inputs"), ("code", "code"))
+                    if old_parts.get(k) != self.meta["fingerprint_parts"][k]]
             log.warning("%s is from a different run (%s differ%s; fingerprint %s vs %s): not resuming, "
                         "training starts afresh and overwrites it", self.last_path,
                         " and ".join(what) if old_parts else "no fingerprint stored: config/code unknown",

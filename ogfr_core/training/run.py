@@ -16,6 +16,7 @@ import torch
 
 from ..config import DataConfig, TrainConfig, to_dict
 from ..runtime import resolve_device, seed_everything
+from .checkpoint import files_hash
 from .labels import MissingLabelsError, check_training_labels
 from .loop import Trainer, distributed_context
 
@@ -100,6 +101,8 @@ def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, inde
         "height": data_cfg.height, "width": data_cfg.width, "epochs_trained": 0,
         "pretrained_weights": cfg.model.pretrained, "init_warning": model.init_warning,
         "method": cfg.model.method, "num_parameters": model.count_parameters(),
+        # part of the resume fingerprint: upstream outputs changed ⇒ retrain, not resume
+        "inputs": files_hash([index_path, parse_dir, occlusion_path]), "world_size": world,
     }
     trainer = Trainer(model, cfg, out_dir, meta, lam, steps, device)
     resumed = trainer.resume()
