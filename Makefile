@@ -31,7 +31,7 @@ ci-gate: $(STAMP)
 	$(BIN)/python -m stages.ci_gate
 
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	for b in data parse model eval; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)
