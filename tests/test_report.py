@@ -178,3 +178,18 @@ def test_ablation_switches_from_params():
     by_name = {r[-1].split()[0]: r for r in mine}
     assert by_name["workspace"][:4] == ["✓", "–", "✓", "✓"] and by_name["workspace"][4] == "31.0"
     assert by_name["exp-base"][:4] == ["–", "–", "–", "–"] and by_name["exp-base"][4] == "20.0"
+
+
+def test_workspace_row_dropped_when_it_repeats_a_commit():
+    from ogfr_core.report.build import parse_experiments
+
+    data = {"params": {"params.yaml": {"data": {"train": {"model": {"method": "ogfr"}}}}},
+            "metrics": {"reports/metrics.json": {"data": {"m": {"rank-1": 0.5}}}}}
+    other = {"params": {"params.yaml": {"data": {"train": {"model": {"method": "baseline"}}}}},
+             "metrics": {"reports/metrics.json": {"data": {"m": {"rank-1": 0.4}}}}}
+    doc = [{"rev": "workspace", "name": "workspace", "data": data},
+           {"rev": "abc1234", "name": "main", "data": data,
+            "experiments": [{"revs": [{"rev": "def5678", "name": "baseline", "data": other}]}]}]
+    assert [r["name"] for r in parse_experiments(doc)] == ["main", "baseline"]
+    doc[0]["data"] = other | {"metrics": {"reports/metrics.json": {"data": {"m": {"rank-1": 0.1}}}}}
+    assert [r["name"] for r in parse_experiments(doc)] == ["workspace", "main", "baseline"]

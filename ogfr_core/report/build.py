@@ -166,7 +166,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_experiments(doc: Any) -> list[dict]:
-    """Walk DVC 3's ``exp show --json`` tree; every node with ``data.params``/``data.metrics`` is a run."""
+    """Walk DVC 3's ``exp show --json`` tree; every node with ``data.params``/``data.metrics`` is a run
+    (``{"name", "params", "metrics"}``). The ``workspace`` row is dropped when it equals a committed run."""
     runs, seen = [], set()
 
     def walk(node: Any) -> None:
@@ -190,7 +191,9 @@ def parse_experiments(doc: Any) -> list[dict]:
                 walk(v)
 
     walk(doc)
-    return runs
+    # the workspace row repeats a committed run when nothing is uncommitted: keep the named one
+    committed = [(r["params"], r["metrics"]) for r in runs if r["name"] != "workspace"]
+    return [r for r in runs if r["name"] != "workspace" or (r["params"], r["metrics"]) not in committed]
 
 
 # ------------------------------------------------------------------------------------------------
