@@ -1,10 +1,11 @@
 """Metric-regression gate: compare a run's ``reports/metrics.json`` with a committed reference.
 
 The gate flattens both JSON documents to dotted keys (``{"a": {"rank1": 0.5}}`` → ``"a.rank1"``)
-and, for every *gated* key, fails when ``current < reference − tolerance`` (metrics in the same
-units as the JSON: here fractions in [0, 1] or percentages, whichever the evaluate stage writes —
-the tolerance is in the same unit). Improvements never fail; a gated key missing from either side
-is itself a failure, so renaming a metric cannot silently disable the gate.
+and checks every *gated* key in the direction that is worse for it: a higher-is-better metric
+(rank-1, mAP) fails when ``current < reference − tolerance``; a lower-is-better one (a final
+training loss) fails when ``current > reference + tolerance``. Tolerances are in the metric's own
+units. Improvements never fail; a gated key missing from either side is itself a failure, so
+renaming a metric cannot silently disable the gate.
 
 Example::
 
@@ -12,6 +13,8 @@ Example::
     False
     >>> check({"m": {"rank1": 0.43}}, {"m": {"rank1": 0.45}}, {"m.rank1": 0.03}).passed
     True
+    >>> check({"loss": 2.5}, {"loss": 2.0}, {"loss": 0.3}, lower_is_better={"loss"}).passed
+    False
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class GateRow:
     reference: float | None
     current: float | None
     tolerance: float
+    lower_is_better: bool = False
 
     @property
     def delta(self) -> float | None:
@@ -50,7 +54,9 @@ class GateRow:
 
     @property
     def ok(self) -> bool:
-        return self.delta is not None and self.delta >= -self.tolerance
+        if self.delta is None:
+            return False
+        return self.delta <= self.tolerance if self.lower_is_better else self.delta >= -self.tolerance
 
 
 @dataclass(frozen=True)
@@ -68,21 +74,27 @@ class GateResult:
         def f(x: float | None) -> str:
             return "missing" if x is None else f"{x:.4f}"
 
-        lines = ["| metric | reference | current | delta | allowed drop | verdict |",
-                 "|---|---|---|---|---|---|"]
+        lines = ["| metric | better | reference | current | delta | allowed change | verdict |",
+                 "|---|---|---|---|---|---|---|"]
         for r in self.rows:
-            lines.append(f"| {r.key} | {f(r.reference)} | {f(r.current)} | {f(r.delta)} | "
-                         f"{r.tolerance:.4f} | {'ok' if r.ok else 'REGRESSION'} |")
+            better, allowed = ("lower", f"+{r.tolerance:.4f}") if r.lower_is_better else ("higher", f"-{r.tolerance:.4f}")
+            lines.append(f"| {r.key} | {better} | {f(r.reference)} | {f(r.current)} | {f(r.delta)} | "
+                         f"{allowed} | {'ok' if r.ok else 'REGRESSION'} |")
         return "\n".join(lines)
 
 
 def check(current: Mapping[str, Any], reference: Mapping[str, Any],
-          tolerances: Mapping[str, float]) -> GateResult:
-    """Gate ``current`` against ``reference`` for each dotted key in ``tolerances``.
+          tolerances: Mapping[str, float], lower_is_better: frozenset[str] | set[str] = frozenset()) -> GateResult:
+    """Gate ``current`` against ``reference`` for each dotted key in ``tolerances``; keys listed in
+    ``lower_is_better`` fail on a rise beyond the tolerance, all others on a drop.
 
     Raises:
-        ValueError: ``tolerances`` is empty or holds a negative tolerance.
+        ValueError: ``tolerances`` is empty or holds a negative tolerance, or ``lower_is_better``
+            names a key that is not gated.
     """
+    stray = sorted(set(lower_is_better) - set(tolerances))
+    if stray:
+        raise ValueError(f"lower_is_better names keys without a tolerance: {stray}")
     if not tolerances:
         raise ValueError("no gated metrics given: the gate would pass vacuously")
     cur, ref = flatten(current), flatten(reference)
@@ -90,7 +102,7 @@ def check(current: Mapping[str, Any], reference: Mapping[str, Any],
     for key, tol in tolerances.items():
         if tol < 0:
             raise ValueError(f"tolerance for {key} must be >= 0, got {tol}")
-        rows.append(GateRow(key, ref.get(key), cur.get(key), float(tol)))
+        rows.append(GateRow(key, ref.get(key), cur.get(key), float(tol), key in lower_is_better))
     return GateResult(rows)
 
 

@@ -28,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
                          "add ci/worse.yaml to see the gate fail on a deliberately worse config")
     ap.add_argument("--gate", default="ci/gate.yaml", help="tolerances per gated metric")
     ap.add_argument("--reference", default="ci/reference_metrics.json")
-    ap.add_argument("--metrics", default="reports/metrics.json")
     ap.add_argument("--no-repro", action="store_true", help="skip applying the profile and dvc repro")
     ap.add_argument("--update-reference", action="store_true")
     args = ap.parse_args(argv)
@@ -37,14 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         for profile in args.profile or ["ci/profile.yaml"]:
             apply_profile(Path("params.yaml"), Path(profile))
         subprocess.run([sys.executable, "-m", "dvc", "repro"], check=True)
-    current = load_json(args.metrics, "run `dvc repro` (or drop --no-repro)")
+    gate = yaml.safe_load(Path(args.gate).read_text())
+    # one document: {prefix: contents of that metrics file}, e.g. eval = reports/metrics.json
+    current = {prefix: load_json(path, "run `dvc repro` (or drop --no-repro)")
+               for prefix, path in gate["metrics"].items()}
     if args.update_reference:
         write_json(args.reference, current)
         print(f"reference updated: {args.reference} — commit it with a note saying why")
         return 0
     reference = load_json(args.reference, "create it once with --update-reference and commit it")
-    tolerances = yaml.safe_load(Path(args.gate).read_text())["tolerances"]
-    result = check(current, reference, tolerances)
+    result = check(current, reference, gate["tolerances"], set(gate.get("lower_is_better") or []))
     report = f"# CI metric gate: {'PASSED' if result.passed else 'FAILED'}\n\n{result.table()}\n"
     write_text("reports/gate.md", report)
     print(report)
