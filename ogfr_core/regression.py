@@ -48,12 +48,14 @@ class GateRow:
 
     @property
     def delta(self) -> float | None:
+        """``current − reference`` (None if either is missing)."""
         if self.reference is None or self.current is None:
             return None
         return self.current - self.reference
 
     @property
     def ok(self) -> bool:
+        """False for a missing value or a change beyond the tolerance in the worse direction."""
         if self.delta is None:
             return False
         return self.delta <= self.tolerance if self.lower_is_better else self.delta >= -self.tolerance
@@ -67,6 +69,7 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
+        """Every gated row is ok."""
         return all(r.ok for r in self.rows)
 
     def table(self) -> str:

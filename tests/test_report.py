@@ -180,7 +180,7 @@ def test_ablation_switches_from_params():
     assert by_name["exp-base"][:4] == ["–", "–", "–", "–"] and by_name["exp-base"][4] == "20.0"
 
 
-def test_workspace_row_dropped_when_it_repeats_a_commit():
+def test_repeated_runs_collapse_to_one_row():
     from ogfr_core.report.build import parse_experiments
 
     data = {"params": {"params.yaml": {"data": {"train": {"model": {"method": "ogfr"}}}}},
@@ -192,4 +192,6 @@ def test_workspace_row_dropped_when_it_repeats_a_commit():
             "experiments": [{"revs": [{"rev": "def5678", "name": "baseline", "data": other}]}]}]
     assert [r["name"] for r in parse_experiments(doc)] == ["main", "baseline"]
     doc[0]["data"] = other | {"metrics": {"reports/metrics.json": {"data": {"m": {"rank-1": 0.1}}}}}
+    assert [r["name"] for r in parse_experiments(doc)] == ["workspace", "main", "baseline"]
+    doc.append({"rev": "0123abc", "name": "0123abc", "data": data})  # an older commit, same run as main
     assert [r["name"] for r in parse_experiments(doc)] == ["workspace", "main", "baseline"]
