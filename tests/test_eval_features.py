@@ -88,7 +88,6 @@ class FakeModel(torch.nn.Module):
     def extract(self, images, z, camids):
         self.seen_camids += camids.tolist()
         self.modes.append(self.training)
-        b = images.shape[0]
         glob = images.mean(dim=(2, 3))  # [B, 3]
         parts = glob[:, None, :] * (1 + z[:, :self.k, None].float())  # [B, K, 3]
         return {"global": glob, "parts": parts, "visibility": z[:, :self.k] == 0}
