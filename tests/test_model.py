@@ -10,7 +10,9 @@ from timm.models.vision_transformer import Attention
 
 from ogfr_core.config import ModelConfig
 from ogfr_core.model import (ErasingAgent, FEPModule, MHSAFix, ModelConfigError, OAViT, PretrainedWeightsError,
-                             build_model, correlation_matrix, part_visibility, patch_grid, reinforce_reward)
+                             block_queries, build_model, correlation_matrix, part_visibility, patch_grid,
+                             reinforce_reward)
+from ogfr_core.model.neck import bn_batch_stats
 from ogfr_core.losses import policy_gradient_loss
 
 H, W = 64, 32
@@ -286,3 +288,47 @@ def test_reward_has_no_drop_path_noise():
     torch.manual_seed(1)
     t2 = model(batch(), torch.Generator().manual_seed(0))["teacher"]
     assert not torch.allclose(t["feats"], t2["feats"])  # DropPath active in the loss path
+
+
+def test_block_queries_equals_the_full_block_for_those_tokens():
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=1, num_part_tokens=9)
+    block = enc.blocks[0].eval()
+    x = torch.randn(2, 20, 192)
+    with torch.no_grad():
+        full = block(x)
+        for n in (1, 10, 20):
+            assert torch.allclose(block_queries(block, x, n), full[:, :n], atol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        block_queries(block.train(), x, 1)
+    fixed = FEPModule(enc.blocks[0], enc.norm, 10, 9, "customised", "learned").decoder[0].eval()
+    with pytest.raises(ValueError, match="MHSAFix"):
+        block_queries(fixed, x, 1)
+
+
+def test_reward_scoring_reads_the_same_global_feature_as_a_full_decode():
+    """p^m of Eq. (8) uses the decoder's last layer for the [cls] query only: same value as scoring
+    the full eval-mode decode of the sampled mask (episode 0)."""
+    cfg = dataclasses.replace(TINY, drop_path=0.1)
+    model = build_model(cfg, num_classes=3, num_cameras=2, img_size=(H, W)).train()
+    torch.manual_seed(0)
+    t = model(batch(), torch.Generator().manual_seed(0))["teacher"]
+    head, neck, fc = model.heads["teacher"], model.necks["teacher"][0], model.classifiers[0]
+    head.eval()
+    with torch.no_grad():
+        g = head.decode(t["encoded"], t["actions"])[:, 0]  # full decode, [B, D]
+        p = fc(bn_batch_stats(neck, g)).softmax(-1).gather(1, batch()["label"][:, None])[:, 0]
+    assert torch.allclose(t["p_m"][0], p, atol=1e-5)
+
+
+def test_one_encoder_pass_for_both_branches_equals_two_passes():
+    model = build_model(TINY, num_classes=3, num_cameras=2, img_size=(H, W)).eval()
+    b = batch()
+    b_occ = batch(seed=1)
+    b.update(image_occ=b_occ["image"], z_occ=b_occ["z"])
+    with torch.no_grad():
+        out = model(b)
+        teacher = model.encoder(b["image"], b["z"], b["camid"])
+        student = model.encoder(b["image_occ"], b["z_occ"], b["camid"])
+    assert torch.allclose(out["teacher"]["encoded"], teacher, atol=1e-5)
+    assert torch.allclose(out["student"]["encoded"], student, atol=1e-5)
+    assert not torch.allclose(teacher, student)

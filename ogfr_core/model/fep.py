@@ -139,6 +139,49 @@ class MHSAFix(Attention):
         return new
 
 
+def block_queries(block: Block, x: torch.Tensor, num_queries: int) -> torch.Tensor:
+    """A timm pre-norm ``Block`` evaluated for the first ``num_queries`` tokens only.
+
+    Every token still serves as key and value, so the result equals ``block(x)[:, :num_queries]``
+    (tested); the saving is the queries, output projection and FFN of the other tokens (with one
+    query out of 220 tokens a block costs ~1/6 of the full pass). Used where only the [cls] output of
+    a decoder's last layer is read: the no-gradient p^b / p^m scoring of Eq. (8).
+
+    Args:
+        block: a timm ``Block`` with a conventional ``Attention`` (not :class:`MHSAFix`).
+        x: ``[B, L, D]`` input tokens.
+        num_queries: how many leading tokens to compute, ``1 <= num_queries <= L``.
+
+    Returns:
+        ``[B, num_queries, D]``. Inference semantics: no DropPath / dropout.
+
+    Raises:
+        ValueError: ``block`` is in training mode (its DropPath would be skipped silently) or its
+            attention is not a conventional timm ``Attention``.
+    """
+    attn = block.attn
+    if block.training:
+        raise ValueError("block_queries computes inference outputs; put the block in eval mode")
+    if type(attn) is not Attention:
+        raise ValueError(f"block_queries needs a timm Attention, got {type(attn).__name__}")
+    b, n_tok, _ = x.shape
+    heads, hd, dim = attn.num_heads, attn.head_dim, attn.num_heads * attn.head_dim
+    h = block.norm1(x)  # [B, L, D]
+    w, bias = attn.qkv.weight, attn.qkv.bias  # rows: q | k | v
+    q = F.linear(h[:, :num_queries], w[:dim], None if bias is None else bias[:dim])  # [B, n, h*d]
+    kv = F.linear(h, w[dim:], None if bias is None else bias[dim:])  # [B, L, 2*h*d]
+    q = q.reshape(b, num_queries, heads, hd).transpose(1, 2)  # [B, h, n, d]
+    k, v = kv.reshape(b, n_tok, 2, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # [B, h, L, d] each
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, num_queries, dim)  # [B, n, h*d]
+    o = attn.norm(o)
+    gate = getattr(attn, "gate", None)
+    if gate is not None:
+        o = o * gate(h[:, :num_queries]).sigmoid()
+    y = x[:, :num_queries] + block.ls1(attn.proj(o))  # [B, n, D]
+    return y + block.ls2(block.mlp(block.norm2(y)))
+
+
 def make_layers(template: Block, count: int, fixed_first: int = 0) -> nn.Sequential:
     """``count`` copies of a timm ``Block`` (TransReID initialises extra layers from the last block).
     With ``fixed_first > 0`` the first copy's attention becomes :class:`MHSAFix` with that many fixed
@@ -199,14 +242,25 @@ class FEPModule(nn.Module):
         self.decoder = make_layers(template, 2, fixed_first=fixed)
         self.norm = copy.deepcopy(norm)
 
-    def decode(self, tokens: torch.Tensor, actions: torch.Tensor | None) -> torch.Tensor:
-        """Replace patches with ``actions == 0`` by the learnable embedding, run the decoder (Eq. 10)."""
+    def decode(self, tokens: torch.Tensor, actions: torch.Tensor | None,
+               num_queries: int | None = None) -> torch.Tensor:
+        """Replace patches with ``actions == 0`` by the learnable embedding, run the decoder (Eq. 10).
+
+        ``tokens [B, L, D]``, ``actions [B, N]`` (or None: keep all) → ``[B, L, D]``; with
+        ``num_queries = n`` only the first n tokens of the last layer are computed (eval mode only,
+        see :func:`block_queries`) → ``[B, n, D]``.
+        """
         if actions is not None and self.mask_token is not None:
             prefix, patches = tokens[:, : self.num_prefix], tokens[:, self.num_prefix:]
             keep = actions[..., None].to(patches.dtype)  # [B, N, 1]
             patches = keep * patches + (1 - keep) * self.mask_token.to(patches.dtype)
             tokens = torch.cat([prefix, patches], dim=1)
-        return self.norm(self.decoder(tokens))
+        if num_queries is None:
+            return self.norm(self.decoder(tokens))
+        *first, last = self.decoder
+        for layer in first:
+            tokens = layer(tokens)
+        return self.norm(block_queries(last, tokens, num_queries))
 
     def sample_actions(self, state: torch.Tensor, patch_foreground: torch.Tensor | None = None,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
