@@ -24,7 +24,9 @@ the global classifier on the purified global feature (after BNNeck) with the sam
 mask. Both are computed without gradient with the decoder in eval mode (no DropPath/dropout, so the
 reward carries no stochastic-depth noise; the train-mode forward is used only for the losses) and
 both BNNecks normalise with the batch's statistics (:func:`~ogfr_core.model.neck.bn_batch_stats`), so
-p^m and p^b are computed alike. The frozen copy is refreshed by :meth:`OGFR.refresh_reward_baseline`
+p^m and p^b are computed alike. Only the [cls] output is read, so the decoders' last layer runs
+for that one query (:func:`~ogfr_core.model.fep.block_queries`, same values, ~1/6 of the layer's
+cost). The frozen copy is refreshed by :meth:`OGFR.refresh_reward_baseline`
 (the loop calls it every ``baseline_refresh_epochs``). ``r = (p^m − p^b) / max(1 − p^b, 1e-6)``, clipped to
 ``[−reward_clip, reward_clip]`` (our choice, 0 = off). Eq. (9) with B = ``num_episodes`` episodes:
 episode 0 is the mask used for the features; extra episodes are sampled without gradient.
@@ -168,12 +170,16 @@ class OGFR(nn.Module):
     def branch(self, name: str, images: torch.Tensor, z: torch.Tensor | None, camids: torch.Tensor,
                labels: torch.Tensor | None = None, label_map: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Run one branch. Returns a dict with ``encoded`` ``[B, L, D]`` (F_h / F_o), ``tokens``
-        ``[B, L, D]`` (F_hp / F_op), ``feats`` ``[B, K+1, D]`` (before BNNeck), ``feats_bn``, ``logits``
-        ``[B, K+1, C]``, ``corr`` ``[B, N, K+1]`` (None for the baseline), ``enc_logits`` ``[B, C]``
-        (Eq. 18), and for a learned FEP agent in training: ``m``, ``actions``, ``log_prob`` ``[E, B]``,
-        ``reward`` ``[E, B]``, ``p_m``, ``p_b``."""
-        enc = self.encoder(images, z, camids)  # [B, L, D]
+        """Run one branch on ``images [B, 3, H, W]``: the encoder, then :meth:`head`."""
+        return self.head(name, self.encoder(images, z, camids), labels, label_map, generator)
+
+    def head(self, name: str, enc: torch.Tensor, labels: torch.Tensor | None = None,
+             label_map: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Run branch ``name`` on encoder tokens ``enc [B, L, D]`` (F_h / F_o). Returns a dict with
+        ``encoded`` (``enc``), ``tokens`` ``[B, L, D]`` (F_hp / F_op), ``feats`` ``[B, K+1, D]``
+        (before BNNeck), ``feats_bn``, ``logits`` ``[B, K+1, C]``, ``corr`` ``[B, N, K+1]`` (None for
+        the baseline), ``enc_logits`` ``[B, C]`` (Eq. 18), and for a learned FEP agent in training:
+        ``m``, ``actions``, ``log_prob`` ``[E, B]``, ``reward`` ``[E, B]``, ``p_m``, ``p_b``."""
         out: dict[str, Any] = {"encoded": enc, "corr": None}
         if self.baseline:
             tokens = enc
@@ -208,18 +214,18 @@ class OGFR(nn.Module):
             try:  # p^m like p^b: eval-mode decoder (no DropPath), batch-statistics BNNeck
                 for mod in live:
                     mod.eval()
-                base_tokens = rb["head"].decode(enc.detach(), None)  # unmasked decoder, frozen params
-                base_bn = bn_batch_stats(rb["neck"], base_tokens[:, 0])  # [B, D]
-                p_b = rb["classifier"](base_bn).float().softmax(-1).gather(1, idx)[:, 0]  # [B]
+                enc = enc.detach()
+                # only the [cls] output is read: the decoders' last layer runs for that query alone
+                base_g = rb["head"].decode(enc, None, num_queries=1)[:, 0]  # [B, D] unmasked, frozen params
+                p_b = rb["classifier"](bn_batch_stats(rb["neck"], base_g)).float().softmax(-1).gather(1, idx)[:, 0]  # [B]
                 episodes = [actions]
                 for _ in range(self.cfg.num_episodes - 1):
                     u = torch.rand(m.shape, generator=generator, device="cpu").to(m.device)
                     episodes.append((u < m.detach()).to(m.dtype))
-                p_ms = []
-                for a in episodes:
-                    t = head.decode(enc.detach(), a)  # [B, L, D]
-                    bn = bn_batch_stats(self.necks[name][0], t[:, 0])  # [B, D]
-                    p_ms.append(self.classifiers[0](bn).float().softmax(-1).gather(1, idx)[:, 0])
+                e = len(episodes)
+                g = head.decode(enc.repeat(e, 1, 1), torch.cat(episodes), num_queries=1)[:, 0]  # [E*B, D]
+                p_ms = [self.classifiers[0](bn_batch_stats(self.necks[name][0], g_e)).float().softmax(-1)
+                        .gather(1, idx)[:, 0] for g_e in g.chunk(e)]  # E × [B], BN statistics per episode
             finally:
                 for mod, mode in zip(live, modes):
                     mod.train(mode)
@@ -236,14 +242,25 @@ class OGFR(nn.Module):
         ``label_map_occ`` (occlusion-augmented student input; default: the holistic ones).
 
         Returns ``{"student": branch dict, "teacher": branch dict (with KD only)}``.
+
+        With both branches the weight-shared encoder runs once on the ``2B`` stacked images
+        (holistic, then occluded): the same result as two calls (every op is per image; tested) with
+        larger matrix products — one pass instead of two, forward and backward.
         """
-        labels = batch["label"]
-        out = {"student": self.branch("student", batch.get("image_occ", batch["image"]),
-                                      batch.get("z_occ", batch.get("z")), batch["camid"], labels,
-                                      batch.get("label_map_occ", batch.get("label_map")), generator)}
+        labels, camids = batch["label"], batch["camid"]
+        image_s = batch.get("image_occ", batch["image"])
+        z_t = batch.get("z")
+        z_s = batch.get("z_occ", z_t)
         if "teacher" in self.heads:
-            out["teacher"] = self.branch("teacher", batch["image"], batch.get("z"), batch["camid"], labels,
-                                         batch.get("label_map"), generator)
+            z = None if z_t is None or z_s is None else torch.cat([z_t, z_s])
+            enc_t, enc_s = self.encoder(torch.cat([batch["image"], image_s]), z,
+                                        torch.cat([camids, camids])).chunk(2)  # 2 × [B, L, D]
+        else:
+            enc_s = self.encoder(image_s, z_s, camids)
+        out = {"student": self.head("student", enc_s, labels, batch.get("label_map_occ", batch.get("label_map")),
+                                    generator)}
+        if "teacher" in self.heads:
+            out["teacher"] = self.head("teacher", enc_t, labels, batch.get("label_map"), generator)
         return out
 
     # ------------------------------------------------------------------------------------------
