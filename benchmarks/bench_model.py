@@ -4,8 +4,9 @@
    training ids and 8 cameras as Occluded-Duke) with ``torch.utils.flop_counter`` (which counts
    2 FLOPs per multiply–accumulate; Table VIII's "FLOPs" are multiply–accumulates as fvcore/thop
    report, so we print both). Params exclude the frozen reward-baseline copy (a training-time buffer).
-2. Time per training step of OGFR vs the single-branch baseline, and inference time of the student
-   branch vs a plain ViT (the baseline model: ViT + BNNeck, same backbone and stride), measured
+2. Time per training step of OGFR vs the single-branch baseline (and the multiply–accumulates of
+   a whole step, forward + backward, which do not depend on the machine's load), and inference time
+   of the student branch vs a plain ViT (the baseline model: ViT + BNNeck, same backbone and stride), measured
    alternately in one process; ratios of the minima over ``--steps`` (medians printed too).
 3. Peak memory of one training step of each model: CUDA ``max_memory_allocated``; on CPU the peak
    RSS (``VmHWM``) of a fresh spawned process that builds the model and runs one step.
@@ -83,6 +84,18 @@ def count_flops(model, hw, device) -> dict[str, float]:
     once = full - enc
     return {"flops_full_g": full / 1e9, "flops_student_g": infer / 1e9, "flops_modules_once_g": once / 1e9,
             "macs_full_g": full / 2e9, "macs_student_g": infer / 2e9, "macs_modules_once_g": once / 2e9}
+
+
+def train_step_macs(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int],
+                    device: torch.device, batch: int = 2) -> float:
+    """Multiply–accumulates per image of one whole training step (forward, backward, optimiser;
+    torch's counter) — the machine-independent counterpart of the timed ratio."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, trainer = build(cfg, method, num_classes, num_cameras, hw, device)
+    with FlopCounterMode(display=False) as fc:
+        trainer.train_step(make_batch(batch, *hw, num_classes, device))
+    return fc.get_total_flops() / 2 / batch
 
 
 def _vm_hwm_mb() -> float:
@@ -191,6 +204,9 @@ def main() -> None:
         plain = build_model(dataclasses.replace(cfg.model, method="baseline"), ncls, ncam, hw, load_weights=False)
         flops["macs_plain_vit_g"] = count_flops(plain, hw, device)["macs_student_g"]
         del plain
+        for method in ("ogfr", "baseline"):
+            flops[f"macs_train_step_{method}_g"] = train_step_macs(cfg, method, ncls, ncam, hw, device) / 1e9
+        flops["macs_train_ratio"] = flops["macs_train_step_ogfr_g"] / flops["macs_train_step_baseline_g"]
         r = {"batch": batch, **timing, **flops, **memory}
         r["params_vs_paper_pct"] = 100 * (r["params_m_ogfr"] / PAPER["params_m"] - 1)
         r["macs_once_vs_paper_pct"] = 100 * (r["macs_modules_once_g"] / PAPER["flops_g"] - 1)
@@ -205,6 +221,8 @@ def main() -> None:
               f"(paper 26.5 G: {r['macs_once_vs_paper_pct']:+.1f}%), student inference {r['macs_student_g']:.1f} G "
               f"({r['macs_student_vs_paper_pct']:+.1f}%), training forward {r['macs_full_g']:.1f} G, "
               f"plain ViT-B/s12 {r['macs_plain_vit_g']:.1f} G (TransReID in Table VIII: 23.6 G with JPM)")
+        print(f"  MACs/image of a whole training step (forward + backward + SGD): OGFR {r['macs_train_step_ogfr_g']:.1f} G, "
+              f"baseline {r['macs_train_step_baseline_g']:.1f} G, ratio {r['macs_train_ratio']:.3f}")
         print(f"  train step: OGFR {r['train_s_ogfr']:.3f} s, baseline {r['train_s_baseline']:.3f} s, "
               f"ratio {r['train_ratio']:.2f} (median {r['train_ratio_median']:.2f}; goal <= 2.5; paper 14.1/4.8 = 2.94)")
         print(f"  inference:  student {r['infer_s_ogfr']:.3f} s, plain ViT {r['infer_s_baseline']:.3f} s, "
