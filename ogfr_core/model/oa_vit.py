@@ -48,7 +48,7 @@ def patch_grid(height: int, width: int, patch_size: int, stride: int) -> tuple[i
 
 
 class PretrainedWeightsError(RuntimeError):
-    """A local backbone weights file is missing, unreadable, or does not match the backbone."""
+    """Backbone weights are missing, unreadable, could not be downloaded, or do not match the backbone."""
 
 
 class OAViT(nn.Module):
@@ -170,9 +170,44 @@ class OAViT(nn.Module):
         return self.norm(self.blocks(seq))
 
     # ------------------------------------------------------------------------------------------
-    def load_pretrained(self, path: str | Path) -> dict[str, list[str]]:
-        """Load a local ViT checkpoint (``.pth``/``.pt``/``.bin``/``.safetensors`` timm/torch state
-        dict, or a Google ``.npz``) into the encoder; never downloads.
+    def _timm_weights(self, tag: str) -> dict[str, torch.Tensor]:
+        """timm's pretrained state dict for ``backbone[.tag]``, downloaded by timm (needs the network)."""
+        name = f"{self.backbone_name}.{tag}" if tag else self.backbone_name
+        log.warning("train.model.pretrained = timm: downloading %s weights through timm "
+                    "(needs the network; cached by timm / Hugging Face hub afterwards)", name)
+        try:
+            full = timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as exc:  # no network, unknown tag, hub error: one message with the fix
+            raise PretrainedWeightsError(
+                f"could not get timm's pretrained weights for {name!r} ({type(exc).__name__}: {exc}). "
+                f"Downloading needs the network; offline, save the state_dict of timm.create_model("
+                f"{name!r}, pretrained=True) on a connected machine and set train.model.pretrained "
+                f"to that local file") from exc
+        return full.state_dict()
+
+    def _read_weights_file(self, path: Path) -> dict[str, torch.Tensor]:
+        """State dict of a local ``.pth``/``.pt``/``.bin``/``.safetensors``/``.npz`` file."""
+        if not path.is_file():
+            raise PretrainedWeightsError(
+                f"pretrained weights file not found: {path} (set train.model.pretrained to a local "
+                f"file, or to 'timm' to let timm download them — that needs the network)")
+        try:
+            if path.suffix == ".npz":
+                full = timm.create_model(self.backbone_name, pretrained=False, num_classes=0)
+                full.load_pretrained(str(path))  # timm's Google .npz reader
+                return full.state_dict()
+            from timm.models import load_state_dict
+
+            return load_state_dict(str(path), weights_only=True)  # .pth / .safetensors
+        except Exception as exc:  # re-raised with the file name and the fix
+            raise PretrainedWeightsError(f"cannot read pretrained weights {path}: {exc}") from exc
+
+    def load_pretrained(self, source: str | Path) -> dict[str, list[str]]:
+        """Load ViT weights into the encoder: a local checkpoint (``.pth``/``.pt``/``.bin``/
+        ``.safetensors`` timm/torch state dict, or a Google ``.npz``), or ``timm`` / ``timm:<tag>`` —
+        timm's own pretrained weights for this backbone (``<tag>`` e.g. ``augreg2_in21k_ft_in1k``),
+        which timm downloads from the Hugging Face hub: **that needs the network** (timm caches the
+        file, so later runs read the cache). Local files never touch the network.
 
         The position embedding is resized bilinearly from the checkpoint's grid (square, e.g. 14×14
         for ImageNet 224) to this model's patch grid (TransReID's ``resize_pos_embed``); blocks beyond
@@ -182,26 +217,16 @@ class OAViT(nn.Module):
             ``{"dropped": [...]}`` — checkpoint keys intentionally not used (heads, truncated blocks).
 
         Raises:
-            PretrainedWeightsError: file missing/unreadable, or missing/unexpected/mis-shaped keys
-                (all listed).
+            PretrainedWeightsError: file missing/unreadable, the timm download failed (names the fix),
+                or missing/unexpected/mis-shaped keys (all listed).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise PretrainedWeightsError(
-                f"pretrained weights file not found: {path} (set train.model.pretrained to a local "
-                f"file; downloading timm weights needs the network: timm.create_model("
-                f"'{self.backbone_name}', pretrained=True) on a connected machine, then save its state_dict)")
-        try:
-            if path.suffix == ".npz":
-                full = timm.create_model(self.backbone_name, pretrained=False, num_classes=0)
-                full.load_pretrained(str(path))  # timm's Google .npz reader
-                state = full.state_dict()
-            else:
-                from timm.models import load_state_dict
-
-                state = load_state_dict(str(path), weights_only=True)  # .pth / .safetensors
-        except Exception as exc:  # re-raised with the file name and the fix
-            raise PretrainedWeightsError(f"cannot read pretrained weights {path}: {exc}") from exc
+        text = str(source)
+        if text == "timm" or text.startswith("timm:"):
+            origin = text
+            state = self._timm_weights(text.partition(":")[2])
+        else:
+            origin = str(Path(source))
+            state = self._read_weights_file(Path(source))
         if "model" in state and isinstance(state["model"], dict):
             state = state["model"]
 
@@ -219,7 +244,7 @@ class OAViT(nn.Module):
             side = int(round(n_old ** 0.5))
             if side * side != n_old:
                 raise PretrainedWeightsError(
-                    f"{path}: pos_embed has {n_old} patch positions, not a square grid; cannot resize")
+                    f"{origin}: pos_embed has {n_old} patch positions, not a square grid; cannot resize")
             kept["pos_embed"] = resample_abs_pos_embed(pe, list(self.grid_size), old_size=[side, side],
                                                        num_prefix_tokens=1, interpolation="bilinear",
                                                        antialias=False)
@@ -230,9 +255,9 @@ class OAViT(nn.Module):
                             for k in kept if k in own and kept[k].shape != own[k].shape)
         if missing or unexpected or mis_shaped:
             raise PretrainedWeightsError(
-                f"{path} does not match backbone {self.backbone_name} (depth {self.depth}):\n"
+                f"{origin} does not match backbone {self.backbone_name} (depth {self.depth}):\n"
                 f"  missing keys: {missing}\n  unexpected keys: {unexpected}\n  shape mismatches: {mis_shaped}")
         self.load_state_dict(kept, strict=False)
         log.info("loaded %d tensors from %s (%d dropped: heads / blocks beyond depth)",
-                 len(kept), path, len(dropped))
+                 len(kept), origin, len(dropped))
         return {"dropped": dropped}
