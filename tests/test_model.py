@@ -332,3 +332,57 @@ def test_one_encoder_pass_for_both_branches_equals_two_passes():
     assert torch.allclose(out["teacher"]["encoded"], teacher, atol=1e-5)
     assert torch.allclose(out["student"]["encoded"], student, atol=1e-5)
     assert not torch.allclose(teacher, student)
+
+
+def test_pretrained_timm_source_goes_through_timm_and_fails_with_the_fix(monkeypatch):
+    """``pretrained: timm[:tag]`` asks timm for ``backbone.tag`` with pretrained=True (a download;
+    simulated here — tests never touch the network) and loads it like a local file; a failed
+    download names the offline fix."""
+    import ogfr_core.model.oa_vit as oa_vit
+
+    real_create = timm.create_model
+    fake = real_create("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    calls = []
+
+    def downloaded(name, pretrained=False, **kw):
+        if pretrained:
+            calls.append(name)
+            return fake
+        return real_create(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(oa_vit.timm, "create_model", downloaded)
+    enc = OAViT("vit_tiny_patch16_224", (H, W), 16, 12, depth=2, num_part_tokens=9)
+    enc.load_pretrained("timm:augreg_in21k_ft_in1k")
+    assert calls == ["vit_tiny_patch16_224.augreg_in21k_ft_in1k"]
+    assert torch.equal(enc.blocks[1].mlp.fc2.weight, fake.blocks[1].mlp.fc2.weight)
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real_create(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(oa_vit.timm, "create_model", offline)
+    with pytest.raises(PretrainedWeightsError, match="needs the network.*local file"):
+        enc.load_pretrained("timm")
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"fep_teacher": False}, {"fep_student": True}, {"decoder": "conventional"}, {"oa_vit": False},
+    {"mask_method": "none"}, {"mask_method": "random"}, {"kd": False, "fep_teacher": False},
+    {"method": "baseline"},
+])
+def test_every_trainable_parameter_gets_a_gradient(overrides):
+    """No dead parameters in the paper's ablations (so DDP has no unused parameters to search for)."""
+    from ogfr_core.config import LossConfig
+    from ogfr_core.losses import objective
+
+    model = build_model(dataclasses.replace(TINY, **overrides), num_classes=3, num_cameras=2,
+                        img_size=(H, W)).train()
+    b = batch()
+    out = model(b, torch.Generator().manual_seed(0))
+    objective(out, b["label"], LossConfig(), model.grid_size, model.num_prefix, model.baseline,
+              b["label_map"])["total"].backward()
+    dead = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert dead == []
+    if "teacher" in model.necks:
+        assert not any(p.requires_grad for p in model.necks["teacher"].parameters())

@@ -105,6 +105,11 @@ class OGFR(nn.Module):
                                     if use_fep else ConventionalHead(template, norm))
         self.necks = nn.ModuleDict({name: nn.ModuleList([make_bnneck(dim) for _ in range(k + 1)])
                                     for name in branches})
+        if "teacher" in self.necks:
+            # no term of Eq. (21) back-propagates through the teacher's BNNecks (the KL of Eq. 17
+            # detaches the teacher; L_tr reads features before the BNNeck): their affine stays the
+            # identity, so it is frozen — every trainable parameter then gets a gradient (tested)
+            self.necks["teacher"].requires_grad_(False)
         self.classifiers = nn.ModuleList([make_classifier(dim, num_classes) for _ in range(k + 1)])
         if not self.baseline:  # Eq. (18) on the encoder's global outputs
             self.encoder_neck = make_bnneck(dim)

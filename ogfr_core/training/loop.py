@@ -76,7 +76,7 @@ class Trainer:
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[local_rank] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)  # ablations leave some heads unused
+                find_unused_parameters=False)  # every trainable parameter gets a gradient (tested)
         self.out_dir = Path(out_dir)
         self.meta = dict(meta)
         parts = run_fingerprint(self.meta)
