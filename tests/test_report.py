@@ -195,3 +195,20 @@ def test_repeated_runs_collapse_to_one_row():
     assert [r["name"] for r in parse_experiments(doc)] == ["workspace", "main", "baseline"]
     doc.append({"rev": "0123abc", "name": "0123abc", "data": data})  # an older commit, same run as main
     assert [r["name"] for r in parse_experiments(doc)] == ["workspace", "main", "baseline"]
+
+
+def test_older_commits_contribute_their_experiments_only():
+    """An older commit's own metrics describe superseded code: dropped. Its experiments stay, marked
+    with the commit they ran on."""
+    def run(method, r1):
+        return {"params": {"params.yaml": {"data": {"train": {"model": {"method": method}}}}},
+                "metrics": {"reports/metrics.json": {"data": {"m": {"rank-1": r1}}}}}
+
+    doc = [{"rev": "workspace", "data": run("ogfr", 0.5)},
+           {"rev": "abc1234ffff", "name": "main", "data": run("ogfr", 0.5), "experiments": None},
+           {"rev": "0123abcffff", "name": None, "data": run("ogfr", 0.3),  # older code, other numbers
+            "experiments": [{"name": "kd-off", "revs": [{"rev": "9f9f9f9", "name": "kd-off",
+                                                         "data": run("ogfr-nokd", 0.2)}]}]}]
+    runs = parse_experiments(doc)
+    assert [r["name"] for r in runs] == ["main", "kd-off @0123abc"]
+    assert [r["metrics"]["m.rank-1"] for r in runs] == [0.5, 0.2]

@@ -167,33 +167,40 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_experiments(doc: Any) -> list[dict]:
-    """Walk DVC 3's ``exp show --json`` tree; every node with ``data.params``/``data.metrics`` is a run
-    (``{"name", "params", "metrics"}``), one per distinct (params, metrics) pair."""
-    runs, seen = [], set()
+    """Runs of DVC 3's ``exp show --json --all-commits`` document as ``{"name", "params", "metrics"}``.
 
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for x in node:
-                walk(x)
-            return
-        if not isinstance(node, Mapping):
-            return
+    Kept: the workspace and HEAD rows, and every experiment (``dvc exp run``) of any commit — one
+    made on an older commit is named ``<name> @<commit>``, since it ran older code. Older commits'
+    own rows are dropped (their committed metrics describe superseded code). One row per distinct
+    (params, metrics): the workspace repeats HEAD whenever nothing changed, and then HEAD's row is
+    the one kept.
+    """
+    runs: list[dict] = []
+
+    def add(node: Mapping, name: str) -> None:
         data = node.get("data")
-        if isinstance(data, Mapping) and ("params" in data or "metrics" in data):
-            rev = node.get("rev") or data.get("rev")
-            params = {k: v for f in (data.get("params") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
-            metrics = {k: v for f in (data.get("metrics") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
-            if rev not in seen and metrics:
-                seen.add(rev)
-                name = node.get("name") or (str(rev) if len(str(rev)) < 12 else str(rev)[:7])
-                runs.append({"name": name, "params": params, "metrics": metrics})
-        for v in node.values():
-            if isinstance(v, (list, Mapping)):
-                walk(v)
+        if not isinstance(data, Mapping):
+            return
+        params = {k: v for f in (data.get("params") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
+        metrics = {k: v for f in (data.get("metrics") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
+        if metrics:
+            runs.append({"name": name, "params": params, "metrics": metrics})
 
-    walk(doc)
-    # One row per distinct (params, metrics): the workspace and older commits repeat a run whenever
-    # nothing changed; the representative is the first non-workspace row (HEAD before older commits).
+    commits = [n for n in (doc if isinstance(doc, list) else [doc]) if isinstance(n, Mapping)]
+    head_seen = False
+    for node in commits:
+        rev = str(node.get("rev") or "")
+        is_head = False
+        if rev == "workspace":
+            add(node, "workspace")
+        elif not head_seen:
+            head_seen = is_head = True
+            add(node, node.get("name") or rev[:7])
+        for exp in node.get("experiments") or []:
+            for run in (exp.get("revs") or []) if isinstance(exp, Mapping) else []:
+                if isinstance(run, Mapping):
+                    name = run.get("name") or exp.get("name") or str(run.get("rev", ""))[:7]
+                    add(run, name if is_head or rev == "workspace" else f"{name} @{rev[:7]}")
     order = sorted(range(len(runs)), key=lambda i: runs[i]["name"] == "workspace")  # stable
     seen: list[tuple[dict, dict]] = []
     keep = set()
