@@ -6,8 +6,8 @@
    report, so we print both). Params exclude the frozen reward-baseline copy (a training-time buffer).
 2. Time per training step of OGFR vs the single-branch baseline (and the multiply–accumulates of
    a whole step, forward + backward, which do not depend on the machine's load), and inference time
-   of the student branch vs a plain ViT (the baseline model: ViT + BNNeck, same backbone and stride), measured
-   alternately in one process; ratios of the minima over ``--steps`` (medians printed too).
+   of the student branch vs a plain ViT (the baseline model: ViT + BNNeck, same backbone and
+   stride), measured alternately in one process; ratios of the minima over ``--steps`` (medians printed too).
 3. Peak memory of one training step of each model: CUDA ``max_memory_allocated``; on CPU the peak
    RSS (``VmHWM``) of a fresh spawned process that builds the model and runs one step.
 4. ``--profile params``: the same timings for params.yaml's ``train.model`` at ``data.height × data.width``
@@ -221,8 +221,8 @@ def main() -> None:
               f"(paper 26.5 G: {r['macs_once_vs_paper_pct']:+.1f}%), student inference {r['macs_student_g']:.1f} G "
               f"({r['macs_student_vs_paper_pct']:+.1f}%), training forward {r['macs_full_g']:.1f} G, "
               f"plain ViT-B/s12 {r['macs_plain_vit_g']:.1f} G (TransReID in Table VIII: 23.6 G with JPM)")
-        print(f"  MACs/image of a whole training step (forward + backward + SGD): OGFR {r['macs_train_step_ogfr_g']:.1f} G, "
-              f"baseline {r['macs_train_step_baseline_g']:.1f} G, ratio {r['macs_train_ratio']:.3f}")
+        print(f"  MACs/image of a whole training step (forward + backward + SGD): "
+              f"OGFR {r['macs_train_step_ogfr_g']:.1f} G, baseline {r['macs_train_step_baseline_g']:.1f} G, ratio {r['macs_train_ratio']:.3f}")
         print(f"  train step: OGFR {r['train_s_ogfr']:.3f} s, baseline {r['train_s_baseline']:.3f} s, "
               f"ratio {r['train_ratio']:.2f} (median {r['train_ratio_median']:.2f}; goal <= 2.5; paper 14.1/4.8 = 2.94)")
         print(f"  inference:  student {r['infer_s_ogfr']:.3f} s, plain ViT {r['infer_s_baseline']:.3f} s, "
