@@ -35,10 +35,11 @@ def _save(fig, path: Path, dpi: int = 110) -> Path:
 
 
 def training_curves(series: Mapping[str, "object"], path: Path) -> Path:
-    """One panel per dvclive metric (every loss term, reward, retained patches, lr, ...).
+    """One panel per dvclive metric (every loss term, reward, retained patches, lr, ...), against
+    the epoch: the training loop logs per-epoch means and advances dvclive's step once per epoch.
 
     Args:
-        series: metric name → DataFrame with columns ``step`` and ``value``.
+        series: metric name → DataFrame with columns ``step`` (0-based epoch) and ``value``.
     """
     plt = _plt()
     names = sorted(series)
@@ -47,12 +48,13 @@ def training_curves(series: Mapping[str, "object"], path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         df = series[name]
-        ax.plot(df["step"], df["value"], lw=1.2, color="tab:blue")
-        if len(df) > 20:  # smoothed trend over the raw (noisy) per-step values
+        epoch = df["step"] + 1
+        ax.plot(epoch, df["value"], lw=1.2, color="tab:blue")
+        if len(df) > 20:  # smoothed trend over the (noisy) per-epoch values of long runs
             w = max(2, len(df) // 20)
-            ax.plot(df["step"], df["value"].rolling(w, min_periods=1).mean(), lw=1.6, color="tab:orange")
+            ax.plot(epoch, df["value"].rolling(w, min_periods=1).mean(), lw=1.6, color="tab:orange")
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(names):]:
