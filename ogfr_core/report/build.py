@@ -170,8 +170,9 @@ def parse_experiments(doc: Any) -> list[dict]:
     """Runs of DVC 3's ``exp show --json --all-commits`` document as ``{"name", "params", "metrics"}``.
 
     Kept: the workspace and HEAD rows, and every experiment (``dvc exp run``) of any commit — one
-    made on an older commit is named ``<name> @<commit>``, since it ran older code. Older commits'
-    own rows are dropped (their committed metrics describe superseded code). One row per distinct
+    made on an older commit is named ``<name> @<commit>``, the commit it ran on (its code may differ
+    from HEAD's). Older commits' own rows are dropped (their committed metrics may describe
+    superseded code). One row per distinct
     (params, metrics): the workspace repeats HEAD whenever nothing changed, and then HEAD's row is
     the one kept.
     """
