@@ -28,7 +28,7 @@ test: $(STAMP)
 
 # CI metric-regression gate: smaller profile of the real data, then compare with the committed reference.
 ci-gate: $(STAMP)
-	$(BIN)/python -m stages.ci_gate
+	$(BIN)/python -m stages.ci_gate $(CI_GATE_ARGS)
 
 bench: $(STAMP)
 	for b in data parse model eval; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -30,11 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", default="ci/reference_metrics.json")
     ap.add_argument("--no-repro", action="store_true", help="skip applying the profile and dvc repro")
     ap.add_argument("--update-reference", action="store_true")
+    ap.add_argument("--data-root", default="",
+                    help="dataset folder to use instead of params.yaml's data.root (a clone that is not "
+                         "beside ../shared; .ci/run passes $OGFR_DATA_ROOT or what it finds)")
     args = ap.parse_args(argv)
 
     if not args.no_repro:
         for profile in args.profile or ["ci/profile.yaml"]:
             apply_profile(Path("params.yaml"), Path(profile))
+        if args.data_root:
+            with tempfile.TemporaryDirectory() as tmp:
+                override = Path(tmp) / "data_root.yaml"
+                override.write_text(yaml.safe_dump({"data": {"root": str(Path(args.data_root).resolve())}}))
+                apply_profile(Path("params.yaml"), override)
         subprocess.run([sys.executable, "-m", "dvc", "repro"], check=True)
     gate = yaml.safe_load(Path(args.gate).read_text())
     # one document: {prefix: contents of that metrics file}, e.g. eval = reports/metrics.json

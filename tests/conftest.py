@@ -1,12 +1,15 @@
 """Shared pytest fixtures: the shared real dataset (read-only, a handful of images) and tmp dirs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data" / "cuhk03-np-detected").resolve()
+# ../shared beside the checkout, or wherever $OGFR_DATA_ROOT points (.ci/run sets it for clones elsewhere)
+SHARED_DATA = Path(os.environ.get("OGFR_DATA_ROOT")
+                   or REPO / ".." / "shared" / "data" / "cuhk03-np-detected").resolve()
 
 
 @pytest.fixture(scope="session")
