@@ -39,7 +39,9 @@ class DataConfig:
     (see :data:`ogfr_core.data.readers.READERS`). ``query_camid``/``gallery_camid`` are the camera
     convention for datasets without cameras (Occluded-REID), as BPBreID/FPC/CpaCol use.
     ``max_train_ids``/``max_test_ids`` (0 = all) take a deterministic subset of identities, used by
-    the CI profile.
+    the CI profile. ``val_ids`` (0 = none) holds that many training identities out of training as a
+    validation query/gallery split (``val_query``/``val_gallery`` in the index), for choosing
+    hyper-parameters without looking at the test set.
     """
 
     name: str
@@ -49,6 +51,7 @@ class DataConfig:
     gallery_camid: int = 1
     max_train_ids: int = 0
     max_test_ids: int = 0
+    val_ids: int = 0
     height: int = 256
     width: int = 128
     num_workers: int = 2
@@ -91,12 +94,24 @@ class OcclusionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``model:`` — OA-ViT backbone, FEP module, student head, and the ablation switches."""
+    """``model:`` — OA-ViT backbone, FEP module, student head, and the ablation switches.
+
+    ``patch_embed``: ``conv`` = Eq. (4) P×P patches with stride S (the paper); ``hybrid`` = the
+    feature map of an ImageNet CNN stem as patch tokens (ViT's hybrid architecture,
+    :mod:`ogfr_core.model.stem`), ``stem`` cut at output stride ``stem_stride`` and loaded from
+    ``stem_weights`` ("" = random init), its first ``stem_frozen_blocks`` blocks frozen.
+    ``patch_size``/``stride`` are unused by the hybrid.
+    """
 
     method: Literal["ogfr", "baseline"] = "ogfr"
     backbone: str = "vit_base_patch16_224"
     pretrained: str = ""
     depth: int = 0
+    patch_embed: Literal["conv", "hybrid"] = "conv"
+    stem: Literal["mobilenetv2"] = "mobilenetv2"
+    stem_stride: Literal[8, 16] = 16
+    stem_weights: str = ""
+    stem_frozen_blocks: int = 0
     patch_size: int = 16
     stride: int = 12
     num_parts: int = 8
@@ -150,13 +165,22 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``train:`` — optimisation (OGFR §IV-B: SGD, lr 0.008, wd 1e-4, cosine, batch 64 = 16×4)."""
+    """``train:`` — optimisation (OGFR §IV-B: SGD, lr 0.008, wd 1e-4, cosine, batch 64 = 16×4).
+
+    ``optimizer``: ``sgd`` (the paper; ``momentum``) or ``adamw`` (ours, for randomly initialised
+    transformer blocks on a short CPU budget; ``momentum`` unused). With ``adamw``, biases, norm
+    weights and the learnable tokens/embeddings get no weight decay (timm's
+    ``param_groups_weight_decay`` rule). ``stem_lr_scale`` multiplies ``lr`` for the pretrained CNN
+    stem of a hybrid patch embedding (1 = same lr).
+    """
 
     seed: int = 0
     epochs: int = 120
     ids_per_batch: int = 16
     images_per_id: int = 4
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.008
+    stem_lr_scale: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: int = 5
@@ -198,6 +222,10 @@ class EvaluateConfig:
     ``feat_norm``: L2-normalise features before the distance (TransReID ``TEST.FEAT_NORM: yes``).
     ``retrieval_queries``: occluded queries whose top-5 go to ``reports/eval/retrievals.json``.
     ``mask_examples``: holistic images whose FEP erasing mask goes to ``reports/eval/erasing_masks.json``.
+    ``fep_images``: test images (parse status ok) on which the FEP diagnostics are measured (0 = off).
+    ``sets``: ``test`` = the dataset's query/gallery (+ ``extra_datasets``); ``val`` = the validation
+    split held out of the training ids (``data.val_ids``), when the index has one. Choose
+    hyper-parameters with ``sets: [val]`` so that no test number is computed.
     """
 
     batch_size: int = 128
@@ -212,6 +240,8 @@ class EvaluateConfig:
     distances: tuple[Literal["visibility", "global"], ...] = ("visibility", "global")
     retrieval_queries: int = 16
     mask_examples: int = 8
+    fep_images: int = 1000
+    sets: tuple[Literal["test", "val"], ...] = ("test", "val")
     extra_datasets: tuple[EvalDatasetConfig, ...] = ()
 
 

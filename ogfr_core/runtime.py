@@ -54,12 +54,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .model.oa_vit import PretrainedWeightsError
     from .model.ogfr import ModelConfigError
     from .parsing.base import BackendUnavailableError
+    from .pretrained import PretrainedDownloadError, PretrainedHashError
+    from .model.stem import StemConfigError
     from .training.checkpoint import CheckpointError
     from .training.loop import NonFiniteLossError
 
     return (ConfigError, MissingLabelsError, ImageReadError, IndexFileError, DatasetLayoutError,
             CheckpointMismatchError, PretrainedWeightsError, ModelConfigError, BackendUnavailableError,
-            CheckpointError, NonFiniteLossError, FileNotFoundError)
+            CheckpointError, NonFiniteLossError, PretrainedDownloadError, PretrainedHashError, StemConfigError,
+            FileNotFoundError)
 
 
 def run_stage(main: Callable[[], object]) -> None:
