@@ -108,7 +108,7 @@ def test_report_has_every_section_and_figure(tmp_path, shared_root):
                        experiments=(parse_experiments(EXPERIMENTS), ""))
     md = out["markdown"].read_text()
     html = out["html"].read_text()
-    for title in ("Run setup", "Results vs. the paper", "Ablation (Table IV layout)", "Training curves",
+    for title in ("Run setup", "Results vs. the paper", "Experiments over seeds (Table IV layout)", "Training curves",
                   "CMC curve", "Occlusion types (Fig. 6b)", "Erasing masks on holistic images (Fig. 7)",
                   "Rank-5 retrievals of occluded queries (Fig. 8)", "Parsing overlays"):
         assert f"## {title}" in md
@@ -132,7 +132,7 @@ def test_report_sections_say_what_is_missing(tmp_path, shared_root):
     md = out["markdown"].read_text()
     for stage in ("dvc repro train", "dvc repro evaluate", "dvc repro index", "dvc repro parse"):
         assert f"`{stage}`" in md
-    assert "an ablation needs at least two" in md and "no git repository" in md
+    assert "No experiments" in md and "no git repository" in md
     assert out["figures"] == []
     assert "(params.yaml parse.backend)" in md
 
@@ -174,10 +174,34 @@ def test_ablation_switches_from_params():
     assert {r["name"] for r in runs} == {"workspace", "exp-base"}
     sec = ablation_section(runs, "", DATASET)
     table = [b for b in sec.blocks if b[0] == "table"][0]
-    mine = [r for r in table[2] if DATASET in r[-1]]
-    by_name = {r[-1].split()[0]: r for r in mine}
-    assert by_name["workspace"][:4] == ["✓", "–", "✓", "✓"] and by_name["workspace"][4] == "31.0"
-    assert by_name["exp-base"][:4] == ["–", "–", "–", "–"] and by_name["exp-base"][4] == "20.0"
+    by_name = {r[5]: r for r in table[2]}
+    assert by_name["workspace"][:5] == ["✓", "–", "✓", "✓", "default"] and by_name["workspace"][6] == "31.0"
+    assert by_name["exp-base"][:5] == ["–", "–", "–", "–", "train.model.method=baseline"]
+    assert by_name["exp-base"][6] == "20.0"
+
+
+def _run(name, seed, r1, mAP, **params):
+    return {"name": name, "params": {"train.seed": seed, "train.threads": seed, **params},
+            "metrics": {f"datasets.{DATASET}.visibility.rank-1": r1, f"datasets.{DATASET}.visibility.mAP": mAP}}
+
+
+def test_seeds_of_one_configuration_give_mean_and_std():
+    """Runs that differ only in seed (and thread count) are one configuration: a mean ± sample-std row
+    (hand-computed) then one row per seed; validation-split runs go to their own table."""
+    runs = [_run("workspace", 0, 0.30, 0.20, **{"train.model.method": "ogfr"}),
+            _run("ogfr-s1", 1, 0.32, 0.22, **{"train.model.method": "ogfr"}),
+            _run("ogfr-s2", 2, 0.34, 0.27, **{"train.model.method": "ogfr"}),
+            _run("base-s0", 0, 0.25, 0.18, **{"train.model.method": "baseline"}),
+            {"name": "val-a", "params": {"train.seed": 0, "data.val_ids": 100, "train.lr": 0.001},
+             "metrics": {f"datasets.{DATASET}:val.visibility.rank-1": 0.5, f"datasets.{DATASET}:val.visibility.mAP": 0.4}}]
+    sec = ablation_section(runs, "", DATASET)
+    tables = [b for b in sec.blocks if b[0] == "table"]
+    rows = tables[0][2]
+    assert rows[0][4:] == ["default", "mean of 3", "32.0 ± 2.0", "23.0 ± 3.6"]  # sd of 20, 22, 27 = 3.61
+    assert [r[5] for r in rows[1:4]] == ["workspace (seed 0)", "ogfr-s1 (seed 1)", "ogfr-s2 (seed 2)"]
+    assert rows[4][4:] == ["train.model.method=baseline", "base-s0", "25.0", "18.0"]
+    val = tables[1][2]
+    assert val == [["–", "–", "–", "–", "data.val_ids=100, train.lr=0.001", "val-a", "50.0", "40.0"]]
 
 
 def test_repeated_runs_collapse_to_one_row():

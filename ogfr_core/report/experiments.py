@@ -1,0 +1,115 @@
+"""Experiment runs (``dvc exp show``) → tables that compare configurations over seeds.
+
+Runs that differ only in ``train.seed`` (and in knobs that do not change results: threads, loader
+workers, logging) are one **configuration**; the report shows its mean ± sample standard deviation
+(``ddof = 1``) over seeds, then the per-seed rows, so a difference between two methods can be read
+against the seed-to-seed spread. A configuration is labelled by the params where it differs from the
+reference run (HEAD's, i.e. ``params.yaml``), e.g. ``train.model.method=baseline``.
+
+Runs with a validation split (``data.val_ids > 0``) are recipe-selection runs: their metrics live
+under ``datasets.<name>:val`` and go to a separate table (hyper-parameters are chosen there, never on
+the test set).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+#: params that never change a run's numbers (or only its seed): not part of a configuration
+NON_CONFIG_PARAMS = ("train.seed", "train.threads", "train.log_every", "data.num_workers", "parse.workers",
+                     "evaluate.batch_size", "evaluate.device", "train.device", "parse.device",
+                     "report.num_retrieval_queries", "report.num_mask_examples", "evaluate.retrieval_queries",
+                     "evaluate.mask_examples", "parse.overlay_grid")
+
+
+@dataclass
+class ConfigGroup:
+    """Runs of one configuration: ``label`` (params differing from the reference), ``params`` (of the
+    first run), ``runs`` (each ``{"name", "params", "metrics"}``), sorted by seed."""
+
+    label: str
+    params: dict
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [r["params"].get("train.seed") for r in self.runs]
+
+
+def config_key(params: dict) -> tuple:
+    """Hashable configuration of a run: its params without :data:`NON_CONFIG_PARAMS`."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items() if k not in NON_CONFIG_PARAMS))
+
+
+def config_label(params: dict, reference: dict) -> str:
+    """``k=v`` for every configuration param of the run that differs from ``reference`` ("default" if
+    none); params the run does not have (an older params file) are not listed."""
+    keys = sorted(set(params) - set(NON_CONFIG_PARAMS))
+    diff = [f"{k}={params.get(k)}" for k in keys if params.get(k) != reference.get(k)]
+    return ", ".join(diff) if diff else "default"
+
+
+def group_runs(runs: Sequence[dict], reference: dict) -> list[ConfigGroup]:
+    """Group ``runs`` by :func:`config_key`, in first-seen order; runs inside a group by seed."""
+    groups: dict[tuple, ConfigGroup] = {}
+    for r in runs:
+        key = config_key(r["params"])
+        if key not in groups:
+            groups[key] = ConfigGroup(config_label(r["params"], reference), r["params"])
+        groups[key].runs.append(r)
+    for g in groups.values():
+        g.runs.sort(key=lambda r: (r["params"].get("train.seed") is None, r["params"].get("train.seed", 0), r["name"]))
+    return list(groups.values())
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof = 1``; NaN for one value) of the finite values.
+
+    >>> mean_std([0.2, 0.4])
+    (0.30000000000000004, 0.14142135623730953)
+    """
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return float("nan"), float("nan")
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, float("nan")
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def fmt_pct(mean: float, std: float = float("nan")) -> str:
+    """Percent with one decimal, ``± std`` when the std is defined; "–" for NaN."""
+    if not math.isfinite(mean):
+        return "–"
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if math.isfinite(std) else "")
+
+
+def metric_columns(dataset_keys: Sequence[tuple[str, str]], metrics: Sequence[str] = ("rank-1", "mAP")
+                   ) -> list[tuple[str, str]]:
+    """``(header, dotted metric key)`` for each (dataset key, short name) × metric (visibility distance)."""
+    return [(f"{short} {m}", f"datasets.{ds}.visibility.{m}") for ds, short in dataset_keys for m in metrics]
+
+
+def comparison_rows(groups: Sequence[ConfigGroup], columns: Sequence[tuple[str, str]],
+                    lead: Any = None) -> list[list[str]]:
+    """Table rows: for each group a ``mean ± std (n seeds)`` row, then one row per seed.
+
+    ``lead(group) -> list[str]`` gives the leading cells of a group (e.g. Table IV switch marks);
+    per-seed rows repeat them empty.
+    """
+    rows = []
+    for g in groups:
+        first = lead(g) if lead else []
+        usable = [r for r in g.runs if any(k in r["metrics"] for _, k in columns)]
+        if not usable:
+            continue
+        stats = [mean_std([r["metrics"].get(k) for r in usable]) for _, k in columns]
+        n = len(usable)
+        rows.append([*first, g.label, f"mean of {n}" if n > 1 else usable[0]["name"],
+                     *[fmt_pct(m, s) for m, s in stats]])
+        if n > 1:
+            for r in usable:
+                rows.append([*([""] * len(first)), "", f"{r['name']} (seed {r['params'].get('train.seed', '?')})",
+                             *[fmt_pct(r["metrics"].get(k, float("nan"))) for _, k in columns]])
+    return rows
