@@ -104,7 +104,7 @@ def fep_diagnostics(model, meta: dict, records, root: Path, z: dict, parse_dir: 
         ks = chunk["key"].astype(str).tolist()
         images = torch.stack([tf(load_rgb(root / p)) for p in chunk["path"]]).to(device)  # [b, 3, H, W]
         zz = torch.as_tensor(np.stack([z[k] for k in ks])).long().to(device)  # [b, 4]
-        cams = map_unseen_cameras(torch.as_tensor(chunk["camid"].to_numpy()).long(), int(meta["num_cameras"]))
+        cams = map_unseen_cameras(torch.as_tensor(chunk["camid"].to_numpy().copy()).long(), int(meta["num_cameras"]))
         with torch.inference_mode():
             m = model.erasing_mask(images, zz, cams.to(device))  # [b, Hp, Wp] or None
             if m is None:
