@@ -242,6 +242,16 @@ def test_bad_files_and_names_are_counted_skips(tmp_path, caplog):
     assert not any(r.levelname == "ERROR" for r in caplog.records)
 
 
+def test_io_error_while_indexing_fails_instead_of_skipping(tmp_path, caplog):
+    """A file that is there but cannot be read (a real EIO: a symlink to /proc/self/mem) must not be
+    left out of the index silently — DVC would cache that index as if the image did not exist."""
+    make_toy_repo(tmp_path)
+    (tmp_path / "ds" / "bounding_box_train" / "0001_c1s1_000077_00.jpg").symlink_to("/proc/self/mem")
+    expect_user_error(_index_main(tmp_path), caplog, tmp_path, "DatasetReadError", "1 image file(s) could not be read",
+                      "0001_c1s1_000077_00.jpg", "Input/output error", "rerun `dvc repro index`")
+    assert not (tmp_path / "data" / "index" / f"{DATASET}.parquet").exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # one RGB converter for parsing and training (item 6)
 # ------------------------------------------------------------------------------------------------

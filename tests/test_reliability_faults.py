@@ -200,24 +200,29 @@ def test_file_moved_away_during_a_run_is_parsed_on_the_next(tmp_path, caplog):
     index = _toy_index(tmp_path)
     cfg = ParseConfig(label_height=64, label_width=32, workers=0, shard_size=4)
     root, out = tmp_path / "ds", tmp_path / "parsing"
-    moved = root / index["path"].iloc[5]
-    aside = tmp_path / "aside.jpg"
+    moved, broken = root / index["path"].iloc[5], root / index["path"].iloc[9]
+    aside, aside_broken = tmp_path / "aside.jpg", tmp_path / "aside2.jpg"
     moved.rename(aside)  # unreadable for the first run only
+    broken.rename(aside_broken)
+    broken.symlink_to("/proc/self/mem")  # a real I/O error (EIO) on read, for the first run only
     parser = FakeParser(cfg)
     with pytest.raises(ParsingIncompleteError) as err:
         parse_dataset(index, root, cfg, out, progress=False, parser=parser)
     msg = str(err.value)
-    assert f"1 of {len(index)} images were not parsed and are not cached" in msg
+    assert f"2 of {len(index)} images were not parsed and are not cached" in msg
     assert str(moved) in msg and "file not found" in msg and "rerun `dvc repro parse`" in msg
-    assert parser.calls == len(index) - 1
+    assert str(broken) in msg and "Input/output error" in msg
+    assert parser.calls == len(index) - 2
     assert not (out / MANIFEST).exists()
     with pytest.raises(FileNotFoundError, match="no parsing manifest"):
         read_parsing(out)  # nothing downstream can take the partial cache for a complete one
 
     aside.rename(moved)
+    broken.unlink()
+    aside_broken.rename(broken)
     again = FakeParser(cfg)
     summary = parse_dataset(index, root, cfg, out, progress=False, parser=again)
-    assert (summary.parsed_now, again.calls) == (1, 1)
+    assert (summary.parsed_now, again.calls) == (2, 2)
     assert summary.status_counts == {"ok": len(index), "no_person": 0, "unreadable": 0}
     reference = parse_dataset(index, root, cfg, tmp_path / "reference", progress=False, parser=FakeParser(cfg))
     assert reference.parsed_now == len(index)
