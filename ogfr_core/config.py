@@ -43,8 +43,11 @@ class DataConfig:
     (see :data:`ogfr_core.data.readers.READERS`). ``query_camid``/``gallery_camid`` are the camera
     convention for datasets without cameras (Occluded-REID), as BPBreID/FPC/CpaCol use.
     ``max_train_ids``/``max_test_ids`` (0 = all) take a deterministic subset of identities, used by
-    the CI profile. ``min_size``: crops narrower or shorter than this (pixels) are skipped by the
-    index stage, counted in its summary (a 1x1 image carries no identity).
+    the CI profile. ``val_ids`` (0 = none) holds that many training identities out of training as a
+    validation query/gallery split (``val_query``/``val_gallery`` in the index), for choosing
+    hyper-parameters without looking at the test set. ``min_size``: crops narrower or shorter than
+    this (pixels) are skipped by the index stage, counted in its summary (a 1x1 image carries no
+    identity).
     """
 
     name: str
@@ -54,6 +57,7 @@ class DataConfig:
     gallery_camid: int = 1
     max_train_ids: int = 0
     max_test_ids: int = 0
+    val_ids: int = 0
     height: int = 256
     width: int = 128
     num_workers: int = 2
@@ -97,12 +101,24 @@ class OcclusionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``model:`` — OA-ViT backbone, FEP module, student head, and the ablation switches."""
+    """``model:`` — OA-ViT backbone, FEP module, student head, and the ablation switches.
+
+    ``patch_embed``: ``conv`` = Eq. (4) P×P patches with stride S (the paper); ``hybrid`` = the
+    feature map of an ImageNet CNN stem as patch tokens (ViT's hybrid architecture,
+    :mod:`ogfr_core.model.stem`), ``stem`` cut at output stride ``stem_stride`` and loaded from
+    ``stem_weights`` ("" = random init), its first ``stem_frozen_blocks`` blocks frozen.
+    ``patch_size``/``stride`` are unused by the hybrid.
+    """
 
     method: Literal["ogfr", "baseline"] = "ogfr"
     backbone: str = "vit_base_patch16_224"
     pretrained: str = ""
     depth: int = 0
+    patch_embed: Literal["conv", "hybrid"] = "conv"
+    stem: Literal["mobilenetv2"] = "mobilenetv2"
+    stem_stride: Literal[8, 16] = 16
+    stem_weights: str = ""
+    stem_frozen_blocks: int = 0
     patch_size: int = 16
     stride: int = 12
     num_parts: int = 8
@@ -156,13 +172,22 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``train:`` — optimisation (OGFR §IV-B: SGD, lr 0.008, wd 1e-4, cosine, batch 64 = 16×4)."""
+    """``train:`` — optimisation (OGFR §IV-B: SGD, lr 0.008, wd 1e-4, cosine, batch 64 = 16×4).
+
+    ``optimizer``: ``sgd`` (the paper; ``momentum``) or ``adamw`` (ours, for randomly initialised
+    transformer blocks on a short CPU budget; ``momentum`` unused). With ``adamw``, biases, norm
+    weights and the learnable tokens/embeddings get no weight decay (timm's
+    ``param_groups_weight_decay`` rule). ``stem_lr_scale`` multiplies ``lr`` for the pretrained CNN
+    stem of a hybrid patch embedding (1 = same lr).
+    """
 
     seed: int = 0
     epochs: int = 120
     ids_per_batch: int = 16
     images_per_id: int = 4
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.008
+    stem_lr_scale: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: int = 5
@@ -204,6 +229,10 @@ class EvaluateConfig:
     ``feat_norm``: L2-normalise features before the distance (TransReID ``TEST.FEAT_NORM: yes``).
     ``retrieval_queries``: occluded queries whose top-5 go to ``reports/eval/retrievals.json``.
     ``mask_examples``: holistic images whose FEP erasing mask goes to ``reports/eval/erasing_masks.json``.
+    ``fep_images``: test images (parse status ok) on which the FEP diagnostics are measured (0 = off).
+    ``sets``: ``test`` = the dataset's query/gallery (+ ``extra_datasets``); ``val`` = the validation
+    split held out of the training ids (``data.val_ids``), when the index has one. Choose
+    hyper-parameters with ``sets: [val]`` so that no test number is computed.
     """
 
     batch_size: int = 128
@@ -218,6 +247,8 @@ class EvaluateConfig:
     distances: tuple[Literal["visibility", "global"], ...] = ("visibility", "global")
     retrieval_queries: int = 16
     mask_examples: int = 8
+    fep_images: int = 1000
+    sets: tuple[Literal["test", "val"], ...] = ("test", "val")
     extra_datasets: tuple[EvalDatasetConfig, ...] = ()
 
 
@@ -304,8 +335,8 @@ AT_LEAST_1 = Range(1)
 CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     DataConfig: {
         "name": safe_name, "query_camid": NONNEG, "gallery_camid": NONNEG, "max_train_ids": NONNEG,
-        "max_test_ids": NONNEG, "height": AT_LEAST_1, "width": AT_LEAST_1, "num_workers": NONNEG,
-        "min_size": AT_LEAST_1,
+        "max_test_ids": NONNEG, "val_ids": NONNEG, "height": AT_LEAST_1, "width": AT_LEAST_1,
+        "num_workers": NONNEG, "min_size": AT_LEAST_1,
     },
     ParseConfig: {
         "label_height": AT_LEAST_1, "label_width": AT_LEAST_1, "workers": NONNEG, "shard_size": AT_LEAST_1,
@@ -314,8 +345,8 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     },
     OcclusionConfig: {"lam": NONNEG},
     ModelConfig: {
-        "depth": NONNEG, "patch_size": AT_LEAST_1, "stride": AT_LEAST_1, "num_parts": AT_LEAST_1,
-        "gamma_occ": NONNEG, "gamma_cam": NONNEG, "drop_path": Range(0, 1, hi_open=True), "random_keep": PROB,
+        "depth": NONNEG, "stem_frozen_blocks": NONNEG, "patch_size": AT_LEAST_1, "stride": AT_LEAST_1,
+        "num_parts": AT_LEAST_1, "gamma_occ": NONNEG, "gamma_cam": NONNEG, "drop_path": Range(0, 1, hi_open=True), "random_keep": PROB,
         "num_episodes": AT_LEAST_1, "baseline_refresh_epochs": AT_LEAST_1, "reward_clip": NONNEG,
     },
     LossConfig: {
@@ -328,14 +359,15 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     },
     TrainConfig: {
         "seed": Range(0, 2**31 - 1), "epochs": AT_LEAST_1, "ids_per_batch": AT_LEAST_1,
-        "images_per_id": AT_LEAST_1, "lr": POSITIVE, "momentum": Range(0, 1, hi_open=True),
-        "weight_decay": NONNEG, "warmup_epochs": NONNEG, "warmup_factor": Range(0, 1, lo_open=True),
+        "images_per_id": AT_LEAST_1, "lr": POSITIVE, "stem_lr_scale": NONNEG,
+        "momentum": Range(0, 1, hi_open=True), "weight_decay": NONNEG, "warmup_epochs": NONNEG, "warmup_factor": Range(0, 1, lo_open=True),
         "min_lr": NONNEG, "log_every": NONNEG, "max_steps_per_epoch": NONNEG, "threads": NONNEG,
     },
     EvalDatasetConfig: {"name": safe_name, "query_camid": NONNEG, "gallery_camid": NONNEG},
     EvaluateConfig: {
         "batch_size": AT_LEAST_1, "max_rank": AT_LEAST_1, "chunk_mb": AT_LEAST_1, "k1": AT_LEAST_1,
         "k2": AT_LEAST_1, "lambda_value": PROB, "retrieval_queries": NONNEG, "mask_examples": NONNEG,
+        "fep_images": NONNEG,
     },
     ReportConfig: {"num_retrieval_queries": NONNEG, "num_mask_examples": NONNEG},
 }

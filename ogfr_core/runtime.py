@@ -56,12 +56,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .model.ogfr import ModelConfigError
     from .parsing.base import BackendUnavailableError
     from .parsing.cache import ParsingIncompleteError
+    from .pretrained import PretrainedDownloadError, PretrainedHashError
+    from .model.stem import StemConfigError
     from .training.checkpoint import CheckpointError
     from .training.loop import NonFiniteLossError
 
     return (ConfigError, MissingLabelsError, ImageReadError, IndexFileError, DatasetLayoutError,
             CheckpointMismatchError, PretrainedWeightsError, ModelConfigError, BackendUnavailableError,
-            CheckpointError, NonFiniteLossError, FileNotFoundError, OutputWriteError, ParsingIncompleteError)
+            CheckpointError, NonFiniteLossError, PretrainedDownloadError, PretrainedHashError, StemConfigError,
+            FileNotFoundError, OutputWriteError, ParsingIncompleteError)
 
 
 def is_user_error(exc: BaseException) -> bool:

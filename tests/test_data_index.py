@@ -152,3 +152,44 @@ def test_subset_without_distractors_treats_pid0_as_identity():
             ImageRecord("c", 4, 1, "gallery"), ImageRecord("d", 4, 0, "query")]
     assert [r.path for r in subset_records(recs, 0, 1, distractor_pid=None)] == ["a", "b"]
     assert [r.path for r in subset_records(recs, 0, 1, distractor_pid=0)] == ["b", "c", "d"]
+
+
+def test_validation_split_is_carved_from_training_ids(shared_root):
+    """data.val_ids: whole training identities leave training (relabelled 0..N-1 without them); each
+    held-out id gives one val_query image per camera, the rest val_gallery; deterministic."""
+    cfg = _cfg(shared_root, max_train_ids=12, max_test_ids=2, val_ids=4)
+    f = build_index(cfg, shared_root).frame
+    train, vq, vg = (f[f.split == s] for s in ("train", "val_query", "val_gallery"))
+    held = set(vq.pid)
+    assert len(held) == 4 and set(vg.pid) == held and not held & set(train.pid)
+    assert len(set(train.pid)) == 8 and sorted(train.label.unique()) == list(range(8))
+    assert (vq.label == -1).all() and (vg.label == -1).all()
+    assert (vq.groupby("pid").camid.nunique() == vq.groupby("pid").size()).all()  # one query per camera
+    full = build_index(_cfg(shared_root, max_train_ids=12, max_test_ids=2), shared_root).frame
+    assert len(train) + len(vq) + len(vg) == int((full.split == "train").sum())
+    # same split on every run; the test splits are untouched
+    pd.testing.assert_frame_equal(build_index(cfg, shared_root).frame, f)
+    assert f[f.split.isin(["query", "gallery"])].reset_index(drop=True).drop(columns="label").equals(
+        full[full.split.isin(["query", "gallery"])].reset_index(drop=True).drop(columns="label"))
+    s = summarize_index(f)
+    assert s["val_query"]["ids"] == 4 and s["train"]["ids"] == 8
+
+
+def test_validation_split_bounds_and_roundtrip(tmp_path):
+    from ogfr_core.config import ConfigError
+    from ogfr_core.data.index import hold_out_validation
+
+    frame = pd.DataFrame({"pid": [1, 1, 2, 2, 3, 3], "camid": [0, 1, 0, 1, 0, 1], "split": ["train"] * 6,
+                          "path": list("abcdef")})
+    out = hold_out_validation(frame, 1)
+    assert (out.split == "val_query").sum() == 2 and (out.split == "train").sum() == 4  # 2 cameras, 1 image each
+    assert (frame.split == "train").all()  # the input is not modified
+    with pytest.raises(ConfigError, match="data.val_ids = 2: must be in 0..1"):
+        hold_out_validation(frame, 2)
+    # an index with validation splits survives write/read (the split values are part of the contract)
+    root = make_market(tmp_path / "m", [f"000{p}_c{c}s1_00000{i}_00.jpg" for p in (1, 2, 3, 4) for c, i in ((1, 1), (2, 2))],
+                       ["0005_c1s1_000001_00.jpg"], ["0005_c2s1_000001_00.jpg"])
+    res = build_index(_cfg(root, val_ids=1), root)
+    write_index(res.frame, tmp_path / "i.parquet")
+    back = read_index(tmp_path / "i.parquet")
+    assert (back.split == "val_query").sum() == 2 and set(back.split) == {"train", "val_query", "query", "gallery"}

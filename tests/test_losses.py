@@ -5,6 +5,7 @@ import dataclasses
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ogfr_core.config import LossConfig, ModelConfig
 from ogfr_core.losses import (cosine_loss, ensemble_id_loss, id_loss, kd_loss, mask_loss, mse_loss, objective,
@@ -110,7 +111,12 @@ def test_objective_terms_and_total():
     # Table VII switches drop their term
     off = objective(out, b["label"], dataclasses.replace(lc, use_mse=False, use_kd=False), model.grid_size,
                     model.num_prefix, False, b["label_map"], b["label_map"])
-    assert "mse" not in off and "kd" not in off and "cos" in off
+    assert "mse" not in off and "cos" in off
+    # use_kd: false drops the KL of Eq. (17) but keeps α·mean_i CE(f_op^i) (the classifiers still train)
+    logits = out["student"]["logits"]  # [B, K+1, C]
+    ce = sum(F.cross_entropy(logits[:, i], b["label"]) for i in range(logits.shape[1])) / logits.shape[1]
+    assert torch.allclose(off["kd"], lc.alpha * ce)
+    assert torch.allclose(off["total"], terms["total"] - terms["mse"] - terms["kd"] + off["kd"])
     base = build_model(dataclasses.replace(cfg, method="baseline"), 3, 2, (64, 32)).train()
     bt = objective(base(b), b["label"], lc, base.grid_size, base.num_prefix, True)
     assert set(bt) == {"id", "triplet", "total"} and torch.allclose(bt["total"], bt["id"] + bt["triplet"])

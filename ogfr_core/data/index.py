@@ -30,7 +30,8 @@ from .images import ImageReadError, read_image_info
 from .readers import READERS, SPLITS, DatasetLayoutError, DatasetListing, ImageRecord
 
 __all__ = [
-    "INDEX_COLUMNS", "IndexResult", "IndexFileError", "DatasetReadError", "dataset_root", "build_index", "subset_records",
+    "INDEX_COLUMNS", "INDEX_SPLITS", "VAL_SPLITS", "IndexResult", "hold_out_validation", "IndexFileError",
+    "DatasetReadError", "dataset_root", "build_index", "subset_records",
     "read_index", "write_index", "summarize_index",
 ]
 
@@ -42,6 +43,9 @@ INDEX_COLUMNS: dict[str, str] = {
     "label": "int64", "width": "int64", "height": "int64",
 }
 _RERUN = "rerun `dvc repro index`"
+#: validation splits carved from the training identities (``data.val_ids``)
+VAL_SPLITS = ("val_query", "val_gallery")
+INDEX_SPLITS = SPLITS + VAL_SPLITS
 
 
 class IndexFileError(ValueError):
@@ -94,6 +98,40 @@ def subset_records(records: list[ImageRecord], max_train_ids: int, max_test_ids:
         if keep is None or r.pid in keep or (r.split == "gallery" and r.pid == distractor_pid):
             out.append(r)
     return out
+
+
+def hold_out_validation(frame: pd.DataFrame, val_ids: int, seed: int = 0) -> pd.DataFrame:
+    """Move ``val_ids`` training identities out of ``train`` into a validation query/gallery split.
+
+    The identities are drawn uniformly without replacement from the sorted training pids with
+    ``numpy.random.default_rng(seed)`` (deterministic on every machine, spread over the whole pid
+    range). For each held-out pid, the first image of each camera (by path) becomes ``val_query``
+    and the rest ``val_gallery`` — CUHK03-NP's test protocol (one query per identity and camera),
+    evaluated like the test set (a query's same-camera gallery images are ignored).
+
+    Args:
+        frame: index rows with ``pid``, ``camid``, ``split``, ``path`` (before relabelling).
+        val_ids: number of identities to hold out (0 = none).
+
+    Returns:
+        the frame with those rows' ``split`` changed (a copy).
+
+    Raises:
+        ConfigError: ``val_ids`` is negative or leaves fewer than 2 training identities.
+    """
+    if val_ids == 0:
+        return frame
+    pids = np.unique(frame.loc[frame["split"] == "train", "pid"].to_numpy())
+    if val_ids < 0 or val_ids > len(pids) - 2:
+        raise ConfigError(f"data.val_ids = {val_ids}: must be in 0..{len(pids) - 2} "
+                          f"(the training split has {len(pids)} identities)")
+    held = set(np.random.default_rng(seed).choice(pids, size=val_ids, replace=False).tolist())
+    frame = frame.copy()
+    rows = frame[(frame["split"] == "train") & frame["pid"].isin(held)].sort_values("path", kind="stable")
+    first = ~rows.duplicated(["pid", "camid"])  # first image of each (pid, camera)
+    frame.loc[rows.index[first.to_numpy()], "split"] = "val_query"
+    frame.loc[rows.index[~first.to_numpy()], "split"] = "val_gallery"
+    return frame
 
 
 def build_index(cfg: DataConfig, repo_root: Path) -> IndexResult:
@@ -158,7 +196,11 @@ def build_index(cfg: DataConfig, repo_root: Path) -> IndexResult:
                 f"{root}: split '{split}' has no readable image after skipping "
                 f"{len(skipped)} unusable file(s) (e.g. {skipped[:3]}); check the dataset files")
 
-    order = frame["split"].map({s: i for i, s in enumerate(SPLITS)})
+    if cfg.val_ids:
+        frame = hold_out_validation(frame, cfg.val_ids)
+        log.info("validation split: %d training identities held out (%d val_query, %d val_gallery images)",
+                 cfg.val_ids, int((frame["split"] == "val_query").sum()), int((frame["split"] == "val_gallery").sum()))
+    order = frame["split"].map({s: i for i, s in enumerate(INDEX_SPLITS)})
     frame = frame.assign(_order=order).sort_values(["_order", "path"], kind="stable")
     frame = frame.drop(columns="_order").reset_index(drop=True)
     frame["label"] = relabel(frame)
@@ -205,9 +247,9 @@ def _validate(frame: pd.DataFrame, path: Path) -> None:
     for c, t in INDEX_COLUMNS.items():
         if t == "int64" and frame[c].dtype != np.int64:
             raise IndexFileError(f"{path}: column '{c}' has dtype {frame[c].dtype}, expected int64; {_RERUN}")
-    bad = sorted(set(frame["split"]) - set(SPLITS))
+    bad = sorted(set(frame["split"]) - set(INDEX_SPLITS))
     if bad:
-        raise IndexFileError(f"{path}: unknown split value(s) {bad}; expected {list(SPLITS)}; {_RERUN}")
+        raise IndexFileError(f"{path}: unknown split value(s) {bad}; expected {list(INDEX_SPLITS)}; {_RERUN}")
 
 
 def read_index(path: str | Path) -> pd.DataFrame:
@@ -237,10 +279,11 @@ def summarize_index(frame: pd.DataFrame) -> dict[str, Any]:
     Returns:
         ``{"train": {"images", "ids", "cameras"}, "query": {...}, "gallery": {...},
         "total_images": int, "duplicate_keys": int}`` (``ids`` counts distinct pids, distractor
-        pid 0 included in the gallery; ``duplicate_keys``: rows whose key already occurred).
+        pid 0 included in the gallery; ``duplicate_keys``: rows whose key already occurred), plus
+        ``val_query``/``val_gallery`` when a validation split was held out.
     """
     out: dict[str, Any] = {}
-    for split in SPLITS:
+    for split in SPLITS + tuple(s for s in VAL_SPLITS if (frame["split"] == s).any()):
         part = frame[frame["split"] == split]
         out[split] = {"images": int(len(part)), "ids": int(part["pid"].nunique()),
                       "cameras": int(part["camid"].nunique())}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, EvalDatasetConfig, EvaluateConfig
+from ..config import ConfigError, DataConfig, EvalDatasetConfig, EvaluateConfig
 from .evaluator import RerankParams, cmc_rows, evaluate_features, pick_queries, retrievals
 from .features import FeatureSet, extract_features, map_unseen_cameras
 from .inputs import check_meta, read_occlusion_z
@@ -76,26 +76,39 @@ def erasing_masks(model, meta, feats: FeatureSet, z: dict, root: Path, n: int, d
 
 
 def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, num_workers: int,
-                     device, want_examples: bool):
-    """Metrics (per distance), CMC rows and, for the primary set, retrievals and erasing masks."""
+                     device, want_examples: bool, splits: tuple[str, str] = ("query", "gallery"),
+                     label: str | None = None):
+    """Metrics (per distance), CMC rows and, for the primary set, retrievals, erasing masks and the
+    FEP diagnostics (:mod:`~ogfr_core.evaluation.fep_diagnostics`).
+
+    ``splits`` = the index's (query, gallery) split names — ``("val_query", "val_gallery")`` for the
+    validation split held out of the training identities (``data.val_ids``); ``label`` names the
+    entry in metrics/CMC (default ``name``)."""
     from ..data.index import read_index
 
+    label = label or name
     index_path = Path("data/index") / f"{name}.parquet"
     frame = read_index(index_path)
     z = read_occlusion_z(Path("data/occlusion") / f"{name}.parquet")
-    query = extract_split(model, meta, frame, "query", root, z, cfg, num_workers, device, index_path)
-    gallery = extract_split(model, meta, frame, "gallery", root, z, cfg, num_workers, device, index_path)
+    query = extract_split(model, meta, frame, splits[0], root, z, cfg, num_workers, device, index_path)
+    gallery = extract_split(model, meta, frame, splits[1], root, z, cfg, num_workers, device, index_path)
     rerank = RerankParams(cfg.rerank, cfg.k1, cfg.k2, cfg.lambda_value)
     results = {}
     for kind in cfg.distances:
         results[kind] = evaluate_features(query, gallery, kind, cfg.max_rank, cfg.chunk_mb,
                                           cfg.feat_norm, rerank)
-        log.info("%s / %s: %s", name, kind, results[kind].to_dict())
+        log.info("%s / %s: %s", label, kind, results[kind].to_dict())
     entry = {kind: res.to_dict() for kind, res in results.items()}
     entry.update(num_query=len(query), num_gallery=len(gallery),
                  num_query_occluded=int(sum(np.asarray(z[k]).any() for k in query.keys)),
-                 num_parts=query.num_parts, rerank=cfg.rerank)
+                 num_parts=query.num_parts, rerank=cfg.rerank, splits=list(splits))
     examples = None
+    if want_examples and cfg.fep_images > 0:
+        from .fep_diagnostics import fep_diagnostics
+
+        records = frame[frame["split"].isin(splits)]
+        entry["fep"] = fep_diagnostics(model, meta, records, root, z, Path("data/parsing") / name, device,
+                                       max_images=cfg.fep_images, batch_size=cfg.batch_size)
     if want_examples:
         occluded = np.array([np.asarray(z[k]).any() for k in query.keys])
         picked = pick_queries(query, gallery, occluded, cfg.retrieval_queries)
@@ -105,7 +118,7 @@ def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, nu
             "masks": dict(erasing_masks(model, meta, FeatureSet.concat([query, gallery]), z, root,
                                         cfg.mask_examples, device), dataset=name, root=str(root)),
         }
-    return entry, cmc_rows(results, name), examples
+    return entry, cmc_rows(results, label), examples
 
 
 def cmc_csv(rows: list[dict], primary: str) -> str:
@@ -147,11 +160,23 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
                "pretrained_weights": meta["pretrained_weights"], "trained_on": data.name,
                "height": int(meta["height"]), "width": int(meta["width"]),
                "feat_norm": cfg.feat_norm, "datasets": {}}
+    from ..data.index import read_index
+
+    jobs = []  # (dataset config, (query split, gallery split), label)
+    if "test" in cfg.sets:
+        jobs += [(ds, ("query", "gallery"), ds.name) for ds in sets]
+    has_val = (read_index(Path("data/index") / f"{data.name}.parquet")["split"] == "val_query").any()
+    if "val" in cfg.sets and has_val:
+        jobs.append((sets[0], ("val_query", "val_gallery"), f"{data.name}:val"))
+    if not jobs:
+        raise ConfigError(f"evaluate.sets = {list(cfg.sets)} leaves nothing to evaluate (the index has no "
+                          f"validation split: set data.val_ids > 0, or add 'test')")
+    metrics["validation_ids"] = int(data.val_ids)
     rows, examples = [], None
-    for i, ds in enumerate(sets):
-        entry, ds_rows, ex = evaluate_dataset(model, meta, ds.name, Path(ds.root), cfg,
-                                              data.num_workers, device, want_examples=i == 0)
-        metrics["datasets"][ds.name] = entry
+    for i, (ds, splits, label) in enumerate(jobs):
+        entry, ds_rows, ex = evaluate_dataset(model, meta, ds.name, Path(ds.root), cfg, data.num_workers,
+                                              device, want_examples=i == 0, splits=splits, label=label)
+        metrics["datasets"][label] = entry
         rows += ds_rows
         examples = examples or ex
-    return EvaluationOutputs(metrics, cmc_csv(rows, data.name), examples["retrievals"], examples["masks"])
+    return EvaluationOutputs(metrics, cmc_csv(rows, jobs[0][2]), examples["retrievals"], examples["masks"])

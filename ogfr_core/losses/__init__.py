@@ -136,8 +136,8 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
 
     * baseline (Table IV row 1, TransReID): ``L = L_id(f^g) + L_tri(f^g)``.
     * OGFR with KD, Eq. (21): ``(L_mse + μ1 L_cos + L_kd) + (L_en + μ2 L_tr) + L_mask`` plus
-      ``policy_weight · L_pg`` for each learned agent; ``use_mse/use_cos/use_kd/use_mask`` switch the
-      terms off (Table VII). L_mask averages the teacher's and the student's correlation matrices
+      ``policy_weight · L_pg`` for each learned agent; ``use_mse/use_cos/use_mask`` switch those
+      terms off and ``use_kd`` the KL of Eq. (17) (Table VII; its α·L_id term stays, see the code). L_mask averages the teacher's and the student's correlation matrices
       (the encoder is shared; the student's is the one Eq. 22 reads at inference).
     * single branch (``kd: false``, Table IV rows 2–3; our reading): ``mean_i L_id(f_op^i) + L_en(f_o^g)
       + μ2 L_tr(student) + L_mask + L_pg``.
@@ -163,10 +163,12 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         if cfg.use_cos:
             terms["cos"] = cosine_loss(t_feats, s["feats"])
             total = total + cfg.mu1 * terms["cos"]
-        if cfg.use_kd:
-            terms["kd"] = kd_loss(s["logits"], t["logits"], labels, cfg.alpha, cfg.beta,
-                                  cfg.kd_temperature, cfg.label_smoothing)
-            total = total + terms["kd"]
+        # Table VII "KD" off (use_kd: false) drops the KL of Eq. (17) but keeps its identity term
+        # α·L_id(f_op^i): without it nothing trains the K+1 classifiers and the student BNNecks (the
+        # features used at inference), and the Eq. (8) reward would read untrained classifiers
+        terms["kd"] = kd_loss(s["logits"], t["logits"], labels, cfg.alpha, cfg.beta if cfg.use_kd else 0.0,
+                              cfg.kd_temperature, cfg.label_smoothing)
+        total = total + terms["kd"]
         terms["en"] = ensemble_id_loss(s["enc_logits"], t["enc_logits"], labels, cfg.label_smoothing)
         terms["tr"] = part_triplet_loss(t["feats"], labels, cfg.triplet_margin)
     else:

@@ -65,6 +65,16 @@ class OAViT(nn.Module):
         gamma_occ: γ1 of Eq. (5); ``use_occ_embed=False`` drops the E_o term (Table IV "OA-ViT" off).
         gamma_cam: γ2 of Eq. (5); 0 drops the camera embedding.
         drop_path: stochastic depth rate of the timm blocks.
+        patch_embed: ``conv`` — Eq. (4), timm's patch projection with stride S; ``hybrid`` — the
+            feature map of a CNN stem as the patch tokens (:mod:`ogfr_core.model.stem`; ViT's hybrid
+            architecture): ``patch_size`` and ``stride`` are then ignored and the grid is
+            ``⌈H/stem_stride⌉ × ⌈W/stem_stride⌉``.
+        stem: CNN stem of the hybrid embedding (``mobilenetv2``).
+        stem_stride: output stride of the stem in pixels (8 or 16).
+        stem_frozen_blocks: leading stem blocks kept frozen (ImageNet weights and BN statistics).
+
+    After construction ``patch_size`` and ``stride`` describe each token's cell on the image
+    (``stem_stride`` for the hybrid): :meth:`OGFR.patch_foreground` pools label maps with them.
 
     Shapes: ``forward(x [B,3,H,W], z [B,4] long, camids [B] long) -> [B, 1 + (K+1) + N, D]``.
     """
@@ -82,6 +92,10 @@ class OAViT(nn.Module):
         gamma_cam: float = 3.0,
         use_occ_embed: bool = True,
         drop_path: float = 0.1,
+        patch_embed: str = "conv",
+        stem: str = "mobilenetv2",
+        stem_stride: int = 16,
+        stem_frozen_blocks: int = 0,
     ) -> None:
         super().__init__()
         height, width = int(img_size[0]), int(img_size[1])
@@ -97,15 +111,25 @@ class OAViT(nn.Module):
         if depth < 0 or depth > total:
             raise ValueError(f"depth must be in 0..{total} for {backbone}, got {depth}")
         self.depth = depth or total
-        self.patch_size, self.stride = patch_size, stride
         self.img_size = (height, width)
-        self.grid_size = patch_grid(height, width, patch_size, stride)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.hybrid = patch_embed == "hybrid"
+        if self.hybrid:
+            from .stem import hybrid_embed
 
-        self.patch_embed = vit.patch_embed
-        self.patch_embed.proj.stride = (stride, stride)  # Eq. (4): overlapping patches
-        self.patch_embed.grid_size = self.grid_size
-        self.patch_embed.num_patches = self.num_patches
+            self.patch_embed = hybrid_embed(stem, stem_stride, (height, width), dim,  # stem + 1×1 proj
+                                            stem_frozen_blocks)
+            self.patch_size = self.stride = int(stem_stride)
+            self.grid_size = tuple(int(g) for g in self.patch_embed.grid_size)
+        elif patch_embed == "conv":
+            self.patch_size, self.stride = patch_size, stride
+            self.grid_size = patch_grid(height, width, patch_size, stride)
+            self.patch_embed = vit.patch_embed
+            self.patch_embed.proj.stride = (stride, stride)  # Eq. (4): overlapping patches
+            self.patch_embed.grid_size = self.grid_size
+            self.patch_embed.num_patches = self.grid_size[0] * self.grid_size[1]
+        else:
+            raise ValueError(f"patch_embed must be 'conv' or 'hybrid', got {patch_embed!r}")
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.cls_token = vit.cls_token  # [1, 1, D]
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, dim))  # P_E for [cls; P_s]
         trunc_normal_(self.pos_embed, std=0.02)
@@ -213,6 +237,9 @@ class OAViT(nn.Module):
         for ImageNet 224) to this model's patch grid (TransReID's ``resize_pos_embed``); blocks beyond
         ``depth`` and classifier heads are dropped. Loading is strict for everything else.
 
+        With a hybrid patch embedding the checkpoint's ``patch_embed.*`` is dropped (the stem has its
+        own weights: :meth:`load_stem_weights`).
+
         Returns:
             ``{"dropped": [...]}`` — checkpoint keys intentionally not used (heads, truncated blocks).
 
@@ -234,6 +261,8 @@ class OAViT(nn.Module):
         for key, value in state.items():
             if key.startswith(("head.", "fc_norm.", "head_drop.")):
                 dropped.append(key)
+            elif self.hybrid and key.startswith("patch_embed."):
+                dropped.append(key)  # the hybrid's tokens come from the CNN stem (load_stem_weights)
             elif key.startswith("blocks.") and int(key.split(".")[1]) >= self.depth:
                 dropped.append(key)
             else:
@@ -249,7 +278,8 @@ class OAViT(nn.Module):
                                                        num_prefix_tokens=1, interpolation="bilinear",
                                                        antialias=False)
         own = self.state_dict()
-        missing = sorted(k for k in own if k not in kept and k.split(".")[0] not in self.NEW_PARAMS)
+        new = self.NEW_PARAMS + (("patch_embed",) if self.hybrid else ())
+        missing = sorted(k for k in own if k not in kept and k.split(".")[0] not in new)
         unexpected = sorted(k for k in kept if k not in own)
         mis_shaped = sorted(f"{k}: checkpoint {tuple(kept[k].shape)} vs model {tuple(own[k].shape)}"
                             for k in kept if k in own and kept[k].shape != own[k].shape)
@@ -261,3 +291,21 @@ class OAViT(nn.Module):
         log.info("loaded %d tensors from %s (%d dropped: heads / blocks beyond depth)",
                  len(kept), origin, len(dropped))
         return {"dropped": dropped}
+
+    def load_stem_weights(self, path: str | Path) -> dict[str, list[str]]:
+        """Load the hybrid stem's ImageNet weights (torchvision key names, the ``pretrained`` stage's
+        file) — see :func:`ogfr_core.model.stem.load_stem_weights`.
+
+        Raises:
+            PretrainedWeightsError: no hybrid stem, or the file is missing/unreadable/mismatched.
+        """
+        if not self.hybrid:
+            raise PretrainedWeightsError(
+                "train.model.stem_weights is set but train.model.patch_embed is 'conv': set patch_embed: "
+                "hybrid, or stem_weights: ''")
+        from .stem import load_stem_weights
+
+        info = load_stem_weights(self.patch_embed.backbone, path)
+        log.info("loaded the %d-block CNN stem from %s (%d deeper tensors dropped)",
+                 len(self.patch_embed.backbone), path, len(info["dropped"]))
+        return info

@@ -69,8 +69,8 @@ class OGFR(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.baseline = cfg.method == "baseline"
-        if not self.baseline and cfg.fep_teacher and not cfg.kd:
-            raise ModelConfigError("model.fep_teacher needs model.kd: true (the teacher branch exists only with KD)")
+        # fep_teacher configures the teacher branch, which exists only with kd: true; kd: false alone is
+        # Table IV's single-branch model (rows 2-3), whatever fep_teacher says
         if cfg.num_episodes < 1:
             raise ModelConfigError(f"model.num_episodes must be >= 1, got {cfg.num_episodes}")
         self.num_parts = 0 if self.baseline else cfg.num_parts  # K
@@ -79,13 +79,17 @@ class OGFR(nn.Module):
         self.encoder = OAViT(cfg.backbone, self.img_size, cfg.patch_size, cfg.stride, cfg.depth,
                              num_part_tokens=0 if self.baseline else self.num_parts + 1,
                              num_cameras=num_cameras, gamma_occ=cfg.gamma_occ, gamma_cam=cfg.gamma_cam,
-                             use_occ_embed=cfg.oa_vit and not self.baseline, drop_path=cfg.drop_path)
+                             use_occ_embed=cfg.oa_vit and not self.baseline, drop_path=cfg.drop_path,
+                             patch_embed=cfg.patch_embed, stem=cfg.stem, stem_stride=cfg.stem_stride,
+                             stem_frozen_blocks=cfg.stem_frozen_blocks)
         self.init_warning = ""
         if load_weights and cfg.pretrained:
             self.encoder.load_pretrained(cfg.pretrained)
-        elif load_weights:
-            self.init_warning = (f"no pretrained weights (train.model.pretrained is empty): the "
-                                 f"{cfg.backbone} backbone is randomly initialised, accuracy will be far "
+        if load_weights and cfg.stem_weights:
+            self.encoder.load_stem_weights(cfg.stem_weights)
+        if load_weights and not cfg.pretrained and not cfg.stem_weights:
+            self.init_warning = (f"no pretrained weights (train.model.pretrained and stem_weights are empty): "
+                                 f"the {cfg.backbone} backbone is randomly initialised, accuracy will be far "
                                  f"below the paper's ImageNet-initialised results")
         dim = self.encoder.embed_dim
         k = self.num_parts

@@ -29,6 +29,7 @@ from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
 from ..losses import objective
 from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
+from .optim import build_optimizer
 from .schedule import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,7 @@ class Trainer:
         if self.steps_per_epoch <= 0:
             raise ValueError("steps_per_epoch must be > 0 (is the training set empty?)")
         self.live = live
-        self.optimizer = torch.optim.SGD(self.model.trainable_parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.optimizer = build_optimizer(self.model, cfg)
         total = cfg.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(self.optimizer, total, cfg.warmup_epochs * self.steps_per_epoch,
                                          cfg.warmup_factor, cfg.min_lr / cfg.lr)
@@ -194,7 +194,7 @@ class Trainer:
         self.scaler.scale(terms["total"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[-1]["lr"]  # the transformer's lr (group 0 may be the stem's)
         self.scheduler.step()
         self.global_step += 1
         stats = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
