@@ -1,8 +1,9 @@
 """Typed views of ``params.yaml``: one frozen dataclass per pipeline stage.
 
 Every stage reads only its own section (so DVC re-runs a stage only when *its* knobs change) via
-:func:`load_section`. Unknown keys, missing required keys and values of the wrong type raise
-:class:`ConfigError` naming the section and key, e.g.::
+:func:`load_section`. Unknown keys, missing required keys, values of the wrong type, numbers outside
+their allowed range and unsafe names (:data:`CHECKS`) raise :class:`ConfigError` naming the section
+and key, e.g.::
 
     >>> cfg = load_section("params.yaml", "train", TrainConfig)   # doctest: +SKIP
     >>> cfg.lr
@@ -13,11 +14,13 @@ Paper references (OGFR §IV-B) are in ``params.yaml``'s comments and in the fiel
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 import yaml
 
@@ -25,7 +28,8 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A params file or section does not match its dataclass (unknown, missing or mistyped key)."""
+    """A params file or section does not match its dataclass (unknown, missing, mistyped or
+    out-of-range key, unsafe name, malformed YAML)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,7 +45,9 @@ class DataConfig:
     ``max_train_ids``/``max_test_ids`` (0 = all) take a deterministic subset of identities, used by
     the CI profile. ``val_ids`` (0 = none) holds that many training identities out of training as a
     validation query/gallery split (``val_query``/``val_gallery`` in the index), for choosing
-    hyper-parameters without looking at the test set.
+    hyper-parameters without looking at the test set. ``min_size``: crops narrower or shorter than
+    this (pixels) are skipped by the index stage, counted in its summary (a 1x1 image carries no
+    identity).
     """
 
     name: str
@@ -55,6 +61,7 @@ class DataConfig:
     height: int = 256
     width: int = 128
     num_workers: int = 2
+    min_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,130 @@ class ReportConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# Value checks: allowed ranges and safe names, one line per field (applied by from_dict)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Range:
+    """Allowed interval of a numeric field (``None`` = unbounded); a tuple value is checked element-wise.
+
+    ``lo_open``/``hi_open`` exclude the bound; ``ordered``: the elements must not decrease (e.g. a
+    ``(min, max)`` pair); ``nonempty``: a tuple needs at least one element.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    ordered: bool = False
+    nonempty: bool = False
+
+    def describe(self) -> str:
+        """The range in interval notation, e.g. ``>= 1``, ``in [0, 1)``."""
+        if self.hi is None:
+            text = f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        elif self.lo is None:
+            text = f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        else:
+            text = f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.ordered:
+            text += ", in non-decreasing order"
+        if self.nonempty:
+            text = "at least one value, each " + text
+        return text
+
+    def contains(self, v: float) -> bool:
+        """Whether the single number ``v`` lies in the range (NaN never does)."""
+        if math.isnan(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def __call__(self, value: Any, key: str) -> None:
+        """Raise :class:`ConfigError` naming ``key``, ``value`` and the allowed range if outside it."""
+        values = value if isinstance(value, tuple) else (value,)
+        ok = all(self.contains(float(v)) for v in values)
+        ok = ok and not (self.ordered and any(a > b for a, b in zip(values, values[1:])))
+        ok = ok and not (self.nonempty and not values)
+        if not ok:
+            raise ConfigError(f"{key}: {value!r} is outside the allowed range: {self.describe()} "
+                              f"(fix it in params.yaml)")
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def safe_name(value: str, key: str) -> None:
+    """A name that goes into output paths (``data/index/<name>.parquet``, ``models/<name>/``) must be a
+    single safe path component: letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit
+    (so never ``..``, ``/``, an absolute path or a hidden file), at most 100 characters.
+
+    Raises:
+        ConfigError: naming ``key`` and the rule.
+    """
+    if not SAFE_NAME.fullmatch(value):
+        raise ConfigError(f"{key}: {value!r} is not a safe name (it becomes part of output paths such as "
+                          f"data/index/<name>.parquet and models/<name>/); use 1-100 letters, digits, "
+                          f"'.', '_' or '-', starting with a letter or digit")
+
+
+NONNEG, POSITIVE, PROB = Range(0), Range(0, lo_open=True), Range(0, 1)
+AT_LEAST_1 = Range(1)
+
+# Per section dataclass: field -> check(value, key). Fields not listed take any value of their type.
+CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
+    DataConfig: {
+        "name": safe_name, "query_camid": NONNEG, "gallery_camid": NONNEG, "max_train_ids": NONNEG,
+        "max_test_ids": NONNEG, "val_ids": NONNEG, "height": AT_LEAST_1, "width": AT_LEAST_1,
+        "num_workers": NONNEG, "min_size": AT_LEAST_1,
+    },
+    ParseConfig: {
+        "label_height": AT_LEAST_1, "label_width": AT_LEAST_1, "workers": NONNEG, "shard_size": AT_LEAST_1,
+        "min_keypoint_visibility": PROB, "pad_ratios": Range(0, nonempty=True),
+        "limb_width_ratio": POSITIVE, "mask_threshold": PROB, "field_threshold": PROB, "overlay_grid": NONNEG,
+    },
+    OcclusionConfig: {"lam": NONNEG},
+    ModelConfig: {
+        "depth": NONNEG, "stem_frozen_blocks": NONNEG, "patch_size": AT_LEAST_1, "stride": AT_LEAST_1,
+        "num_parts": AT_LEAST_1, "gamma_occ": NONNEG, "gamma_cam": NONNEG, "drop_path": Range(0, 1, hi_open=True), "random_keep": PROB,
+        "num_episodes": AT_LEAST_1, "baseline_refresh_epochs": AT_LEAST_1, "reward_clip": NONNEG,
+    },
+    LossConfig: {
+        "alpha": NONNEG, "beta": NONNEG, "mu1": NONNEG, "mu2": NONNEG, "triplet_margin": NONNEG,
+        "kd_temperature": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True), "policy_weight": NONNEG,
+    },
+    AugmentConfig: {
+        "flip_prob": PROB, "pad": NONNEG, "erasing_prob": PROB, "occlusion_prob": PROB,
+        "occlusion_area": Range(0, 1, lo_open=True, hi_open=True, ordered=True), "std": POSITIVE,
+    },
+    TrainConfig: {
+        "seed": Range(0, 2**31 - 1), "epochs": AT_LEAST_1, "ids_per_batch": AT_LEAST_1,
+        "images_per_id": AT_LEAST_1, "lr": POSITIVE, "stem_lr_scale": NONNEG,
+        "momentum": Range(0, 1, hi_open=True), "weight_decay": NONNEG, "warmup_epochs": NONNEG, "warmup_factor": Range(0, 1, lo_open=True),
+        "min_lr": NONNEG, "log_every": NONNEG, "max_steps_per_epoch": NONNEG, "threads": NONNEG,
+    },
+    EvalDatasetConfig: {"name": safe_name, "query_camid": NONNEG, "gallery_camid": NONNEG},
+    EvaluateConfig: {
+        "batch_size": AT_LEAST_1, "max_rank": AT_LEAST_1, "chunk_mb": AT_LEAST_1, "k1": AT_LEAST_1,
+        "k2": AT_LEAST_1, "lambda_value": PROB, "retrieval_queries": NONNEG, "mask_examples": NONNEG,
+        "fep_images": NONNEG,
+    },
+    ReportConfig: {"num_retrieval_queries": NONNEG, "num_mask_examples": NONNEG},
+}
+
+
+def check_value(cls: type, name: str, value: Any, key: str) -> None:
+    """Apply the :data:`CHECKS` entry of field ``name`` of dataclass ``cls`` (if any) to ``value``.
+
+    Raises:
+        ConfigError: naming ``key``, the value and the allowed range / naming rule.
+    """
+    check = CHECKS.get(cls, {}).get(name)
+    if check is not None:
+        check(value, key)
+
+
+# --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
 def _type_name(tp: Any) -> str:
@@ -314,8 +445,9 @@ def from_dict(cls: type[T], raw: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, strictly.
 
     Raises:
-        ConfigError: on an unknown key (with the list of allowed ones), a missing required key, or
-            a value whose type does not match the field annotation.
+        ConfigError: on an unknown key (with the list of allowed ones), a missing required key, a
+            value whose type does not match the field annotation, or a value that fails the field's
+            :data:`CHECKS` entry (range, safe name).
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -329,6 +461,7 @@ def from_dict(cls: type[T], raw: Mapping[str, Any], where: str = "") -> T:
         key = f"{where}.{name}" if where else name
         if name in raw:
             kwargs[name] = _coerce(raw[name], hints[name], key)
+            check_value(cls, name, kwargs[name], key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{key}: required key is missing")
     return cls(**kwargs)
@@ -338,13 +471,21 @@ def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """Read a params YAML file into a dict.
 
     Raises:
-        ConfigError: the file is missing or is not a YAML mapping.
+        ConfigError: the file is missing, is not valid YAML (names the line and column), or is not
+            a YAML mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the repository root)")
-    with path.open() as fh:
-        data = yaml.safe_load(fh)
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where} ({problem}); fix the syntax there "
+                          f"(indentation, a missing ':' or an unclosed quote/bracket)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level")
     return data
@@ -358,7 +499,8 @@ def load_section(path: str | Path, section: str, cls: type[T]) -> T:
     """
     params = read_params(path)
     if section not in params:
-        raise ConfigError(f"{path}: section '{section}' is missing")
+        raise ConfigError(f"{path}: section '{section}' is missing; add it (see the repository's "
+                          f"params.yaml for its keys)")
     return from_dict(cls, params[section] or {}, section)
 
 

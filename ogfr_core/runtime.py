@@ -51,9 +51,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .data.index import IndexFileError
     from .data.readers import DatasetLayoutError
     from .evaluation.inputs import CheckpointMismatchError
+    from .io import OutputWriteError
     from .model.oa_vit import PretrainedWeightsError
     from .model.ogfr import ModelConfigError
     from .parsing.base import BackendUnavailableError
+    from .parsing.cache import ParsingIncompleteError
     from .pretrained import PretrainedDownloadError, PretrainedHashError
     from .model.stem import StemConfigError
     from .training.checkpoint import CheckpointError
@@ -62,18 +64,41 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, MissingLabelsError, ImageReadError, IndexFileError, DatasetLayoutError,
             CheckpointMismatchError, PretrainedWeightsError, ModelConfigError, BackendUnavailableError,
             CheckpointError, NonFiniteLossError, PretrainedDownloadError, PretrainedHashError, StemConfigError,
-            FileNotFoundError)
+            FileNotFoundError, OutputWriteError, ParsingIncompleteError)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """A user-facing error: one of :func:`user_error_types`, or an ``OSError`` of the environment
+    (disk full, quota, file size limit, read-only file system, permissions; see
+    :func:`ogfr_core.io.write_error_fix`), wherever it was raised (a library's own writer too)."""
+    from .io import write_error_fix
+
+    if isinstance(exc, user_error_types()):
+        return True
+    return isinstance(exc, OSError) and write_error_fix(exc) is not None
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one-line text run_stage logs: ``Type: message`` (+ the fix for an environment OSError)."""
+    from .io import OutputWriteError, write_error_fix
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+        fix = write_error_fix(exc)
+        if fix is not None:
+            text += f"; {fix}"
+    return text
 
 
 def run_stage(main: Callable[[], object]) -> None:
     """Run a stage's ``main`` and exit: 0 on success, 1 with one ``ERROR`` log line (no traceback)
-    for a user-facing error (:func:`user_error_types`); any other exception is a bug and keeps its
+    for a user-facing error (:func:`is_user_error`); any other exception is a bug and keeps its
     traceback."""
     try:
         result = main()
     except Exception as exc:  # classified below; bugs are re-raised untouched
-        if not isinstance(exc, user_error_types()):
+        if not is_user_error(exc):
             raise
-        logging.getLogger("ogfr_core").error("%s: %s", type(exc).__name__, exc)
+        logging.getLogger("ogfr_core").error("%s", describe_error(exc))
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

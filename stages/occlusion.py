@@ -1,8 +1,9 @@
 """Stage `occlusion`: occlusion labels z and type ids from the parsing label maps (OGFR Eq. 1–2).
 
 Reads ``data/parsing/<data.name>/`` (active parse configuration), ``data/index/<data.name>.parquet``
-(for the split) and params ``occlusion``; writes ``data/occlusion/<data.name>.parquet`` (key, z_head,
-z_arms, z_torso, z_legs, occ_type, count_head, count_arms, count_torso, count_legs, status),
+(for the split) and params ``occlusion``. Fails (count, examples, the stage to rerun) unless the
+parsing covers every indexed image — never a partial table. Writes ``data/occlusion/<data.name>.parquet``
+(key, z_head, z_arms, z_torso, z_legs, occ_type, count_head, count_arms, count_torso, count_legs, status),
 ``reports/occlusion/summary.json`` and ``reports/occlusion/types.png``.
 Run from the repository root: ``python -m stages.occlusion``.
 """
@@ -10,22 +11,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ogfr_core.config import DataConfig, OcclusionConfig, from_dict, load_section, read_params
+from ogfr_core.config import DataConfig, OcclusionConfig, load_section
 from ogfr_core.data.index import read_index
 from ogfr_core.io import write_json, write_parquet
 from ogfr_core.occlusion.figures import plot_type_histogram
 from ogfr_core.occlusion.table import occlusion_summary, occlusion_table, type_counts_by_split
 from ogfr_core.parsing import read_parsing
+from ogfr_core.parsing.cache import check_coverage
 from ogfr_core.runtime import run_stage, setup_logging
 
 
 def main(params_path: str = "params.yaml") -> None:
     log = setup_logging()
-    data = from_dict(DataConfig, read_params(params_path)["data"], "data")
+    data = load_section(params_path, "data", DataConfig)
     cfg = load_section(params_path, "occlusion", OcclusionConfig)
     index_path = Path("data/index") / f"{data.name}.parquet"
-    index = read_index(index_path)[["key", "split"]]  # names `dvc repro index` if absent
-    parsing = read_parsing(Path("data/parsing") / data.name, columns=["label_map", "status"])
+    index = read_index(index_path)[["key", "path", "split"]]  # names `dvc repro index` if absent
+    parse_dir = Path("data/parsing") / data.name
+    check_coverage(parse_dir, index["key"], paths=index["path"])  # never a partial table: count + `dvc repro parse`
+    parsing = read_parsing(parse_dir, columns=["label_map", "status"])
     parsing = parsing[parsing["key"].isin(set(index["key"]))]
     table = occlusion_table(parsing, cfg.lam)
     write_parquet(Path("data/occlusion") / f"{data.name}.parquet", table)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ogfr_core.config import DataConfig, ParseConfig, from_dict, load_section, read_params
-from ogfr_core.data.index import read_index
+from ogfr_core.config import DataConfig, ParseConfig, load_section
+from ogfr_core.data.index import dataset_root, read_index
+from ogfr_core.data.readers import DatasetLayoutError
 from ogfr_core.parsing import parse_dataset
 from ogfr_core.parsing.report import write_parse_report
 from ogfr_core.runtime import run_stage, setup_logging
@@ -18,13 +19,13 @@ from ogfr_core.runtime import run_stage, setup_logging
 
 def main(params_path: str = "params.yaml") -> None:
     log = setup_logging()
-    data = from_dict(DataConfig, read_params(params_path)["data"], "data")
+    data = load_section(params_path, "data", DataConfig)
     cfg = load_section(params_path, "parse", ParseConfig)
     index_path = Path("data/index") / f"{data.name}.parquet"
     index = read_index(index_path)  # key, path, pid, camid, split, label, width, height; names `dvc repro index` if absent
-    root = Path(data.root)
+    root = dataset_root(data, Path("."))
     if not root.is_dir():
-        raise SystemExit(f"data.root {root} is not a directory (set data.root in params.yaml)")
+        raise DatasetLayoutError(f"data.root {root} is not a directory; set data.root in params.yaml")
     out_dir = Path("data/parsing") / data.name
     summary = parse_dataset(index, root, cfg, out_dir)
     write_parse_report(index, root, out_dir, summary, Path("reports/parse"), cfg.overlay_grid)

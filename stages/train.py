@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ogfr_core.config import DataConfig, OcclusionConfig, TrainConfig, from_dict, read_params
+from ogfr_core.config import DataConfig, OcclusionConfig, TrainConfig, load_section
 from ogfr_core.runtime import run_stage, setup_logging
 from ogfr_core.training.run import train_from_files
 
 
 def main(params_path: str = "params.yaml") -> None:
     log = setup_logging()
-    params = read_params(params_path)
-    data_cfg = from_dict(DataConfig, params.get("data") or {}, "data")
-    cfg = from_dict(TrainConfig, params.get("train") or {}, "train")
-    lam = from_dict(OcclusionConfig, params.get("occlusion") or {}, "occlusion").lam
+    data_cfg = load_section(params_path, "data", DataConfig)
+    cfg = load_section(params_path, "train", TrainConfig)
+    lam = load_section(params_path, "occlusion", OcclusionConfig).lam
     name = data_cfg.name
     summary = train_from_files(
         data_cfg, cfg, lam,

@@ -13,7 +13,8 @@ from PIL import Image
 
 from ogfr_core.config import ParseConfig
 from ogfr_core.parsing import ParseResult, PartParser, load_label_maps, parse_dataset, read_parsing
-from ogfr_core.parsing.cache import (compute_cache_id, decode_label_map, encode_label_map, shard_paths)
+from ogfr_core.parsing.cache import (ParsingIncompleteError, compute_cache_id, decode_label_map, encode_label_map,
+                                     shard_paths)
 
 LABEL_HW = (32, 16)
 
@@ -139,7 +140,7 @@ def test_readers(tmp_path, cfg):
     assert list(maps) == index["key"][:2].tolist()
     assert all(m.shape == LABEL_HW and m.dtype == np.uint8 for m in maps.values())
     assert len(load_label_maps(tmp_path / "p")) == 4
-    with pytest.raises(KeyError, match="not in the parsing cache"):
+    with pytest.raises(ParsingIncompleteError, match=r"1 of 1 requested image\(s\) have no parsing result.*dvc repro parse"):
         load_label_maps(tmp_path / "p", keys=["deadbeef"])
     with pytest.raises(ValueError, match="missing column"):
         parse_dataset(pd.DataFrame({"key": ["a"]}), tmp_path, cfg, tmp_path / "q", parser=FakeParser(cfg))

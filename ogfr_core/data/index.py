@@ -30,7 +30,8 @@ from .images import ImageReadError, read_image_info
 from .readers import READERS, SPLITS, DatasetLayoutError, DatasetListing, ImageRecord
 
 __all__ = [
-    "INDEX_COLUMNS", "INDEX_SPLITS", "VAL_SPLITS", "IndexResult", "hold_out_validation", "IndexFileError", "dataset_root", "build_index", "subset_records",
+    "INDEX_COLUMNS", "INDEX_SPLITS", "VAL_SPLITS", "IndexResult", "hold_out_validation", "IndexFileError",
+    "DatasetReadError", "dataset_root", "build_index", "subset_records",
     "read_index", "write_index", "summarize_index",
 ]
 
@@ -49,6 +50,10 @@ INDEX_SPLITS = SPLITS + VAL_SPLITS
 
 class IndexFileError(ValueError):
     """An index parquet is missing or does not have the contract's columns/dtypes."""
+
+
+class DatasetReadError(DatasetLayoutError):
+    """Image files of the dataset could not be read because of the environment (not their bytes)."""
 
 
 @dataclass
@@ -137,13 +142,16 @@ def build_index(cfg: DataConfig, repo_root: Path) -> IndexResult:
         repo_root: folder that a relative ``cfg.root`` is relative to.
 
     Returns:
-        :class:`IndexResult`; unreadable images (missing, 0-byte, corrupt, truncated) are logged
-        skips in ``skipped``, never silently absent.
+        :class:`IndexResult`; unusable images (0-byte, corrupt, truncated, too large to decode, smaller
+        than ``cfg.min_size`` on a side) are logged skips in ``skipped``, never silently absent.
 
     Raises:
         ConfigError: unknown ``cfg.layout`` (lists the known ones), or an invalid camera convention.
         DatasetLayoutError: from the reader (missing root, wrong layout, empty split), or a split
             left with no readable image.
+        DatasetReadError: some files could not be read for a reason of the environment (vanished,
+            permissions, I/O error): they are not skipped (an index without them would be cached
+            by DVC as if they did not exist); the message counts them and says what to fix.
     """
     if cfg.layout not in READERS:
         raise ConfigError(f"data.layout '{cfg.layout}' is unknown; choose one of {sorted(READERS)}")
@@ -157,15 +165,29 @@ def build_index(cfg: DataConfig, repo_root: Path) -> IndexResult:
                  cfg.max_train_ids, cfg.max_test_ids, len(records), len(listing.records))
 
     skipped = list(listing.skipped)
+    failed: list[tuple[str, str]] = []
     rows: list[tuple[Any, ...]] = []
     for r in records:
         try:
             info = read_image_info(root / r.path)
         except ImageReadError as exc:
+            if exc.transient:
+                failed.append((r.path, exc.reason))
+                continue
             skipped.append((r.path, exc.reason))
             log.warning("skipping %s: %s", r.path, exc.reason)
             continue
+        if min(info.width, info.height) < cfg.min_size:
+            reason = f"{info.width}x{info.height} px is smaller than data.min_size = {cfg.min_size} px"
+            skipped.append((r.path, reason))
+            log.warning("skipping %s: %s", r.path, reason)
+            continue
         rows.append((info.key, r.path, r.pid, r.camid, r.split, info.width, info.height))
+    if failed:
+        raise DatasetReadError(
+            f"{root}: {len(failed)} image file(s) could not be read (e.g. {failed[:3]}): the files "
+            f"are there but unreadable (permissions, I/O error, a disk that went away); fix access "
+            f"and rerun `dvc repro index` (unreadable files are not skipped silently)")
     frame = pd.DataFrame(rows, columns=["key", "path", "pid", "camid", "split", "width", "height"])
 
     for split in listing.splits:

@@ -14,6 +14,9 @@ Choices (documented, never silent):
 - **Unparseable file names** (an image file whose name does not match the layout, or whose camera
   is outside the layout's range) are *logged skips*: listed in ``DatasetListing.skipped`` with the
   reason, counted in ``reports/index/summary.json`` and logged as a warning with a few examples.
+- **Digits** are ASCII ``0-9`` only: a name with fullwidth or Arabic-Indic digits (which Python's
+  ``\\d`` and ``int`` would accept) is an unparseable name, as is a pid or camera that does not fit a
+  64-bit integer (the index's int64 columns).
 - **Junk**: pid ``-1`` (Market-1501 junk) is dropped everywhere, as torchreid/TransReID do; in the
   Market-1501-like layouts pid ``0`` (distractors) is kept in the gallery and dropped elsewhere
   (MSMT17's pid 0 is an ordinary identity). Both are counted in ``DatasetListing.junk``.
@@ -48,11 +51,24 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "query", "gallery")
 # File name of Market-1501-like sets: Market `0002_c1s1_000451_03`, CUHK03-NP `0001_c1_1` or the
 # shared set's `0001_c1s1_000004_00`, DukeMTMC/Occluded-Duke `0001_c2_f0046182` (stem, no suffix).
-_MARKET_NAME = re.compile(r"^(?P<pid>-?\d+)_c(?P<cam>\d+)(?:s\d+)?_\w+$")
+_MARKET_NAME = re.compile(r"^(?P<pid>-?[0-9]+)_c(?P<cam>[0-9]+)(?:s[0-9]+)?_\w+$")
 # MSMT17 list entries: `0000/0000_000_01_0303morning_0015_0.jpg`; camera = 3rd `_` field (1-based).
 _MSMT_CAM_FIELD = 2
 # Occluded-REID: `<pid>/<pid>_<nn>.tif`; the pid is the file name's prefix (as BPBreID reads it).
-_OCC_REID_NAME = re.compile(r"^(?P<pid>\d+)_\w+$")
+_OCC_REID_NAME = re.compile(r"^(?P<pid>[0-9]+)_\w+$")
+_ASCII_INT = re.compile(r"-?[0-9]+")
+_INT64_MAX = 2**63 - 1
+
+
+def _ascii_int(text: str) -> int:
+    """``int(text)`` for ASCII digits only (``int`` also reads fullwidth / Arabic-Indic digits).
+
+    Raises:
+        ValueError: ``text`` is not an optionally signed run of ASCII digits.
+    """
+    if not _ASCII_INT.fullmatch(text):
+        raise ValueError(f"not an ASCII integer: {text!r}")
+    return int(text)
 
 
 class DatasetLayoutError(ValueError):
@@ -145,7 +161,11 @@ def _log_skips(listing: DatasetListing, root: Path) -> None:
 
 def _add(listing: DatasetListing, rel: str, pid: int, camid: int, split: str) -> None:
     """Append a record, applying the junk rule: pid < 0 everywhere; for layouts with Market-1501
-    distractors (``listing.has_distractors``) also pid 0 outside the gallery."""
+    distractors (``listing.has_distractors``) also pid 0 outside the gallery. A pid or camera beyond
+    int64 is a logged skip."""
+    if abs(pid) > _INT64_MAX or not 0 <= camid <= _INT64_MAX:
+        listing.skipped.append((rel, f"pid {pid} / camera {camid} does not fit a 64-bit integer"))
+        return
     if pid < 0 or (listing.has_distractors and pid == 0 and split != "gallery"):
         listing.junk += 1
         return
@@ -237,8 +257,8 @@ def read_msmt17(root: Path, *, query_camid: int = 0, gallery_camid: int = 1) -> 
             where = f"{list_name}:{lineno}"
             try:
                 img_rel, pid_s = parts
-                pid = int(pid_s)
-                cam = int(Path(img_rel).name.split("_")[_MSMT_CAM_FIELD])
+                pid = _ascii_int(pid_s)
+                cam = _ascii_int(Path(img_rel).name.split("_")[_MSMT_CAM_FIELD])
             except (ValueError, IndexError):
                 listing.skipped.append((where, f"malformed list line {line.strip()!r}; expected "
                                                f"'<pid dir>/<pid>_<idx>_<cam>_... <pid>'"))

@@ -28,6 +28,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from ..config import ConfigError
+
 __all__ = ["PKSampler"]
 
 
@@ -41,7 +43,9 @@ class PKSampler(Sampler[int]):
         seed: base seed; the order of epoch ``e`` depends only on ``(seed, e)``.
 
     Raises:
-        ValueError: ``p < 1``, ``k < 1``, empty labels, or fewer than P distinct identities.
+        ValueError: ``p < 1``, ``k < 1`` or empty labels.
+        ConfigError: fewer than P distinct identities (a ``ValueError`` too; names
+            ``train.ids_per_batch`` and ``data.max_train_ids``: the params do not fit the data).
     """
 
     def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0):
@@ -52,7 +56,7 @@ class PKSampler(Sampler[int]):
             raise ValueError("PKSampler: labels must be a non-empty 1-D sequence of identity labels")
         ids, inverse = np.unique(labels, return_inverse=True)
         if len(ids) < p:
-            raise ValueError(f"PKSampler: only {len(ids)} identities but P = {p} per batch; lower "
+            raise ConfigError(f"PKSampler: only {len(ids)} identities but P = {p} per batch; lower "
                              f"train.ids_per_batch or use more training identities (data.max_train_ids)")
         self.p, self.k, self.seed = p, k, seed
         self.epoch = 0

@@ -10,9 +10,20 @@ Files::
     data/parsing/<dataset>/
         manifest.json                       active cache_id, backend, model_id, params
         <cache_id>-<shard hash>.parquet     ≤ shard_size rows, written atomically (temp + rename)
+    data/parsing/.<dataset>.lock            advisory lock held by the parse run writing the folder
+
+The manifest is written **last**, once every indexed image has a row under its ``cache_id`` (a run
+killed, or failing on unreadable files, leaves the previous manifest, or none if that named another
+configuration). Readers still check that the rows cover the images they need
+(:func:`check_coverage`), because an index can grow after the manifest was written.
+
+Only results that are a property of the image *bytes* are cached: ``ok`` / ``no_person`` (decoded,
+parsed), and ``unreadable`` (the indexed bytes do not decode: same bytes, same result). Environment
+failures (file moved away, permissions, I/O errors) and files whose bytes no longer match their key
+are never cached: the driver retries them on the next run and fails the stage with their count.
 
 Columns: ``key`` str, ``cache_id`` str, ``backend`` str, ``model_id`` str, ``status`` str
-(``ok`` | ``no_person`` | ``unreadable``), ``person_found`` bool, ``label_map`` bytes (PNG, uint8
+(``ok`` | ``no_person`` | ``unreadable`` = the bytes do not decode), ``person_found`` bool, ``label_map`` bytes (PNG, uint8
 ``[label_height, label_width]``, ids 0..8), ``label_height``/``label_width`` int64 (pixels),
 ``keypoints`` list of 51 float32 (COCO-17 ``x, y, confidence`` in label-map pixels, flattened),
 ``part_counts`` list of 9 int64 (pixels per part id 0..8), ``error`` str ("" unless unreadable).
@@ -33,6 +44,12 @@ from PIL import Image
 from ..config import ParseConfig
 from ..io import write_json, write_parquet
 from .base import NUM_CLASSES, ParseResult
+
+class ParsingIncompleteError(ValueError):
+    """The parsing cache does not (yet) hold a result for every image that is needed: the parse stage
+    was interrupted, failed on unreadable files, or ran on an older index. The message counts the
+    missing images, shows a few, and names the stage to rerun."""
+
 
 PARSE_CODE_VERSION = "1"  # bump when the keypoints→parts drawing or the row format changes
 MANIFEST = "manifest.json"
@@ -104,10 +121,27 @@ def write_shard(parse_dir: str | Path, cache_id: str, rows: Iterable[dict]) -> P
 
 
 def write_manifest(parse_dir: str | Path, cfg: ParseConfig, cache_id: str, model_id: str) -> None:
-    """Record the active ``cache_id`` (what :func:`read_parsing` returns by default)."""
+    """Record the active ``cache_id`` (what :func:`read_parsing` returns by default). The parse driver
+    calls it last, once the rows of ``cache_id`` cover the whole index."""
     params = {k: v for k, v in asdict(cfg).items() if k in RESULT_PARAMS}
     write_json(Path(parse_dir) / MANIFEST, {"cache_id": cache_id, "backend": cfg.backend, "model_id": model_id,
                                             "code_version": PARSE_CODE_VERSION, "params": params})
+
+
+def drop_other_manifest(parse_dir: str | Path, cache_id: str) -> bool:
+    """Remove ``manifest.json`` if it names another ``cache_id`` than the run about to write: until
+    that run completes, readers must not take the old configuration's rows for the current params.
+    Returns True if a manifest was removed."""
+    path = Path(parse_dir) / MANIFEST
+    if path.is_file():
+        try:
+            current = json.loads(path.read_text()).get("cache_id")
+        except (ValueError, AttributeError):
+            current = None
+        if current != cache_id:
+            path.unlink()
+            return True
+    return False
 
 
 def active_cache_id(parse_dir: str | Path) -> str:
@@ -118,9 +152,35 @@ def active_cache_id(parse_dir: str | Path) -> str:
     """
     path = Path(parse_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no parsing manifest; run the parse stage first "
-                                f"(`dvc repro parse` or `python -m stages.parse`)")
+        raise FileNotFoundError(f"{path}: no parsing manifest (no parse run has completed into this "
+                                f"folder); run the parse stage (`dvc repro parse` or `python -m stages.parse`)")
     return json.loads(path.read_text())["cache_id"]
+
+
+def check_coverage(parse_dir: str | Path, keys: Iterable[str], cache_id: str | None = None,
+                   what: str = "indexed images", paths: Iterable[str] | None = None, show: int = 3) -> None:
+    """Check that the cache (active configuration by default) has a row for every key.
+
+    Args:
+        parse_dir: ``data/parsing/<dataset>``.
+        keys: image keys that need a parse result.
+        cache_id: parse configuration (default: the manifest's).
+        what: how the message calls these images (e.g. ``"training images"``).
+        paths: the keys' file paths, same order, for the examples in the message (default: keys).
+
+    Raises:
+        FileNotFoundError: no manifest (the parse stage never completed here).
+        ParsingIncompleteError: some keys have no row (count, examples, and `dvc repro parse`).
+    """
+    keys = list(keys)
+    names = list(paths) if paths is not None else keys
+    have = cached_keys(parse_dir, cache_id or active_cache_id(parse_dir))
+    missing = [n for k, n in zip(keys, names) if k not in have]
+    if missing:
+        raise ParsingIncompleteError(
+            f"{parse_dir}: {len(missing)} of {len(keys)} {what} have no parsing result (e.g. "
+            f"{missing[:show]}); the parse stage was interrupted, failed, or ran on an older index: "
+            f"run `dvc repro parse`")
 
 
 def read_parsing(parse_dir: str | Path, cache_id: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
@@ -157,7 +217,8 @@ def load_label_maps(parse_dir: str | Path, keys: Iterable[str] | None = None,
         cache_id: parse configuration (default: the manifest's).
 
     Raises:
-        KeyError: some requested keys are not in the cache (names how many and a few of them).
+        ParsingIncompleteError: some requested keys are not in the cache (names how many and a few
+            of them, and the stage to rerun).
     """
     df = read_parsing(parse_dir, cache_id, columns=["label_map"])
     if keys is not None:
@@ -165,7 +226,8 @@ def load_label_maps(parse_dir: str | Path, keys: Iterable[str] | None = None,
         df = df.set_index("key")
         missing = [k for k in wanted if k not in df.index]
         if missing:
-            raise KeyError(f"{len(missing)} key(s) not in the parsing cache {parse_dir} "
-                           f"(e.g. {missing[:3]}); re-run the parse stage on this index")
+            raise ParsingIncompleteError(
+                f"{parse_dir}: {len(missing)} of {len(wanted)} requested image(s) have no parsing result "
+                f"(e.g. {missing[:3]}); run `dvc repro parse` on this index")
         df = df.loc[wanted].reset_index()
     return {k: decode_label_map(b) for k, b in zip(df["key"], df["label_map"])}

@@ -3,11 +3,22 @@
 Only keys missing from the cache under the current ``cache_id`` are parsed (a rerun with unchanged
 inputs parses 0 images; new images parse only themselves). Pending keys are processed in shards of
 ``shard_size`` that are written atomically as soon as they are complete, so a killed run resumes
-at the first unwritten shard. Worker processes (``workers`` > 1, spawn start method) each hold their
-own backend instance (BlazePose graphs are not shareable across processes).
+at the first unwritten shard; the manifest is written last, when the index is covered. Worker
+processes (``workers`` > 1, spawn start method) each hold their own backend instance (BlazePose
+graphs are not shareable across processes).
+
+A run holds the cache folder's advisory lock (:func:`ogfr_core.io.output_lock`): a second run on the
+same folder waits, then finds the images parsed. Temp files of a killed run are removed at the start.
+
+What is cached (see :mod:`.cache`): the result of the image *bytes* only. Each file is read once,
+its SHA-1 compared with its index key, and decoded with the converter training uses
+(:func:`ogfr_core.data.images.decode_rgb`). A file that cannot be read (moved away, permissions, I/O
+error) or whose bytes changed since indexing gets no row: it is retried on the next run, and the run
+ends with :class:`~.cache.ParsingIncompleteError` counting them (the other images stay cached).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -18,13 +29,14 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..config import ParseConfig
+from ..data.images import ImageReadError, decode_rgb, load_rgb, read_image_bytes
+from ..io import output_lock, remove_stale_temps
 from .base import PartParser
-from .cache import (STATUSES, cached_keys, compute_cache_id, make_row, read_parsing, write_manifest,
-                    write_shard)
+from .cache import (STATUSES, ParsingIncompleteError, cached_keys, compute_cache_id, drop_other_manifest,
+                    make_row, read_parsing, write_manifest, write_shard)
 from .registry import build_parser
 
 log = logging.getLogger(__name__)
@@ -75,35 +87,72 @@ def _init_worker(cfg: ParseConfig) -> None:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 ``[H, W, 3]`` RGB (PIL).
+    """Decode an image file to uint8 ``[H, W, 3]`` RGB with the pipeline's one converter
+    (:func:`ogfr_core.data.images.load_rgb`: alpha composited on black, 16-bit rescaled).
 
     Raises:
-        OSError / UnidentifiedImageError / ValueError: missing, truncated or corrupt file.
+        ImageReadError: missing, unreadable, truncated or corrupt file (names the file).
     """
-    with Image.open(path) as img:
-        img.load()
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.asarray(load_rgb(path), dtype=np.uint8)
+
+
+# what to do about images that were not cached, by kind
+FAILURE_FIXES = {
+    "unreadable file": "make the files readable (check data.root, the disk, permissions) and rerun "
+                       "`dvc repro parse`: they are parsed then",
+    "changed since indexing": "the files' bytes no longer match their index key: rerun `dvc repro index`",
+}
 
 
 def parse_items(parser: PartParser, cfg: ParseConfig, cache_id: str,
-                items: list[tuple[str, str]]) -> list[dict]:
-    """Parse ``(key, absolute path)`` items into cache rows; unreadable images become
-    ``status=unreadable`` rows carrying the error text (the caller logs and counts them)."""
+                items: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """Parse ``(key, absolute path)`` items into cache rows.
+
+    Returns:
+        ``(rows, failures)``: one row per item whose result is a property of its bytes (``ok``,
+        ``no_person``, or ``unreadable`` when the indexed bytes do not decode; the caller logs and
+        counts those), and ``(path, kind, reason)`` for items that must not be cached: ``kind`` is
+        ``"unreadable file"`` (the environment failed: vanished, permissions, I/O) or
+        ``"changed since indexing"`` (SHA-1 of the bytes != key).
+    """
     label_hw = (cfg.label_height, cfg.label_width)
-    rows = []
+    rows, failures = [], []
     for key, path in items:
         try:
-            image = read_rgb(Path(path))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
+            data = read_image_bytes(path)
+        except ImageReadError as err:
+            if err.transient:
+                failures.append((path, "unreadable file", err.reason))
+                continue
+            data = b""  # an empty file: its (indexed) bytes are the result
+        if hashlib.sha1(data).hexdigest() != key:
+            failures.append((path, "changed since indexing", f"SHA-1 {hashlib.sha1(data).hexdigest()[:12]}... "
+                                                             f"!= key {key[:12]}..."))
+            continue
+        try:
+            image = np.asarray(decode_rgb(data, path), dtype=np.uint8)  # [H, W, 3]
+        except ImageReadError as err:
             rows.append(make_row(key, cache_id, cfg.backend, parser.model_id, None, label_hw,
-                                 error=f"{path}: {type(err).__name__}: {err}"))
+                                 error=f"{path}: {err.reason}"))
             continue
         rows.append(make_row(key, cache_id, cfg.backend, parser.model_id, parser.parse(image), label_hw))
-    return rows
+    return rows, failures
 
 
-def _worker_parse(cache_id: str, items: list[tuple[str, str]]) -> list[dict]:
+def _worker_parse(cache_id: str, items: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str, str]]]:
     return parse_items(_WORKER["parser"], _WORKER["cfg"], cache_id, items)
+
+
+def incomplete_error(failures: list[tuple[str, str, str]], n_images: int, out_dir: Path) -> ParsingIncompleteError:
+    """The error a parse run ends with when some images could not be parsed (count, examples, fix)."""
+    parts = []
+    for kind, fix in FAILURE_FIXES.items():
+        of_kind = [f"{p} ({r})" for p, k, r in failures if k == kind]
+        if of_kind:
+            parts.append(f"{len(of_kind)} {kind} (e.g. {'; '.join(of_kind[:3])}): {fix}")
+    return ParsingIncompleteError(
+        f"{out_dir}: {len(failures)} of {n_images} images were not parsed and are not cached — "
+        + " | ".join(parts) + ". The other images are cached; the manifest is written once all are parsed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +186,9 @@ def parse_dataset(index: pd.DataFrame, root: str | Path, cfg: ParseConfig, out_d
     Raises:
         ValueError: the index lacks ``key``/``path``, or ``shard_size`` < 1.
         BackendUnavailableError: the backend's package or weights are missing.
+        ParsingIncompleteError: some images could not be read or changed since indexing; they are
+            not cached (retried next run), the others are, and the manifest is not written.
+        OutputWriteError: a shard could not be written (disk full, ...).
     """
     items = _check_index(index)
     if cfg.shard_size < 1:
@@ -144,9 +196,18 @@ def parse_dataset(index: pd.DataFrame, root: str | Path, cfg: ParseConfig, out_d
     root, out_dir = Path(root), Path(out_dir)
     parser = parser or build_parser(cfg)
     cache_id = compute_cache_id(cfg, parser.model_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(out_dir, cfg, cache_id, parser.model_id)
+    with output_lock(out_dir, "parse"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)
+        if drop_other_manifest(out_dir, cache_id):
+            log.info("parse: %s named another parse configuration; removed until this one is complete",
+                     out_dir / "manifest.json")
+        return _parse_locked(items, root, cfg, out_dir, parser, cache_id, progress, on_shard)
 
+
+def _parse_locked(items: pd.DataFrame, root: Path, cfg: ParseConfig, out_dir: Path, parser: PartParser,
+                  cache_id: str, progress: bool, on_shard: Callable[[Path], None] | None) -> ParseSummary:
+    """:func:`parse_dataset`'s work, with the cache folder's lock held."""
     done = cached_keys(out_dir, cache_id)
     pending = items[~items["key"].isin(done)].sort_values("key")
     todo = [(k, str(root / p)) for k, p in zip(pending["key"], pending["path"])]
@@ -156,6 +217,7 @@ def parse_dataset(index: pd.DataFrame, root: str | Path, cfg: ParseConfig, out_d
 
     t0 = time.perf_counter()
     n_unreadable = 0
+    failures: list[tuple[str, str, str]] = []
     bar = tqdm(total=len(todo), desc="parse", unit="img", disable=not progress or not todo)
     pool = None
     if cfg.workers > 1 and todo:
@@ -169,26 +231,33 @@ def parse_dataset(index: pd.DataFrame, root: str | Path, cfg: ParseConfig, out_d
         results = pool.map(_worker_parse, [cache_id] * len(pieces), [p for _, p in pieces]) if pool else \
             (parse_items(parser, cfg, cache_id, p) for _, p in pieces)
         rows: list[dict] = []
-        for n, ((s, _), piece_rows) in enumerate(zip(pieces, results)):
+        for n, ((s, piece), (piece_rows, piece_failures)) in enumerate(zip(pieces, results)):
             rows.extend(piece_rows)
-            bar.update(len(piece_rows))
+            for path, kind, reason in piece_failures:
+                log.warning("parse: not cached, retried next run: %s (%s: %s)", path, kind, reason)
+            failures.extend(piece_failures)
+            bar.update(len(piece))
             if n + 1 < len(pieces) and pieces[n + 1][0] == s:
                 continue  # shard s not complete yet
             for r in rows:
                 if r["status"] == "unreadable":
                     n_unreadable += 1
-                    log.warning("parse: skipped unreadable image (%s)", r["error"])
-            path = write_shard(out_dir, cache_id, rows)
+                    log.warning("parse: skipped undecodable image (%s)", r["error"])
+            if rows:
+                path = write_shard(out_dir, cache_id, rows)
+                if on_shard is not None:
+                    on_shard(path)
             rows = []
-            if on_shard is not None:
-                on_shard(path)
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     seconds = time.perf_counter() - t0
     if n_unreadable:
-        log.warning("parse: %d unreadable image(s) marked status=unreadable", n_unreadable)
+        log.warning("parse: %d undecodable image(s) marked status=unreadable", n_unreadable)
+    if failures:
+        raise incomplete_error(failures, len(items), out_dir)
+    write_manifest(out_dir, cfg, cache_id, parser.model_id)  # last: the cache now covers the index
     summary = ParseSummary(backend=cfg.backend, model_id=parser.model_id, cache_id=cache_id, n_images=len(items),
                            parsed_now=len(todo), cached=len(items) - len(todo), workers=cfg.workers,
                            parse_seconds=round(seconds, 3),

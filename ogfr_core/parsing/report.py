@@ -1,15 +1,19 @@
 """The parse stage's report outputs: the overlay figure's crop selection and the summary JSON."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..data.images import ImageReadError
 from ..io import write_json
 from .cache import decode_label_map, read_parsing
 from .driver import ParseSummary, read_rgb
 from .overlay import overlay_grid
+
+log = logging.getLogger(__name__)
 
 
 def pick_examples(index: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -23,7 +27,8 @@ def pick_examples(index: pd.DataFrame, n: int) -> pd.DataFrame:
 def write_parse_report(index: pd.DataFrame, root: str | Path, parse_dir: str | Path, summary: ParseSummary,
                        report_dir: str | Path, n_examples: int = 32) -> None:
     """Write ``report_dir/summary.json`` (the :class:`ParseSummary`) and ``report_dir/overlay.png``
-    (``n_examples`` crops with their part overlay; unreadable crops are left out)."""
+    (``n_examples`` crops with their part overlay; undecodable crops, and crops that cannot be read
+    any more, are left out, the latter with a warning)."""
     report_dir = Path(report_dir)
     write_json(report_dir / "summary.json", summary.to_dict())
     parsing = read_parsing(parse_dir, summary.cache_id).set_index("key")
@@ -33,8 +38,13 @@ def write_parse_report(index: pd.DataFrame, root: str | Path, parse_dir: str | P
         row = parsing.loc[key]
         if row["status"] == "unreadable":
             continue
+        try:
+            image = read_rgb(Path(root) / path)
+        except ImageReadError as err:
+            log.warning("parse overlay: left out %s", err)
+            continue
         lm = decode_label_map(row["label_map"])
-        images.append(read_rgb(Path(root) / path))
+        images.append(image)
         maps.append(lm)
         parts = int((np.bincount(lm.ravel(), minlength=9)[1:] > 0).sum())
         titles.append(f"{split} · {parts} parts" if row["person_found"] else f"{split} · no person")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig, from_dict
-from ..io import save_torch
+from ..io import TEMP_PREFIX, TEMP_SUFFIX, save_torch
 
 REQUIRED_META = ("model", "data", "train", "num_classes", "num_cameras", "height", "width",
                  "epochs_trained", "pretrained_weights", "method")
@@ -46,7 +46,8 @@ def code_hash(packages: tuple[str, ...] = CODE_PACKAGES) -> str:
 
 def files_hash(paths: list[str | Path]) -> str:
     """SHA-1 (hex) over the given files and, for folders, every file below them (sorted; name +
-    contents). Used for the stage inputs (index, parsing cache, occlusion labels) in the fingerprint.
+    contents), except the temp files of interrupted atomic writes (``.*.tmp``). Used for the stage
+    inputs (index, parsing cache, occlusion labels) in the fingerprint.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -55,11 +56,16 @@ def files_hash(paths: list[str | Path]) -> str:
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found (needed for the run fingerprint)")
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not _is_temp(f)) if p.is_dir() else [p]
         for f in files:
             h.update(f.relative_to(p.parent).as_posix().encode() + b"\0")
             h.update(f.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def _is_temp(f: Path) -> bool:
+    """A temp file of :func:`ogfr_core.io.atomic_path` (``.<name>.<random>.tmp``)."""
+    return f.name.startswith(TEMP_PREFIX) and f.name.endswith(TEMP_SUFFIX)
 
 
 def _sha1_json(obj: Any) -> str:

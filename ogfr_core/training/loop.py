@@ -28,7 +28,7 @@ import torch.distributed as dist
 from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
 from ..losses import objective
-from .checkpoint import load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
+from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
 from .optim import build_optimizer
 from .schedule import build_scheduler
 
@@ -114,14 +114,21 @@ class Trainer:
         A ``last.pt`` whose ``fingerprint`` differs from (or lacks) the current one is not loaded: a
         WARNING names what differs (config and/or code) and training starts afresh (``last.pt`` is
         overwritten after the first epoch). A matching ``last.pt`` with ``epoch >= cfg.epochs`` is a
-        finished run: :meth:`fit` then only rewrites ``model.pt`` from it.
+        finished run: :meth:`fit` then only rewrites ``model.pt`` from it. An unreadable ``last.pt``
+        (truncated, not a checkpoint) is not resumed either: a WARNING names the file and training
+        starts afresh (it is overwritten after the first epoch), instead of failing every rerun.
 
         Raises:
-            CheckpointError: ``last.pt`` is unreadable, or matches but its state dicts do not.
+            CheckpointError: ``last.pt`` matches but its state dicts do not.
         """
         if not self.last_path.is_file():
             return False
-        ck = read_checkpoint(self.last_path, self.device)
+        try:
+            ck = read_checkpoint(self.last_path, self.device)
+        except CheckpointError as exc:
+            log.warning("%s cannot be resumed from (%s); training starts afresh and overwrites it", self.last_path,
+                        str(exc).splitlines()[0])
+            return False
         old = ck["meta"]
         if old.get("fingerprint") != self.meta["fingerprint"]:
             old_parts = old.get("fingerprint_parts") or {}

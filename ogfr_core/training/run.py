@@ -5,6 +5,7 @@ Uses the data layer (``ogfr_core.data``: ``read_index``, ``TrainTransform``, ``R
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import torch
 
 from ..config import DataConfig, TrainConfig, to_dict
+from ..io import output_lock, remove_stale_temps
 from ..runtime import resolve_device, seed_everything
 from .checkpoint import files_hash
 from .labels import MissingLabelsError, check_training_labels
@@ -31,18 +33,21 @@ def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: P
 
     Raises:
         MissingLabelsError: the parsing folder / occlusion parquet is absent, or some training images
-            have no entry (how many, examples, and which stage to re-run).
+            have no entry (how many, examples, and which stage to re-run) — checked on the keys
+            before any label map is decoded.
+        FileNotFoundError: the parsing folder has no manifest (the parse stage never completed).
     """
     if not Path(parse_dir).exists():
         raise MissingLabelsError(f"parsing output {parse_dir} not found: run `dvc repro parse`")
     if not Path(occlusion_path).is_file():
         raise MissingLabelsError(f"occlusion labels {occlusion_path} not found: run `dvc repro occlusion`")
-    from ..parsing import load_label_maps  # the parse stage's cache reader
+    from ..parsing import load_label_maps, read_parsing  # the parse stage's cache readers
 
     keys = train["key"].astype(str).tolist()
-    label_maps = load_label_maps(parse_dir, keys=keys)
+    parsed = read_parsing(parse_dir, columns=["key"])["key"]
     occ = pd.read_parquet(occlusion_path, columns=["key", *Z_COLUMNS])
-    check_training_labels(keys, label_maps.keys(), occ["key"].astype(str), dataset)
+    check_training_labels(keys, parsed, occ["key"].astype(str), dataset)
+    label_maps = load_label_maps(parse_dir, keys=keys)
     z_rows = occ[list(Z_COLUMNS)].to_numpy(np.int64).copy()  # writable (pandas CoW arrays are read-only)
     z = dict(zip(occ["key"].astype(str), z_rows))
     return label_maps, z
@@ -52,10 +57,30 @@ def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, inde
                      occlusion_path: Path, out_dir: Path, live_dir: Path | None = "dvclive") -> dict[str, Any]:
     """Train on the ``train`` split of the index and write ``out_dir/{last,model}.pt``.
 
+    Rank 0 holds the advisory lock of ``out_dir`` for the whole run (:func:`ogfr_core.io.output_lock`:
+    a second run on the same dataset waits for it) and first removes the temp files a killed run
+    left in ``out_dir`` (they would enter DVC's cache).
+
     Returns:
         a summary dict (epochs, steps per epoch, device, final loss terms, init warning).
+
+    Raises:
+        IndexFileError: the index has no training images.
+        MissingLabelsError / FileNotFoundError: parsing or occlusion labels missing or partial.
+        ConfigError: fewer training identities than ``train.ids_per_batch``.
     """
-    from ..data import ReIDImageDataset, TrainTransform, build_train_loader, read_index
+    rank = distributed_context()[0]
+    with output_lock(out_dir, "train") if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            remove_stale_temps(out_dir)
+        return _train_from_files(data_cfg, cfg, lam, index_path=index_path, parse_dir=parse_dir,
+                                 occlusion_path=occlusion_path, out_dir=out_dir, live_dir=live_dir)
+
+
+def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, index_path: Path, parse_dir: Path,
+                      occlusion_path: Path, out_dir: Path, live_dir: Path | None = "dvclive") -> dict[str, Any]:
+    """:func:`train_from_files` with ``out_dir``'s lock held (rank 0)."""
+    from ..data import IndexFileError, ReIDImageDataset, TrainTransform, build_train_loader, read_index
     from ..model import build_model
 
     rank, world, local_rank = distributed_context()
@@ -70,7 +95,8 @@ def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, inde
     index = read_index(index_path)
     train = index[index["split"] == "train"].reset_index(drop=True)
     if train.empty:
-        raise ValueError(f"{index_path} has no training images (split == 'train')")
+        raise IndexFileError(f"{index_path} has no training images (split == 'train'); train on a dataset "
+                             f"with a train split (data.name / data.layout), or rerun `dvc repro index`")
     label_maps, z = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name)
     num_classes = int(train["label"].max()) + 1
     num_cameras = int(train["camid"].max()) + 1
