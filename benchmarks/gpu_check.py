@@ -360,9 +360,9 @@ def amp_overflow_check(rep: Report, device: torch.device, args: argparse.Namespa
         trainer.use_amp = True
         trainer.scaler = torch.amp.GradScaler("cpu")
         out["note"] = "dry run: CPU GradScaler and CPU fp16 autocast swapped in (the Trainer enables AMP on CUDA only)"
-    seen: list[torch.dtype] = []
-    first_linear = next(mod for mod in model.modules() if isinstance(mod, torch.nn.Linear))
-    hook = first_linear.register_forward_hook(lambda _m, _i, o: seen.append(o.dtype))
+    seen: set[torch.dtype] = set()  # output dtypes of every Linear during the first step
+    hooks = [mod.register_forward_hook(lambda _m, _i, o: seen.add(o.dtype))
+             for mod in model.modules() if isinstance(mod, torch.nn.Linear)]
     data_b = make_batch(batch, *hw, ncls, device)
     params = [p for p in model.trainable_parameters()]
 
@@ -373,8 +373,10 @@ def amp_overflow_check(rep: Report, device: torch.device, args: argparse.Namespa
         return all(torch.equal(x, y) for x, y in zip(a, b))
 
     s1 = trainer.train_step(data_b)
-    hook.remove()
-    out["autocast_dtype_seen"] = str(seen[0]).replace("torch.", "") if seen else "none"
+    for h in hooks:
+        h.remove()
+    half = sorted(str(d).replace("torch.", "") for d in seen & {torch.float16, torch.bfloat16})
+    out["autocast_dtype_seen"] = ",".join(half) or "none (" + ",".join(sorted(map(str, seen))) + ")"
     before, scale0 = snapshot(), float(trainer.scaler.get_scale())
     victim = params[0]
     handle = victim.register_hook(lambda g: torch.full_like(g, float("inf")))
@@ -406,7 +408,7 @@ def amp_overflow_check(rep: Report, device: torch.device, args: argparse.Namespa
               error or f"after {natural_skips} further overflow skip(s)")
     if device.type == "cuda":
         rep.check("amp_overflow: autocast produced half precision",
-                  out["autocast_dtype_seen"] in ("float16", "bfloat16"), out["autocast_dtype_seen"])
+                  not out["autocast_dtype_seen"].startswith("none"), out["autocast_dtype_seen"])
     del model, trainer
     _free(device)
 
