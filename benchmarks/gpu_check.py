@@ -148,11 +148,24 @@ def registered_methods() -> list[str]:
     return list(typing.get_args(typing.get_type_hints(ModelConfig)["method"]))
 
 
+def weight_files_off() -> dict[str, str]:
+    """``train.model`` keys naming weight files to load (``pretrained``, and ``stem_weights`` where the
+    config has it) set to "": timings do not depend on the initialisation, and the stage run must not
+    need files that only a connected machine or the ``pretrained`` stage provides (random init, warned)."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    return {k: "" for k in ("pretrained", "stem_weights") if k in names}
+
+
+def random_init(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with :func:`weight_files_off` applied to its model."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **weight_files_off()))
+
+
 def shrink_for_dry_run(cfg: TrainConfig) -> TrainConfig:
     """The dry run's tiny model: ViT-Tiny with one block (every other setting of the configuration,
     e.g. stride, patch embedding, method switches, kept)."""
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone="vit_tiny_patch16_224", depth=1,
-                                                              pretrained=""))
+                                                              **weight_files_off()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,7 +285,7 @@ def bench_configuration(rep: Report, name: str, device: torch.device, args: argp
     raw = load_configuration(name, args.params, args.paper)
     data = from_dict(DataConfig, raw["data"], "data")
     cfg = from_dict(TrainConfig, raw["train"], "train")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=""))  # speed: init irrelevant
+    cfg = random_init(cfg)  # speed does not depend on the initialisation
     if args.dry_run:
         cfg = shrink_for_dry_run(cfg)
     batch = 4 if args.dry_run else cfg.ids_per_batch * cfg.images_per_id
@@ -346,7 +359,7 @@ def amp_overflow_check(rep: Report, device: torch.device, args: argparse.Namespa
     raw = load_configuration("paper", args.params, args.paper)
     data = from_dict(DataConfig, raw["data"], "data")
     cfg = from_dict(TrainConfig, raw["train"], "train")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=""))
+    cfg = random_init(cfg)
     batch = 4 if args.dry_run else cfg.ids_per_batch * cfg.images_per_id
     if args.dry_run:
         cfg = shrink_for_dry_run(cfg)
@@ -437,7 +450,7 @@ def scratch_params(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
         "data": {"root": str(data_root), "num_workers": 0 if args.dry_run else workers},
         "parse": {"workers": 1 if args.dry_run else workers, "overlay_grid": 4 if args.dry_run else 16},
         "train": {"epochs": args.stage_epochs, "max_steps_per_epoch": args.stage_steps, "log_every": 1,
-                  "model": {"pretrained": ""}},
+                  "model": weight_files_off()},
     }
     if args.dry_run:
         over["data"].update(max_train_ids=4, max_test_ids=3, height=DRY_RUN_HW[0], width=DRY_RUN_HW[1])
