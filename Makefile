@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup repro test ci-gate bench clean-venv
+.PHONY: setup repro test ci-gate bench gpu-check clean-venv
 
 # Re-installs only when pyproject.toml changes. torch/torchvision come from PyPI (CPU use works;
 # the wheel also carries CUDA for machines that have a GPU).
@@ -32,6 +32,18 @@ ci-gate: $(STAMP)
 
 bench: $(STAMP)
 	for b in data parse model eval; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
+
+# GPU acceptance check (benchmarks/gpu_check.py, README "GPU acceptance check"): the set-up (venv +
+# install; ~0 s when already installed) is timed here and recorded apart from the check's own time.
+# Without CUDA: `make gpu-check GPU_CHECK_ARGS=--dry-run` (what .ci/run does).
+gpu-check:
+	@t0=$$(date +%s.%N); \
+	if $(MAKE) --no-print-directory -q setup; then note="already installed: nothing to do"; \
+	else note="python -m venv $(VENV) + pip install -e .[dev]"; fi; \
+	$(MAKE) --no-print-directory setup || exit 1; \
+	t1=$$(date +%s.%N); \
+	$(BIN)/python -m benchmarks.gpu_check --setup-seconds "$$(awk "BEGIN {print $$t1 - $$t0}")" \
+	  --setup-note "make setup: $$note" $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

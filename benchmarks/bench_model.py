@@ -108,73 +108,104 @@ def _vm_hwm_mb() -> float:
     raise RuntimeError("VmHWM not found in /proc/self/status (Linux only)")
 
 
-def _peak_child(queue, cfg_dict, method, num_classes, num_cameras, hw, batch):
+def _peak_child(queue, cfg_dict, method, num_classes, num_cameras, hw, batch, kind):
     cfg = from_dict(TrainConfig, cfg_dict, "train")
     dev = torch.device("cpu")
     before = _vm_hwm_mb()
     model, trainer = build(cfg, method, num_classes, num_cameras, hw, dev)
-    trainer.train_step(make_batch(batch, *hw, num_classes, dev))
+    data = make_batch(batch, *hw, num_classes, dev)
+    if kind == "train":
+        trainer.train_step(data)
+    else:
+        model.extract(data["image"], data["z"], data["camid"])
     queue.put((before, _vm_hwm_mb()))
 
 
-def peak_memory_mb(cfg, method, num_classes, num_cameras, hw, batch, device) -> float:
+def peak_memory_mb(cfg, method, num_classes, num_cameras, hw, batch, device, kind: str = "train") -> float:
+    """Peak memory (MiB) of one training step (``kind="train"``: forward, backward, SGD) or one
+    inference batch (``kind="infer"``: :meth:`OGFR.extract`, as the evaluate stage runs it) of a
+    freshly built model: CUDA ``max_memory_allocated`` (weights + optimiser state + activations), on
+    CPU the whole-process peak RSS of a fresh spawned process (Python + torch + model + the call)."""
+    if kind not in ("train", "infer"):
+        raise ValueError(f"kind must be 'train' or 'infer', got {kind!r}")
     if device.type == "cuda":
         model, trainer = build(cfg, method, num_classes, num_cameras, hw, device)
+        data = make_batch(batch, *hw, num_classes, device)
+        sync(device)
         torch.cuda.reset_peak_memory_stats()
-        trainer.train_step(make_batch(batch, *hw, num_classes, device))
+        if kind == "train":
+            trainer.train_step(data)
+        else:
+            model.extract(data["image"], data["z"], data["camid"])
         sync(device)
         peak = torch.cuda.max_memory_allocated() / 2**20
-        del model, trainer
+        del model, trainer, data
         torch.cuda.empty_cache()
         return peak
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     from ogfr_core.config import to_dict
 
-    p = ctx.Process(target=_peak_child, args=(q, to_dict(cfg), method, num_classes, num_cameras, hw, batch))
+    p = ctx.Process(target=_peak_child, args=(q, to_dict(cfg), method, num_classes, num_cameras, hw, batch, kind))
     p.start()
     before, after = q.get()
     p.join()
-    return after  # whole-process peak RSS of a fresh process: Python + torch + model + one train step
+    return after  # whole-process peak RSS of a fresh process: Python + torch + model + one call
 
 
-def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device) -> dict[str, Any]:
-    """Seconds per train step (OGFR, baseline) and per inference batch (student, plain ViT), measured
-    alternately in one process after a warm-up. The ratios use the minimum over repeats (the least
-    disturbed run on a shared machine); medians are reported too."""
-    ogfr, t_ogfr = build(cfg, "ogfr", num_classes, num_cameras, hw, device)
-    base, t_base = build(cfg, "baseline", num_classes, num_cameras, hw, device)
+def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device,
+                     methods: tuple[str, ...] = ("ogfr", "baseline"), warmup: int = 1,
+                     infer_repeats: int = 3) -> tuple[dict[str, Any], dict[str, torch.nn.Module]]:
+    """Seconds per train step and per inference batch (``extract``, the student branch; the
+    baseline's is a plain ViT + BNNeck) of each method, measured alternately in one process after
+    ``warmup`` untimed steps (CUDA-synchronised around every call). The ratios use the minimum over
+    repeats (the least disturbed run on a shared machine); medians are reported too.
+
+    Returns:
+        ``(figures, models)``: per method ``train_s_<m>``, ``infer_s_<m>`` (minima, seconds per
+        batch of ``batch`` images), their ``_median``, ``params_m_<m>`` (millions), ``loss_total_<m>``
+        (the last timed step's total loss); ``train_ratio``/``infer_ratio`` (+ ``_median``) of ogfr
+        over baseline when both are measured; and the built models by method.
+    """
+    models, trainers = {}, {}
+    for m in methods:
+        models[m], trainers[m] = build(cfg, m, num_classes, num_cameras, hw, device)
     data = make_batch(batch, *hw, num_classes, device)
-    train = {"ogfr": [], "baseline": []}
-    infer = {"ogfr": [], "baseline": []}
-    for step in range(steps + 1):  # step 0 = warm-up
-        for name, tr in (("ogfr", t_ogfr), ("baseline", t_base)):
+    train: dict[str, list[float]] = {m: [] for m in methods}
+    infer: dict[str, list[float]] = {m: [] for m in methods}
+    last_loss: dict[str, float] = {}
+    for step in range(warmup + steps):  # the first `warmup` rounds are not timed
+        timed = step >= warmup
+        for name in methods:
             sync(device)
             t0 = time.perf_counter()
-            tr.train_step(data)
+            stats = trainers[name].train_step(data)
             sync(device)
-            if step:
+            if timed:
                 train[name].append(time.perf_counter() - t0)
-        for _ in range(3):
-            for name, m in (("ogfr", ogfr), ("baseline", base)):
+            last_loss[name] = stats["loss/total"]
+        for _ in range(infer_repeats):
+            for name in methods:
                 sync(device)
                 t0 = time.perf_counter()
-                m.extract(data["image"], data["z"], data["camid"])
+                models[name].extract(data["image"], data["z"], data["camid"])
                 sync(device)
-                if step:
+                if timed:
                     infer[name].append(time.perf_counter() - t0)
     med: dict[str, Any] = {}
     for kind, table in (("train", train), ("infer", infer)):
         for k, v in table.items():
             med[f"{kind}_s_{k}"] = min(v)
             med[f"{kind}_s_{k}_median"] = statistics.median(v)
-    med["train_ratio"] = med["train_s_ogfr"] / med["train_s_baseline"]
-    med["infer_ratio"] = med["infer_s_ogfr"] / med["infer_s_baseline"]
-    med["train_ratio_median"] = med["train_s_ogfr_median"] / med["train_s_baseline_median"]
-    med["infer_ratio_median"] = med["infer_s_ogfr_median"] / med["infer_s_baseline_median"]
-    med["params_m_ogfr"] = ogfr.count_parameters() / 1e6
-    med["params_m_baseline"] = base.count_parameters() / 1e6
-    return med, ogfr
+    if "ogfr" in methods and "baseline" in methods:
+        med["train_ratio"] = med["train_s_ogfr"] / med["train_s_baseline"]
+        med["infer_ratio"] = med["infer_s_ogfr"] / med["infer_s_baseline"]
+        med["train_ratio_median"] = med["train_s_ogfr_median"] / med["train_s_baseline_median"]
+        med["infer_ratio_median"] = med["infer_s_ogfr_median"] / med["infer_s_baseline_median"]
+    for m in methods:
+        med[f"params_m_{m}"] = models[m].count_parameters() / 1e6
+        med[f"loss_total_{m}"] = last_loss[m]
+    return med, models
 
 
 def main() -> None:
@@ -198,9 +229,9 @@ def main() -> None:
         if not args.no_memory:  # before the timings, while this process holds no model
             memory["peak_mb_ogfr"] = peak_memory_mb(cfg, "ogfr", ncls, ncam, hw, batch, device)
             memory["peak_mb_baseline"] = peak_memory_mb(cfg, "baseline", ncls, ncam, hw, batch, device)
-        timing, ogfr = time_interleaved(cfg, ncls, ncam, hw, batch, args.steps, device)
-        flops = count_flops(ogfr, hw, device)
-        del ogfr
+        timing, models = time_interleaved(cfg, ncls, ncam, hw, batch, args.steps, device)
+        flops = count_flops(models["ogfr"], hw, device)
+        del models
         plain = build_model(dataclasses.replace(cfg.model, method="baseline"), ncls, ncam, hw, load_weights=False)
         flops["macs_plain_vit_g"] = count_flops(plain, hw, device)["macs_student_g"]
         del plain

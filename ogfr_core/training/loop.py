@@ -40,10 +40,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 def distributed_context() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)``; initialises the process group when launched by ``torchrun``
-    (``WORLD_SIZE > 1``): NCCL on CUDA, Gloo on CPU."""
+    """``(rank, world_size, local_rank)``; initialises the process group (NCCL on CUDA, Gloo on CPU)
+    when launched by ``torchrun`` — which sets ``TORCHELASTIC_RUN_ID``, so that ``--nproc_per_node 1``
+    runs the DDP path too (a one-process group) — or when ``WORLD_SIZE > 1``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
@@ -74,10 +75,12 @@ class Trainer:
         self.rank, self.world, local_rank = distributed_context()
         self.model = model.to(self.device)
         self.net: torch.nn.Module = self.model
-        if self.world > 1:
+        if dist.is_available() and dist.is_initialized():  # torchrun, also with one process
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[local_rank] if self.device.type == "cuda" else None,
                 find_unused_parameters=False)  # every trainable parameter gets a gradient (tested)
+            log.info("DDP: rank %d of %d, backend %s, device %s", self.rank, self.world, dist.get_backend(),
+                     self.device)
         self.out_dir = Path(out_dir)
         self.meta = dict(meta)
         parts = run_fingerprint(self.meta)

@@ -85,7 +85,7 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, ind
 
     rank, world, local_rank = distributed_context()
     device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
+    if device.type == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if cfg.threads:
