@@ -253,6 +253,24 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class OccludeConfig:
+    """``occlude:`` — the occluded-query benchmark derived from ``data`` (the ``occlude`` stage,
+    :mod:`ogfr_core.data.occluded_benchmark`): every query gets one occluder of ``kind`` (person |
+    object | mixed), box area ``area`` = (min, max) fraction of the crop, entering from one of
+    ``edges``, drawn from ``seed`` and the image's key. The derived set is ``<data.name><suffix>``
+    under ``data/derived/``; its gallery is the original's (symlinked, or copied with
+    ``link_gallery: false``)."""
+
+    kind: Literal["person", "object", "mixed"] = "mixed"
+    area: tuple[float, float] = (0.2, 0.5)
+    edges: tuple[Literal["bottom", "left", "right"], ...] = ("bottom", "left", "right")
+    seed: int = 0
+    suffix: str = "-occ"
+    link_gallery: bool = True
+    examples: int = 8
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """``report:`` — what the report shows."""
 
@@ -328,6 +346,17 @@ def safe_name(value: str, key: str) -> None:
                           f"'.', '_' or '-', starting with a letter or digit")
 
 
+def safe_suffix(value: str, key: str) -> None:
+    """A suffix appended to a safe name (``occlude.suffix``): 1-20 letters, digits, ``.``, ``_``, ``-``.
+
+    Raises:
+        ConfigError: naming ``key`` and the rule.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,20}", value):
+        raise ConfigError(f"{key}: {value!r} is not a safe suffix (it is appended to data.name in output "
+                          f"paths); use 1-20 letters, digits, '.', '_' or '-'")
+
+
 NONNEG, POSITIVE, PROB = Range(0), Range(0, lo_open=True), Range(0, 1)
 AT_LEAST_1 = Range(1)
 
@@ -370,6 +399,8 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
         "fep_images": NONNEG,
     },
     ReportConfig: {"num_retrieval_queries": NONNEG, "num_mask_examples": NONNEG},
+    OccludeConfig: {"area": Range(0, 1, lo_open=True, ordered=True), "seed": Range(0, 2**31 - 1),
+                    "suffix": safe_suffix, "examples": NONNEG},
 }
 
 
@@ -521,7 +552,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "parse": ParseConfig, "occlusion": OcclusionConfig, "train": TrainConfig,
-    "evaluate": EvaluateConfig, "report": ReportConfig,
+    "evaluate": EvaluateConfig, "report": ReportConfig, "occlude": OccludeConfig,
 }
 
 

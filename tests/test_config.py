@@ -24,9 +24,15 @@ def test_repo_params_load_strictly(section):
 
 
 def test_paper_hyper_parameters_in_params_yaml():
-    # OGFR §IV-B values that the CPU profile must not change.
+    # OGFR §IV-B values that the CPU profile must not change (its optimiser is AdamW, chosen on the
+    # validation split; the paper profile restores SGD, lr 0.008, wd 1e-4, momentum 0.9)
+    from ogfr_core.config import deep_merge, read_params
+
+    paper = from_dict(TrainConfig, deep_merge(read_params(REPO / "params.yaml"),
+                                              read_params(REPO / "params/paper.yaml"))["train"], "train")
+    assert (paper.optimizer, paper.lr, paper.momentum, paper.weight_decay) == ("sgd", 0.008, 0.9, 1e-4)
+    assert (paper.model.patch_embed, paper.model.stride, paper.model.depth, paper.epochs) == ("conv", 12, 0, 120)
     train = load_section(REPO / "params.yaml", "train", TrainConfig)
-    assert (train.lr, train.momentum, train.weight_decay) == (0.008, 0.9, 1e-4)
     assert train.ids_per_batch * train.images_per_id == 64 and train.images_per_id == 4
     assert (train.loss.alpha, train.loss.beta, train.loss.mu1, train.loss.mu2) == (0.3, 0.4, 0.5, 0.5)
     assert (train.model.gamma_occ, train.model.gamma_cam, train.model.num_parts) == (3.0, 3.0, 8)

@@ -43,7 +43,7 @@ from .images import IMAGE_SUFFIXES
 
 __all__ = [
     "DatasetLayoutError", "ImageRecord", "DatasetListing", "READERS", "SPLITS",
-    "read_market1501", "read_cuhk03np", "read_occluded_duke", "read_msmt17", "read_occluded_reid",
+    "read_market1501", "read_market1501_test", "read_cuhk03np", "read_occluded_duke", "read_msmt17", "read_occluded_reid",
 ]
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,16 @@ def _add(listing: DatasetListing, rel: str, pid: int, camid: int, split: str) ->
 _MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 
-def _read_market_like(root: Path, layout: str, num_cameras: int) -> DatasetListing:
-    """Market-1501 layout: ``bounding_box_train/``, ``query/``, ``bounding_box_test/``; pid and camera
-    from ``PPPP_cC...`` (torchreid's ``([-\\d]+)_c(\\d)`` rule, anchored); camera must be 1..num_cameras."""
+def _read_market_like(root: Path, layout: str, num_cameras: int,
+                      splits: tuple[str, ...] = SPLITS) -> DatasetListing:
+    """Market-1501 layout: ``bounding_box_train/``, ``query/``, ``bounding_box_test/`` (those of
+    ``splits``); pid and camera from ``PPPP_cC...`` (torchreid's ``([-\\d]+)_c(\\d)`` rule, anchored);
+    camera must be 1..num_cameras."""
     root = Path(root)
-    _check_root(root, layout, [f + "/" for f in _MARKET_FOLDERS.values()])
-    listing = DatasetListing(has_distractors=True)
-    for split, folder_name in _MARKET_FOLDERS.items():
+    folders = {s: _MARKET_FOLDERS[s] for s in splits}
+    _check_root(root, layout, [f + "/" for f in folders.values()])
+    listing = DatasetListing(has_distractors=True, splits=tuple(splits))
+    for split, folder_name in folders.items():
         folder = root / folder_name
         files = _image_files(folder)
         for p in files:
@@ -211,6 +214,14 @@ def read_market1501(root: Path, *, query_camid: int = 0, gallery_camid: int = 1)
         DatasetLayoutError: missing root, missing folders, or a split with no usable image.
     """
     return _read_market_like(root, "market1501", num_cameras=6)
+
+
+def read_market1501_test(root: Path, *, query_camid: int = 0, gallery_camid: int = 1) -> DatasetListing:
+    """An evaluation-only set in Market-1501 layout: ``query/`` and ``bounding_box_test/`` only (no
+    training split), Market naming, cameras 1..6 — e.g. the occluded-query benchmark that the
+    ``occlude`` stage derives (:mod:`ogfr_core.data.occluded_benchmark`). Same rules as
+    :func:`read_market1501`."""
+    return _read_market_like(root, "market1501_test", num_cameras=6, splits=("query", "gallery"))
 
 
 def read_cuhk03np(root: Path, *, query_camid: int = 0, gallery_camid: int = 1) -> DatasetListing:
@@ -313,6 +324,7 @@ def read_occluded_reid(root: Path, *, query_camid: int = 0, gallery_camid: int =
 
 READERS: dict[str, Reader] = {
     "market1501": read_market1501,
+    "market1501_test": read_market1501_test,
     "cuhk03np": read_cuhk03np,
     "msmt17": read_msmt17,
     "occluded_duke": read_occluded_duke,

@@ -120,6 +120,34 @@ def write_shard(parse_dir: str | Path, cache_id: str, rows: Iterable[dict]) -> P
     return path
 
 
+def seed_cache(src_dir: str | Path, dst_dir: str | Path, keys: Iterable[str]) -> int:
+    """Copy the cached rows of ``keys`` from the cache folder ``src_dir`` (its active ``cache_id``) into
+    ``dst_dir`` as one shard, skipping keys ``dst_dir`` already holds under that ``cache_id``.
+
+    A row is a property of the image bytes and the parse configuration (its key and ``cache_id``), so
+    it is valid in any dataset holding the same bytes: a derived dataset (the occluded-query
+    benchmark) reuses the source's results for its unchanged gallery, and the parse driver — which
+    trusts only rows whose ``cache_id`` matches the current configuration — parses just the rest.
+
+    Returns:
+        the number of rows copied (0 when ``src_dir`` has no manifest).
+    """
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    if not (src_dir / MANIFEST).is_file():
+        return 0
+    cache_id = active_cache_id(src_dir)
+    wanted = set(keys) - cached_keys(dst_dir, cache_id)
+    if not wanted:
+        return 0
+    rows = read_parsing(src_dir, cache_id)
+    rows = rows[rows["key"].isin(wanted)]
+    if rows.empty:
+        return 0
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    write_shard(dst_dir, cache_id, rows.to_dict("records"))
+    return int(len(rows))
+
+
 def write_manifest(parse_dir: str | Path, cfg: ParseConfig, cache_id: str, model_id: str) -> None:
     """Record the active ``cache_id`` (what :func:`read_parsing` returns by default). The parse driver
     calls it last, once the rows of ``cache_id`` cover the whole index."""
