@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def test_mediapipe_on_real_crops(shared_root):
     assert any(centroid_y(r.label_map, (1,)) is not None for r in found)
 
 
-def test_parse_and_occlusion_stages_end_to_end(shared_root, tmp_path, monkeypatch):
+def test_parse_and_occlusion_stages_end_to_end(shared_root, tmp_path, monkeypatch, caplog):
     names = existing(shared_root)
     index = pd.DataFrame({
         "key": [hashlib.sha1((shared_root / n).read_bytes()).hexdigest() for n in names],
@@ -73,12 +74,17 @@ def test_parse_and_occlusion_stages_end_to_end(shared_root, tmp_path, monkeypatc
     from stages import parse as parse_stage
 
     parse_stage.main()
-    summary = json.loads(Path("reports/parse/summary.json").read_text())
-    assert summary["parsed_now"] == len(names) and summary["workers"] == 2
+    first = Path("reports/parse/summary.json").read_bytes()
+    summary = json.loads(first)
+    assert summary["n_images"] == len(names) and summary["workers"] == 2
     assert summary["status_counts"]["ok"] + summary["status_counts"]["no_person"] == len(names)
+    assert not set(summary) & {"parsed_now", "cached", "parse_seconds", "images_per_s"}  # run facts: log only
     assert Path("reports/parse/overlay.png").read_bytes()[:4] == b"\x89PNG"
-    parse_stage.main()  # rerun: everything cached
-    assert json.loads(Path("reports/parse/summary.json").read_text())["parsed_now"] == 0
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    parse_stage.main()  # rerun: everything cached, the git-tracked summary is byte-identical
+    assert f"(0 parsed now, {len(names)} cached)" in caplog.text
+    assert Path("reports/parse/summary.json").read_bytes() == first
 
     occlusion_stage.main()
     table = pd.read_parquet("data/occlusion/tiny.parquet")
