@@ -128,7 +128,8 @@ def test_gallery_cache_is_reused_and_invalidated_by_another_model(tmp_path, gall
     assert again["gallery"]["cache"]["reused"] == 12
     assert again["queries"][0]["results"] == first["queries"][0]["results"]  # cached = recomputed
     other = search(b, [query], folder, ZSource(), SearchOptions(top_k=12), cache)
-    assert other["gallery"]["cache"]["embedded"] == 12 and other["gallery"]["cache"]["path"] != first["gallery"]["cache"]["path"]
+    assert other["gallery"]["cache"]["embedded"] == 12
+    assert other["gallery"]["cache"]["path"] != first["gallery"]["cache"]["path"]
     assert other["queries"][0]["results"] != first["queries"][0]["results"]
     Image.fromarray(blocks(50)).save(folder / "new.png")  # a grown gallery embeds only the new image
     (folder / "g01.png").rename(folder / "renamed.png")  # same content under a new name: still cached
@@ -144,7 +145,8 @@ def test_search_parses_real_queries_with_the_configured_backend(tmp_path, shared
     from ogfr_core.parsing import build_parser
     from ogfr_core.parsing.driver import read_rgb
 
-    crops = sorted((shared_root / "query").glob("*.jpg"))[:1] + sorted((shared_root / "bounding_box_test").glob("*.jpg"))[:3]
+    crops = [*sorted((shared_root / "query").glob("*.jpg"))[:1],
+             *sorted((shared_root / "bounding_box_test").glob("*.jpg"))[:3]]
     folder = tmp_path / "gallery"
     folder.mkdir()
     for c in crops[1:]:
