@@ -2,7 +2,8 @@
 
 Reads ``data/index/<data.name>.parquet`` and params ``parse`` (+ ``data.name``, ``data.root``);
 writes ``data/parsing/<data.name>/`` (resumable cache, see ogfr_core.parsing.cache),
-``reports/parse/summary.json`` and ``reports/parse/overlay.png``.
+``reports/parse/summary.json`` (results only; this run's timing and cache counts go to the log)
+and ``reports/parse/overlay.png``.
 Run from the repository root: ``python -m stages.parse``.
 """
 from __future__ import annotations
@@ -29,8 +30,9 @@ def main(params_path: str = "params.yaml") -> None:
     out_dir = Path("data/parsing") / data.name
     summary = parse_dataset(index, root, cfg, out_dir)
     write_parse_report(index, root, out_dir, summary, Path("reports/parse"), cfg.overlay_grid)
-    log.info("parse: %d images (%d parsed now, %d cached), coverage %.1f%%, %.1f images/s",
-             summary.n_images, summary.parsed_now, summary.cached, 100 * summary.coverage, summary.images_per_s)
+    log.info("parse: %d images (%d parsed now, %d cached), coverage %.1f%%, %.1f s, %.1f images/s",
+             summary.n_images, summary.parsed_now, summary.cached, 100 * summary.coverage,
+             summary.parse_seconds, summary.images_per_s)
 
 
 if __name__ == "__main__":

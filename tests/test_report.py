@@ -236,3 +236,58 @@ def test_older_commits_contribute_their_experiments_only():
     runs = parse_experiments(doc)
     assert [r["name"] for r in runs] == ["main", "kd-off @0123abc"]
     assert [r["metrics"]["m.rank-1"] for r in runs] == [0.5, 0.2]
+
+
+def test_workspace_matching_head_on_params_and_evaluation_is_dropped():
+    """A rerun (e.g. `make repro` in a fresh clone) whose reports/metrics.json and params equal HEAD's
+    is not a second run, even if another metrics file (training loss digits) differs."""
+    def node(rev, name, r1, loss):
+        return {"rev": rev, "name": name, "data": {
+            "params": {"params.yaml": {"data": {"train": {"model": {"method": "ogfr"}}}}},
+            "metrics": {"reports/metrics.json": {"data": _metrics(r1=r1)},
+                        "dvclive/metrics.json": {"data": {"train": {"loss": {"total": loss}}}}}}}
+
+    doc = [node("workspace", None, 0.3, 13.8159), node("abc1234", "main", 0.3, 13.8158)]
+    assert [r["name"] for r in parse_experiments(doc)] == ["main"]
+    doc = [node("workspace", None, 0.31, 13.8159), node("abc1234", "main", 0.3, 13.8158)]
+    assert [r["name"] for r in parse_experiments(doc)] == ["workspace", "main"]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_a_fresh_clone_says_experiments_are_not_available(tmp_path):
+    """Real git + DVC: a repository with an experiment ref, and a `git clone` of it (which does not
+    copy refs/exps). The clone's ablation section says so; the original's does not."""
+    from ogfr_core.report.build import NO_EXPERIMENTS_NOTE, has_experiment_refs, load_experiments
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "params.yaml").write_text("train:\n  model:\n    method: ogfr\n")
+    (repo / "reports").mkdir()
+    (repo / "reports/metrics.json").write_text(json.dumps(_metrics()))
+    (repo / "dvc.yaml").write_text("metrics:\n  - reports/metrics.json\nparams:\n  - params.yaml\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "run")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    _git(repo, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/baseline", head)  # an experiment ref, as DVC writes
+    assert has_experiment_refs(repo) is True
+    _git(tmp_path, "clone", "-q", str(repo), "clone")
+    assert has_experiment_refs(tmp_path / "clone") is False
+    assert has_experiment_refs(tmp_path) is None  # not a repository: nothing said
+
+    runs, note = load_experiments(tmp_path / "clone")
+    assert note == NO_EXPERIMENTS_NOTE and len(runs) == 1  # HEAD only (the workspace equals it)
+    text = "\n".join(b[1] for b in ablation_section(runs, note, DATASET).blocks if b[0] == "p")
+    assert "not available in this clone" in text and "dvc exp pull -A origin" in text
+    assert "not available in this clone" not in "\n".join(
+        b[1] for b in ablation_section(runs + runs, "", DATASET).blocks if b[0] == "p")

@@ -54,6 +54,10 @@ class ParseSummary:
         coverage: person found / readable images (0..1).
         mean_visible_parts: mean number of the 8 parts with ≥ 1 pixel, over readable images.
         parse_seconds: wall time spent parsing (s); ``images_per_s``: ``parsed_now / parse_seconds``.
+
+    ``parsed_now``, ``cached``, ``parse_seconds`` and ``images_per_s`` (:data:`RUN_FIELDS`) describe
+    this call, not the result: they are logged, and left out of :meth:`result_dict`, the git-tracked
+    ``reports/parse/summary.json`` (so a fresh clone's run writes the same file).
     """
 
     backend: str
@@ -72,6 +76,14 @@ class ParseSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def result_dict(self) -> dict:
+        """:meth:`to_dict` without :data:`RUN_FIELDS`: depends only on the inputs (images, params, backend)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}
+
+
+# fields of ParseSummary that depend on the cache's state and the machine, not on the inputs
+RUN_FIELDS = ("parsed_now", "cached", "parse_seconds", "images_per_s")
 
 
 # ---------------------------------------------------------------------------------------------

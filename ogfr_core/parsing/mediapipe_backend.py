@@ -10,6 +10,12 @@ Landmarks → 9-class label map via :func:`ogfr_core.parsing.parts.draw_parts` (
 ``visibility`` is the confidence), gated by the segmentation mask (≥ ``mask_threshold``).
 Source: MediaPipe Pose legacy solution API (``mp.solutions.pose.Pose``, static_image_mode=True,
 model_complexity=1 = ``pose_landmark_full``, enable_segmentation=True), mediapipe 0.10.21.
+
+Logs: mediapipe's graph start and first calls print a block of absl/TFLite INFO and WARNING lines
+per process (``inference_feedback_manager``, ``landmark_projection_calculator``, the XNNPACK
+delegate). No environment variable or API of this build controls them, so the graph's construction
+and every ``process`` call run under :func:`.native_logs.native_stderr_filtered`, which drops
+exactly those lines (``OGFR_NATIVE_LOGS=1`` shows them).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from PIL import Image
 from ..config import ParseConfig
 from .base import BackendUnavailableError, ParseResult, PartParser, check_image
 from .keypoints import BLAZEPOSE33_SWAP, blazepose_to_body21, body21_to_coco17
+from .native_logs import native_stderr_filtered
 from .parts import draw_parts
 
 MODEL_COMPLEXITY = 1
@@ -86,8 +93,9 @@ class MediaPipeParser(PartParser):
                 raise BackendUnavailableError(
                     "parse.backend=mediapipe needs the mediapipe package: pip install mediapipe==0.10.21 "
                     "(needs numpy<2)") from err
-            self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=MODEL_COMPLEXITY,
-                                                enable_segmentation=True)
+            with native_stderr_filtered():
+                self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=MODEL_COMPLEXITY,
+                                                    enable_segmentation=True)
         return self._pose
 
     def parse(self, image_rgb: np.ndarray) -> ParseResult:
@@ -101,7 +109,8 @@ class MediaPipeParser(PartParser):
             padded = np.pad(image_rgb, ((0, 0), (p, p), (0, 0)), mode=mode) if p else image_rgb  # [h, w+2p, 3]
             if mirrored:
                 padded = padded[:, ::-1]
-            res = pose.process(np.ascontiguousarray(padded))
+            with native_stderr_filtered():
+                res = pose.process(np.ascontiguousarray(padded))
             if res.pose_landmarks is None:
                 continue
             lm = np.array([[q.x, q.y, q.visibility] for q in res.pose_landmarks.landmark], np.float32)  # [33, 3]

@@ -43,6 +43,7 @@ from .paper import PAPER_RESULTS, PAPER_SETUP, PAPER_TABLE, PAPER_TABLE_IV, pape
 log = logging.getLogger(__name__)
 
 RANK_METRICS = ("rank-1", "rank-5", "rank-10", "mAP", "mINP")
+EVAL_METRICS_FILE = "reports/metrics.json"
 ABLATION_SWITCHES = ("oa_vit", "fep_student", "fep_teacher", "kd")
 
 
@@ -151,9 +152,27 @@ def load_experiments(run_dir: Path, timeout_s: float = 120) -> tuple[list[dict],
     if proc.returncode != 0:
         return [], f"`dvc exp show --json` failed: {proc.stderr.strip()[:300]}"
     try:
-        return parse_experiments(json.loads(proc.stdout or "[]")), ""
+        runs = parse_experiments(json.loads(proc.stdout or "[]"))
     except ValueError as exc:
         return [], f"`dvc exp show --json` output not understood ({exc})"
+    return runs, NO_EXPERIMENTS_NOTE if has_experiment_refs(run_dir) is False else ""
+
+
+# said in the report when the repository holds no experiment refs (typically a fresh `git clone`)
+NO_EXPERIMENTS_NOTE = ("`dvc exp` experiments are not available in this clone: `git clone` does not copy "
+                       "experiment refs (`refs/exps/*`); fetch them with `dvc exp pull -A origin`, then "
+                       "rerun `python -m stages.report`")
+
+
+def has_experiment_refs(run_dir: Path) -> bool | None:
+    """Whether the git repository at ``run_dir`` holds DVC experiment refs (``refs/exps/*``, which
+    ``git clone`` does not copy); None when git cannot tell."""
+    try:
+        proc = subprocess.run(["git", "for-each-ref", "--count=1", "refs/exps/"], cwd=run_dir,
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bool(proc.stdout.strip()) if proc.returncode == 0 else None
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -174,9 +193,12 @@ def parse_experiments(doc: Any) -> list[dict]:
     from HEAD's). Older commits' own rows are dropped (their committed metrics may describe
     superseded code). One row per distinct
     (params, metrics): the workspace repeats HEAD whenever nothing changed, and then HEAD's row is
-    the one kept.
+    the one kept. The workspace row is also dropped when its params and its evaluation
+    (``reports/metrics.json``, what the tables show) equal HEAD's, whatever other metrics files
+    say (a fresh clone's rerun need not match HEAD in every training-loss digit).
     """
     runs: list[dict] = []
+    evaluation: list[dict] = []  # per run: flattened reports/metrics.json
 
     def add(node: Mapping, name: str) -> None:
         data = node.get("data")
@@ -186,23 +208,31 @@ def parse_experiments(doc: Any) -> list[dict]:
         metrics = {k: v for f in (data.get("metrics") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
         if metrics:
             runs.append({"name": name, "params": params, "metrics": metrics})
+            evaluation.append(_flatten(((data.get("metrics") or {}).get(EVAL_METRICS_FILE) or {}).get("data", {})))
 
     commits = [n for n in (doc if isinstance(doc, list) else [doc]) if isinstance(n, Mapping)]
     head_seen = False
+    workspace = head = None
     for node in commits:
         rev = str(node.get("rev") or "")
         is_head = False
         if rev == "workspace":
             add(node, "workspace")
+            workspace = len(runs) - 1 if runs and runs[-1]["name"] == "workspace" else None
         elif not head_seen:
             head_seen = is_head = True
+            before = len(runs)
             add(node, node.get("name") or rev[:7])
+            head = before if len(runs) > before else None
         for exp in node.get("experiments") or []:
             for run in (exp.get("revs") or []) if isinstance(exp, Mapping) else []:
                 if isinstance(run, Mapping):
                     name = run.get("name") or exp.get("name") or str(run.get("rev", ""))[:7]
                     add(run, name if is_head or rev == "workspace" else f"{name} @{rev[:7]}")
     order = sorted(range(len(runs)), key=lambda i: runs[i]["name"] == "workspace")  # stable
+    if workspace is not None and head is not None and evaluation[head] and \
+            (runs[workspace]["params"], evaluation[workspace]) == (runs[head]["params"], evaluation[head]):
+        order.remove(workspace)
     seen: list[tuple[dict, dict]] = []
     keep = set()
     for i in order:
@@ -329,6 +359,8 @@ def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Sectio
             "as query/gallery; `evaluate.sets: [val]`, so these runs computed no test number):")
         s.table(["OA-ViT", "FEP-S", "FEP-T", "KD", "configuration", "run", "validation rank-1", "validation mAP"],
                 val_rows)
+    if note:
+        s.p(f"_Note: {note}._")
     s.p("Paper reference (Table IV, Occluded-Duke):")
     s.table(["OA-ViT", "FEP-S", "FEP-T", "KD", "source", "", "rank-1", "mAP"], ref)
     return s
