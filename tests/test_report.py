@@ -86,7 +86,21 @@ def make_run(run: Path, shared_root: Path, with_optional: bool = True) -> Path:
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.imshow(rng.random((8, 8)))
     fig.savefig(run / "reports/parse/overlay.png")
+    (run / "reports/occlude").mkdir()
+    fig.savefig(run / "reports/occlude/examples.png")
     plt.close(fig)
+    (run / "reports/occlude/summary.json").write_text(json.dumps({
+        "dataset": f"{DATASET}-occ", "source": DATASET, "seed": 0, "queries_occluded_by_parsing": {"source": 0.13, "derived": 0.4},
+        "occluders": {"kinds": {"object": 6, "person": 6}, "edges": {"bottom": 4, "left": 4, "right": 4},
+                      "box_area_min": 0.2, "box_area_max": 0.5, "box_area_mean": 0.35, "covered_mean": 0.3,
+                      "source_images": 12, "source_ids": 9, "source_test_pids": 0}}))
+    m = _metrics()
+    res = dict(m["datasets"][DATASET]["visibility"], **{"rank-1": 0.2, "mAP": 0.15})
+    m["datasets"][f"{DATASET}-occ"] = {"visibility": res, "num_query": 12, "num_gallery": 40}
+    m["datasets"][DATASET]["fep"] = {"available": True, "images": 20, "auc_background": 0.731, "retain_mean": 0.8,
+                                     "retain_std": 0.1, "retain_p05": 0.6, "retain_p95": 0.95,
+                                     "retain_mean_background": 0.7, "retain_mean_body": 0.9}
+    (run / "reports/metrics.json").write_text(json.dumps(m))
     return run
 
 
@@ -116,14 +130,18 @@ def test_report_has_every_section_and_figure(tmp_path, shared_root):
     assert "Not available" not in md  # every input was there
     names = {Path(p).name for p in out["figures"]}
     assert names == {"training_curves.png", "cmc.png", "occlusion_types.png", "erasing_masks.png",
-                     "retrievals.png", "overlay.png"}
+                     "retrievals.png", "overlay.png", "examples.png"}
     for p in out["figures"]:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert html.count("data:image/png;base64,") == 6 and "src='figures/" not in html
+    assert html.count("data:image/png;base64,") == 7 and "src='figures/" not in html
     assert "random init — not a reproduction" in md  # pretrained_weights == ""
     assert "30.0" in md and "76.6" in md  # this run's rank-1 and the paper's Table IV / I numbers
     assert "exp-base" in md and "workspace" in md  # two runs → ablation rows
     assert "(reports/parse/summary.json)" in md
+    # the occluded-query benchmark: the drop line, its summary and examples; the FEP background AUC
+    assert f"({DATASET} → {DATASET}-occ, same gallery): rank-1 30.0 → 20.0 (-10.0), mAP 25.0 → 15.0 (-10.0 points)" in md
+    assert "## Occluded-query benchmark" in md and "(0 from test identities)" in md and "examples.png" in md
+    assert "**0.731**" in md
 
 
 def test_report_sections_say_what_is_missing(tmp_path, shared_root):

@@ -158,6 +158,8 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
     metrics = {"method": meta["method"], "epochs": int(meta["epochs_trained"]),
                "backbone": (meta.get("model") or {}).get("backbone", ""),
                "pretrained_weights": meta["pretrained_weights"], "trained_on": data.name,
+               "patch_embed": (meta.get("model") or {}).get("patch_embed", "conv"),
+               "stem_weights": (meta.get("model") or {}).get("stem_weights", ""),
                "height": int(meta["height"]), "width": int(meta["width"]),
                "feat_norm": cfg.feat_norm, "datasets": {}}
     from ..data.index import read_index

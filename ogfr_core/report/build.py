@@ -43,6 +43,7 @@ from .paper import PAPER_RESULTS, PAPER_SETUP, PAPER_TABLE, PAPER_TABLE_IV, pape
 log = logging.getLogger(__name__)
 
 RANK_METRICS = ("rank-1", "rank-5", "rank-10", "mAP", "mINP")
+OCC_SUFFIX = "-occ"  # the occluded-query benchmark of the ``occlude`` stage (``occlude.suffix``)
 EVAL_METRICS_FILE = "reports/metrics.json"
 ABLATION_SWITCHES = ("oa_vit", "fep_student", "fep_teacher", "kd")
 
@@ -256,14 +257,20 @@ def setup_section(metrics: dict, parse_backend: str, parse_source: str) -> Secti
     mistaken for a reproduction."""
     s = Section("Run setup")
     pretrained = str(metrics.get("pretrained_weights", ""))
+    stem = str(metrics.get("stem_weights", "")) if metrics.get("patch_embed") == "hybrid" else ""
     epochs = metrics.get("epochs")
     backbone = metrics.get("backbone", "")
     size = f"{metrics.get('height', '?')}×{metrics.get('width', '?')}"
     problems = []
-    if not pretrained:
+    if not pretrained and not stem:
         s.warn("**random init — not a reproduction.** The backbone was not initialised from ImageNet "
                "weights (`train.model.pretrained` is empty); numbers below say nothing about the paper's.")
         problems.append("random init")
+    elif not pretrained:
+        s.warn("**hybrid OA-ViT — not a reproduction.** The patch tokens come from an ImageNet-pretrained "
+               "MobileNetV2 stem (`train.model.patch_embed: hybrid`); the transformer blocks are randomly "
+               "initialised (no ImageNet ViT weights on this machine).")
+        problems.append("ImageNet CNN stem + randomly initialised transformer blocks (paper: ImageNet ViT-B/16)")
     if epochs is not None and int(epochs) < PAPER_SETUP["epochs"]:
         problems.append(f"{epochs} epochs (paper {PAPER_SETUP['epochs']})")
     if backbone and backbone != PAPER_SETUP["backbone"]:
@@ -278,7 +285,8 @@ def setup_section(metrics: dict, parse_backend: str, parse_source: str) -> Secti
         ["evaluated on", ", ".join(metrics["datasets"])],
         ["method", metrics.get("method", "?")],
         ["backbone", backbone or "?"],
-        ["ImageNet weights", pretrained if pretrained else "NONE (random init)"],
+        ["patch embedding", metrics.get("patch_embed", "conv")],
+        ["ImageNet weights", pretrained or (f"CNN stem only: {stem}" if stem else "NONE (random init)")],
         ["epochs trained", epochs if epochs is not None else "?"],
         ["input size (H×W)", size],
         ["parsing backend", f"{parse_backend} ({parse_source})"],
@@ -309,6 +317,14 @@ def results_section(metrics: dict) -> Section:
             rows.append([name, f"{method} (paper Table {PAPER_TABLE[paper]})",
                          *[f"{vals[k]:.1f}" if k in vals else "–" for k in RANK_METRICS], ""])
     s.table(["dataset", "source", *RANK_METRICS, "valid / all queries"], rows)
+    drops = [(n, n[: -len(OCC_SUFFIX)]) for n in metrics["datasets"]
+             if n.endswith(OCC_SUFFIX) and n[: -len(OCC_SUFFIX)] in metrics["datasets"]]
+    for occ, hol in drops:
+        h, o = metrics["datasets"][hol].get("visibility", {}), metrics["datasets"][occ].get("visibility", {})
+        if h and o:
+            s.p(f"Holistic → occluded queries ({hol} → {occ}, same gallery): rank-1 {_pct(h.get('rank-1'))} → "
+                f"{_pct(o.get('rank-1'))} ({100 * (o['rank-1'] - h['rank-1']):+.1f}), mAP {_pct(h.get('mAP'))} → "
+                f"{_pct(o.get('mAP'))} ({100 * (o['mAP'] - h['mAP']):+.1f} points).")
     skipped = {n: e.get(k, {}).get("num_skipped_queries", 0) for n, e in metrics["datasets"].items()
                for k in ("visibility",)}
     if any(skipped.values()):
@@ -453,6 +469,8 @@ class ReportPaths:
     dvclive: str = "dvclive/plots/metrics"
     parse_summary: str = "reports/parse/summary.json"
     parse_overlay: str = "reports/parse/overlay.png"
+    occlude_summary: str = "reports/occlude/summary.json"
+    occlude_examples: str = "reports/occlude/examples.png"
     out_dir: str = "reports"
 
 
@@ -531,6 +549,17 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
     sections.append(sec)
 
     sec = Section("Erasing masks on holistic images (Fig. 7)")
+    fep = next((e["fep"] for e in metrics["datasets"].values() if isinstance(e.get("fep"), dict)), None)
+    if fep and fep.get("available"):
+        sec.p(f"Does the agent erase background? ROC-AUC of the erasing probability 1 − m (Eq. 6) for "
+              f"background vs body patches (parsing label map, < 50 % body = background) on {fep['images']} "
+              f"test images: **{fep['auc_background']:.3f}** (0.5 = blind to the body, 1 = every background "
+              f"patch more likely erased than every body patch). Retain probability m: mean "
+              f"{fep['retain_mean']:.3f} ± {fep['retain_std']:.3f} (5–95 %: {fep['retain_p05']:.3f}–"
+              f"{fep['retain_p95']:.3f}); background patches {fep['retain_mean_background']:.3f}, body patches "
+              f"{fep['retain_mean_body']:.3f}.")
+    elif fep:
+        sec.p(f"_FEP diagnostics not available: {fep.get('reason', '?')}._")
     masks_path = at(paths.masks)
     if not masks_path.is_file():
         sec.missing(f"`{paths.masks}`", "dvc repro evaluate")
@@ -544,6 +573,28 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
                                                                   crop_dir / "erasing_masks.png"),
                                "Top: holistic test images. Bottom: 1 − retain probability of the FEP "
                                "agent (Eq. 6) per patch; red patches are erased.", "an image", "dvc repro index")
+    sections.append(sec)
+
+    sec = Section("Occluded-query benchmark")
+    occ_summary = at(paths.occlude_summary)
+    if occ_summary.is_file():
+        o = json.loads(occ_summary.read_text())
+        oc = o.get("occluders", {})
+        sec.p(f"`{o.get('dataset')}`: every query of `{o.get('source')}` with one synthetic occluder "
+              f"(stage `occlude`, seed {o.get('seed')}): kinds {oc.get('kinds')}, edges {oc.get('edges')}, "
+              f"box area {oc.get('box_area_min', 0):.0%}–{oc.get('box_area_max', 0):.0%} of the crop (mean "
+              f"{oc.get('box_area_mean', 0):.0%}; pixels actually covered {oc.get('covered_mean', 0):.0%}), cut from "
+              f"{oc.get('source_images')} training images of {oc.get('source_ids')} training identities "
+              f"({oc.get('source_test_pids')} from test identities). The gallery is the original. The parsing "
+              f"calls {100 * o.get('queries_occluded_by_parsing', {}).get('derived', float('nan')):.1f}% of the "
+              f"derived queries occluded (original queries: "
+              f"{100 * o.get('queries_occluded_by_parsing', {}).get('source', float('nan')):.1f}%).")
+        examples = at(paths.occlude_examples)
+        if examples.is_file():
+            sec.fig(examples, "Original and occluded queries, each with its parsing overlay (occlusion type = "
+                              "Eq. 1-2 on the parsing of the occluded image).")
+    else:
+        sec.missing(f"`{paths.occlude_summary}`", "dvc repro occlude")
     sections.append(sec)
 
     sec = Section("Rank-5 retrievals of occluded queries (Fig. 8)")
