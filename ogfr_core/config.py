@@ -110,7 +110,7 @@ class ModelConfig:
     ``patch_size``/``stride`` are unused by the hybrid.
     """
 
-    method: Literal["ogfr", "baseline"] = "ogfr"
+    method: str = "ogfr"  # a registered method (ogfr_core.model.METHODS); checked when the model is built
     backbone: str = "vit_base_patch16_224"
     pretrained: str = ""
     depth: int = 0

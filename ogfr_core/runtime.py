@@ -53,7 +53,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .evaluation.inputs import CheckpointMismatchError
     from .io import OutputWriteError
     from .model.oa_vit import PretrainedWeightsError
-    from .model.ogfr import ModelConfigError
+    from .model.registry import ModelConfigError
     from .parsing.base import BackendUnavailableError
     from .parsing.cache import ParsingIncompleteError
     from .pretrained import PretrainedDownloadError, PretrainedHashError

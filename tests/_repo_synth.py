@@ -25,7 +25,9 @@ TINY: dict[str, Any] = {
     "parse": {"label_height": 64, "label_width": 32, "workers": 0, "shard_size": 4, "overlay_grid": 4},
     "train": {"epochs": 2, "ids_per_batch": 2, "images_per_id": 2, "warmup_epochs": 1, "device": "cpu",
               "amp": False, "log_every": 1, "threads": 1,
-              "model": {"backbone": "vit_tiny_patch16_224", "depth": 1, "stride": 16, "pretrained": ""}},
+              "model": {"backbone": "vit_tiny_patch16_224", "depth": 1, "stride": 16, "pretrained": "",
+                        "patch_embed": "conv", "stem_weights": "", "stem_frozen_blocks": 0}},
+    "evaluate": {"extra_datasets": []},
 }
 OUTPUT_DIRS = {"data", "models", "reports"}  # where a stage may write
 TRAIN_OUTPUT_DIRS = OUTPUT_DIRS | {"dvclive"}  # the train stage's declared metrics/plots (dvc.yaml)

@@ -38,7 +38,7 @@ def _tiny_checkpoint(path: Path, data_name: str) -> None:
 def run_dir(tmp_path, shared_root, monkeypatch):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(name=DATASET, root=str(shared_root), num_workers=0)
-    params["evaluate"].update(batch_size=8, retrieval_queries=3, mask_examples=3, device="cpu")
+    params["evaluate"].update(batch_size=8, retrieval_queries=3, mask_examples=3, device="cpu", extra_datasets=[])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     query = sorted((shared_root / "query").glob("*.jpg"))[:6]
     gallery = sorted((shared_root / "bounding_box_test").glob("*.jpg"))[:30]

@@ -103,14 +103,14 @@ def test_objective_terms_and_total():
              label=torch.tensor([0, 0, 1, 1]), label_map=torch.randint(0, 9, (4, 64, 32)))
     out = model(b, torch.Generator().manual_seed(0))
     lc = LossConfig()
-    terms = objective(out, b["label"], lc, model.grid_size, model.num_prefix, False, b["label_map"], b["label_map"])
+    terms = objective(out, b["label"], lc, model.grid_size, model.num_prefix, b["label_map"], b["label_map"])
     assert set(terms) == {"mse", "cos", "kd", "en", "tr", "mask", "policy", "total"}
     expect = (terms["mse"] + lc.mu1 * terms["cos"] + terms["kd"] + terms["en"] + lc.mu2 * terms["tr"]
               + terms["mask"] + lc.policy_weight * terms["policy"])
     assert torch.allclose(terms["total"], expect)
     # Table VII switches drop their term
     off = objective(out, b["label"], dataclasses.replace(lc, use_mse=False, use_kd=False), model.grid_size,
-                    model.num_prefix, False, b["label_map"], b["label_map"])
+                    model.num_prefix, b["label_map"], b["label_map"])
     assert "mse" not in off and "cos" in off
     # use_kd: false drops the KL of Eq. (17) but keeps α·mean_i CE(f_op^i) (the classifiers still train)
     logits = out["student"]["logits"]  # [B, K+1, C]
@@ -118,7 +118,7 @@ def test_objective_terms_and_total():
     assert torch.allclose(off["kd"], lc.alpha * ce)
     assert torch.allclose(off["total"], terms["total"] - terms["mse"] - terms["kd"] + off["kd"])
     base = build_model(dataclasses.replace(cfg, method="baseline"), 3, 2, (64, 32)).train()
-    bt = objective(base(b), b["label"], lc, base.grid_size, base.num_prefix, True)
+    bt = base.loss(base(b), b, lc)
     assert set(bt) == {"id", "triplet", "total"} and torch.allclose(bt["total"], bt["id"] + bt["triplet"])
 
 
@@ -132,7 +132,7 @@ def test_single_branch_objective_with_fep_student():
              label_map=torch.randint(0, 9, (4, 64, 32)))
     out = model(b, torch.Generator().manual_seed(0))
     lc = LossConfig()
-    terms = objective(out, b["label"], lc, model.grid_size, model.num_prefix, False, b["label_map"])
+    terms = objective(out, b["label"], lc, model.grid_size, model.num_prefix, b["label_map"])
     assert set(terms) == {"id", "en", "tr", "mask", "policy", "total"}
     s = out["student"]
     mean_id = sum(id_loss(s["logits"][:, i], b["label"]) for i in range(9)) / 9

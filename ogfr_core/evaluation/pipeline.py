@@ -167,6 +167,12 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
     jobs = []  # (dataset config, (query split, gallery split), label)
     if "test" in cfg.sets:
         jobs += [(ds, ("query", "gallery"), ds.name) for ds in sets]
+        for ds in cfg.extra_datasets:
+            if not (Path("data/index") / f"{ds.name}.parquet").is_file():
+                raise FileNotFoundError(
+                    f"evaluate.extra_datasets: data/index/{ds.name}.parquet not found — make it first: "
+                    f"`dvc repro occlude` for the occluded-query benchmark, or the index/parse/occlusion "
+                    f"stages with `data` pointing at {ds.root}; or remove the entry")
     has_val = (read_index(Path("data/index") / f"{data.name}.parquet")["split"] == "val_query").any()
     if "val" in cfg.sets and has_val:
         jobs.append((sets[0], ("val_query", "val_gallery"), f"{data.name}:val"))

@@ -130,11 +130,10 @@ def _non_background_tokens(tokens: torch.Tensor, num_prefix: int) -> torch.Tenso
 
 
 def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int, int],
-              num_prefix: int, baseline: bool = False, label_map: torch.Tensor | None = None,
+              num_prefix: int, label_map: torch.Tensor | None = None,
               label_map_occ: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Assemble the training loss from :meth:`ogfr_core.model.OGFR.forward`'s output.
 
-    * baseline (Table IV row 1, TransReID): ``L = L_id(f^g) + L_tri(f^g)``.
     * OGFR with KD, Eq. (21): ``(L_mse + μ1 L_cos + L_kd) + (L_en + μ2 L_tr) + L_mask`` plus
       ``policy_weight · L_pg`` for each learned agent; ``use_mse/use_cos/use_mask`` switch those
       terms off and ``use_kd`` the KL of Eq. (17) (Table VII; its α·L_id term stays, see the code). L_mask averages the teacher's and the student's correlation matrices
@@ -147,11 +146,6 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
     """
     s, t = out["student"], out.get("teacher")
     terms: dict[str, torch.Tensor] = {}
-    if baseline:
-        terms["id"] = id_loss(s["logits"][:, 0], labels, cfg.label_smoothing)
-        terms["triplet"] = triplet_loss(s["feats"][:, 0], labels, cfg.triplet_margin)
-        terms["total"] = terms["id"] + terms["triplet"]
-        return terms
     total = s["feats"].new_zeros((), dtype=torch.float32)
     if t is not None:
         t_tokens = t["tokens"].detach() if cfg.kd_detach_teacher else t["tokens"]

@@ -1,11 +1,9 @@
 """The OGFR model (Fig. 2): shared OA-ViT, teacher FEP branch, student branch, BNNecks/classifiers.
 
-Branches (``model.*`` switches, Tables IV–VI):
+Registered as ``method: ogfr`` (:mod:`ogfr_core.model.registry`); Table IV's row-1 baseline is its own
+method (:mod:`ogfr_core.model.baseline`). Branches (``model.*`` switches, Tables IV–VI):
 
-* ``method: baseline`` (Table IV row 1): single-branch ViT, sequence ``[cls; patches]`` (no part
-  tokens, no occlusion embedding; camera embedding kept as TransReID's SIE when ``gamma_cam > 0``),
-  one BNNeck + classifier on the [cls] feature; trained with ID + triplet on occlusion-augmented images.
-* ``method: ogfr``: OA-ViT encoder (``oa_vit: false`` drops the occlusion embedding E_o) with K+1 part
+* OA-ViT encoder (``oa_vit: false`` drops the occlusion embedding E_o) with K+1 part
   tokens. The **student** branch (occlusion-augmented image) is two conventional layers, or an FEP
   module with ``fep_student``. With ``kd: true`` a **teacher** branch (holistic image) is added: an
   FEP module (``fep_teacher``) or two conventional layers. ``kd: false`` is the single-branch model
@@ -41,17 +39,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..losses import objective
+from .backbone import build_encoder
+from .base import ReIDMethod
 from .fep import ConventionalHead, ErasingAgent, FEPModule, correlation_matrix, part_visibility
 from .neck import bn_batch_stats, make_bnneck, make_classifier
-from .oa_vit import OAViT
+from .registry import ModelConfigError, register_method
 
 
-class ModelConfigError(ValueError):
-    """An inconsistent combination of model switches."""
-
-
-class OGFR(nn.Module):
-    """OGFR (and its ablations / the baseline). See the module docstring.
+@register_method("ogfr")
+class OGFR(ReIDMethod):
+    """OGFR and its ablations (Tables IV–VII). See the module docstring.
 
     Args:
         cfg: ``train.model`` params.
@@ -68,45 +66,31 @@ class OGFR(nn.Module):
                  img_size: tuple[int, int], load_weights: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        self.baseline = cfg.method == "baseline"
         # fep_teacher configures the teacher branch, which exists only with kd: true; kd: false alone is
         # Table IV's single-branch model (rows 2-3), whatever fep_teacher says
         if cfg.num_episodes < 1:
             raise ModelConfigError(f"model.num_episodes must be >= 1, got {cfg.num_episodes}")
-        self.num_parts = 0 if self.baseline else cfg.num_parts  # K
+        self.num_parts = cfg.num_parts  # K
         self.num_classes = num_classes
         self.img_size = (int(img_size[0]), int(img_size[1]))
-        self.encoder = OAViT(cfg.backbone, self.img_size, cfg.patch_size, cfg.stride, cfg.depth,
-                             num_part_tokens=0 if self.baseline else self.num_parts + 1,
-                             num_cameras=num_cameras, gamma_occ=cfg.gamma_occ, gamma_cam=cfg.gamma_cam,
-                             use_occ_embed=cfg.oa_vit and not self.baseline, drop_path=cfg.drop_path,
-                             patch_embed=cfg.patch_embed, stem=cfg.stem, stem_stride=cfg.stem_stride,
-                             stem_frozen_blocks=cfg.stem_frozen_blocks)
-        self.init_warning = ""
-        if load_weights and cfg.pretrained:
-            self.encoder.load_pretrained(cfg.pretrained)
-        if load_weights and cfg.stem_weights:
-            self.encoder.load_stem_weights(cfg.stem_weights)
-        if load_weights and not cfg.pretrained and not cfg.stem_weights:
-            self.init_warning = (f"no pretrained weights (train.model.pretrained and stem_weights are empty): "
-                                 f"the {cfg.backbone} backbone is randomly initialised, accuracy will be far "
-                                 f"below the paper's ImageNet-initialised results")
+        self.encoder, self.init_warning = build_encoder(cfg, self.img_size, num_cameras,
+                                                        num_part_tokens=self.num_parts + 1,
+                                                        use_occ_embed=cfg.oa_vit, load_weights=load_weights)
         dim = self.encoder.embed_dim
         k = self.num_parts
-        self.num_prefix = 1 if self.baseline else k + 2  # [cls] (+ K+1 part tokens)
+        self.num_prefix = k + 2  # [cls] + K+1 part tokens
         # feature tokens i ∈ {g, 1..K}: token 0 and tokens 2..K+1 (token 1 = background part)
         self.register_buffer("feat_index", torch.tensor([0] + list(range(2, k + 2)), dtype=torch.long),
                              persistent=False)
         template, norm = self.encoder.blocks[-1], self.encoder.norm
 
-        branches = ["student"] + (["teacher"] if (cfg.kd and not self.baseline) else [])
+        branches = ["student"] + (["teacher"] if cfg.kd else [])
         self.heads = nn.ModuleDict()
-        if not self.baseline:
-            for name in branches:
-                use_fep = cfg.fep_student if name == "student" else cfg.fep_teacher
-                self.heads[name] = (FEPModule(template, norm, self.num_prefix, k + 1, cfg.decoder,
-                                              cfg.mask_method, cfg.random_keep)
-                                    if use_fep else ConventionalHead(template, norm))
+        for name in branches:
+            use_fep = cfg.fep_student if name == "student" else cfg.fep_teacher
+            self.heads[name] = (FEPModule(template, norm, self.num_prefix, k + 1, cfg.decoder,
+                                          cfg.mask_method, cfg.random_keep)
+                                if use_fep else ConventionalHead(template, norm))
         self.necks = nn.ModuleDict({name: nn.ModuleList([make_bnneck(dim) for _ in range(k + 1)])
                                     for name in branches})
         if "teacher" in self.necks:
@@ -115,9 +99,8 @@ class OGFR(nn.Module):
             # identity, so it is frozen — every trainable parameter then gets a gradient (tested)
             self.necks["teacher"].requires_grad_(False)
         self.classifiers = nn.ModuleList([make_classifier(dim, num_classes) for _ in range(k + 1)])
-        if not self.baseline:  # Eq. (18) on the encoder's global outputs
-            self.encoder_neck = make_bnneck(dim)
-            self.encoder_classifier = make_classifier(dim, num_classes)
+        self.encoder_neck = make_bnneck(dim)  # Eq. (18) on the encoder's global outputs
+        self.encoder_classifier = make_classifier(dim, num_classes)
         # frozen copies giving p^b (Eq. 8), one per branch with a learned agent; never trained
         self.reward_baselines = nn.ModuleDict()
         for name, head in self.heads.items():
@@ -134,10 +117,6 @@ class OGFR(nn.Module):
         self.reward_baselines.eval()  # the p^b network is always frozen
         return self
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimiser updates (excludes the frozen reward baselines and BN biases)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
     def count_parameters(self) -> int:
         """Number of parameters of the model proper (frozen reward-baseline copies excluded)."""
         skip = {id(p) for p in self.reward_baselines.parameters()}
@@ -151,24 +130,15 @@ class OGFR(nn.Module):
             rb["neck"].load_state_dict(self.necks[name][0].state_dict())
             rb["classifier"].load_state_dict(self.classifiers[0].state_dict())
 
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return self.encoder.grid_size
+    def on_epoch_start(self, epoch: int) -> None:
+        """Refresh the frozen p^b network of Eq. (8) every ``baseline_refresh_epochs`` epochs."""
+        if self.reward_baselines and epoch % max(1, self.cfg.baseline_refresh_epochs) == 0:
+            self.refresh_reward_baseline()
 
     # ------------------------------------------------------------------------------------------
     def correlation(self, tokens: torch.Tensor) -> torch.Tensor:
         """Correlation matrix ``I [B, N, K+1]`` from encoder tokens ``[B, L, D]`` (see ``fep.correlation_matrix``)."""
         return correlation_matrix(tokens[:, self.num_prefix:], tokens[:, 1: self.num_prefix])
-
-    def patch_foreground(self, label_map: torch.Tensor) -> torch.Tensor:
-        """Fraction of non-background pixels in each patch's receptive field: label map ``[B, h, w]``
-        (resized nearest to the input size if needed) → ``[B, N]`` in [0, 1]."""
-        fg = (label_map > 0).float()[:, None]  # [B, 1, h, w]
-        if tuple(fg.shape[-2:]) != self.img_size:
-            fg = F.interpolate(fg, size=self.img_size, mode="nearest")
-        e = self.encoder
-        pooled = F.avg_pool2d(fg, kernel_size=e.patch_size, stride=e.stride)  # [B, 1, Hp, Wp]
-        return pooled.flatten(1)
 
     def _logits(self, branch: str, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-feature BNNeck + classifier: feats ``[B, K+1, D]`` → (after-BN ``[B, K+1, D]``, logits ``[B, K+1, C]``)."""
@@ -186,23 +156,19 @@ class OGFR(nn.Module):
              label_map: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Run branch ``name`` on encoder tokens ``enc [B, L, D]`` (F_h / F_o). Returns a dict with
         ``encoded`` (``enc``), ``tokens`` ``[B, L, D]`` (F_hp / F_op), ``feats`` ``[B, K+1, D]``
-        (before BNNeck), ``feats_bn``, ``logits`` ``[B, K+1, C]``, ``corr`` ``[B, N, K+1]`` (None for
-        the baseline), ``enc_logits`` ``[B, C]`` (Eq. 18), and for a learned FEP agent in training:
+        (before BNNeck), ``feats_bn``, ``logits`` ``[B, K+1, C]``, ``corr`` ``[B, N, K+1]``,
+        ``enc_logits`` ``[B, C]`` (Eq. 18), and for a learned FEP agent in training:
         ``m``, ``actions``, ``log_prob`` ``[E, B]``, ``reward`` ``[E, B]``, ``p_m``, ``p_b``."""
-        out: dict[str, Any] = {"encoded": enc, "corr": None}
-        if self.baseline:
-            tokens = enc
+        corr = self.correlation(enc)  # [B, N, K+1]
+        out: dict[str, Any] = {"encoded": enc, "corr": corr}
+        head = self.heads[name]
+        if isinstance(head, FEPModule):
+            fg = self.patch_foreground(label_map) if (label_map is not None and head.mask_method == "background") else None
+            tokens, info = head(enc, corr, fg, generator)
+            out.update(info)
         else:
-            corr = self.correlation(enc)  # [B, N, K+1]
-            out["corr"] = corr
-            head = self.heads[name]
-            if isinstance(head, FEPModule):
-                fg = self.patch_foreground(label_map) if (label_map is not None and head.mask_method == "background") else None
-                tokens, info = head(enc, corr, fg, generator)
-                out.update(info)
-            else:
-                tokens, _ = head(enc)
-            out["enc_logits"] = self.encoder_classifier(self.encoder_neck(enc[:, 0]))
+            tokens, _ = head(enc)
+        out["enc_logits"] = self.encoder_classifier(self.encoder_neck(enc[:, 0]))
         feats = tokens[:, self.feat_index]  # [B, K+1, D]
         feats_bn, logits = self._logits(name, feats)
         out.update(tokens=tokens, feats=feats, feats_bn=feats_bn, logits=logits)
@@ -272,6 +238,21 @@ class OGFR(nn.Module):
             out["teacher"] = self.head("teacher", enc_t, labels, batch.get("label_map"), generator)
         return out
 
+    def loss(self, out: dict[str, Any], batch: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
+        """Eq. (21) (or the single-branch objective of ``kd: false``): :func:`ogfr_core.losses.objective`
+        with the holistic and occluded parsing label maps for L_mask (Eq. 19). Adds the logged
+        ``reward`` and ``retained_ratio`` of each learned agent to ``out["stats"]``."""
+        terms = objective(out, batch["label"], cfg, self.grid_size, self.num_prefix,
+                          batch.get("label_map"), batch.get("label_map_occ"))
+        stats = out.setdefault("stats", {})
+        for name in ("student", "teacher"):
+            branch = out.get(name) or {}
+            if "reward" in branch:
+                stats[f"{name}/reward"] = float(branch["reward"].mean())
+            if branch.get("actions") is not None:
+                stats[f"{name}/retained_ratio"] = float(branch["actions"].float().mean())
+        return terms
+
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -283,8 +264,7 @@ class OGFR(nn.Module):
             camids: ``[B]`` long, within the training cameras.
 
         Returns:
-            ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}`` (K = 0 for the
-            baseline). Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W.
+            ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}``. Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W.
             The model is put in eval mode for the call and restored after.
         """
         was_training = self.training
@@ -294,11 +274,7 @@ class OGFR(nn.Module):
         finally:
             self.train(was_training)
         feats = out["feats_bn"]  # [B, K+1, D]
-        b = images.shape[0]
-        if out["corr"] is None:
-            vis = torch.zeros(b, 0, dtype=torch.bool, device=images.device)
-        else:
-            vis = part_visibility(out["corr"], self.grid_size, self.img_size)
+        vis = part_visibility(out["corr"], self.grid_size, self.img_size)  # [B, K]
         return {"global": feats[:, 0], "parts": feats[:, 1:], "visibility": vis}
 
     @torch.no_grad()
@@ -325,8 +301,3 @@ def reinforce_reward(p_m: torch.Tensor, p_b: torch.Tensor, clip: float = 0.0, ep
     r = (p_m - p_b) / (1 - p_b).clamp_min(eps)
     return r.clamp(-clip, clip) if clip > 0 else r
 
-
-def build_model(cfg: ModelConfig, num_classes: int, num_cameras: int, img_size: tuple[int, int],
-                load_weights: bool = True) -> OGFR:
-    """Build the OGFR model / ablation / baseline from ``train.model`` params (see :class:`OGFR`)."""
-    return OGFR(cfg, num_classes, num_cameras, img_size, load_weights=load_weights)

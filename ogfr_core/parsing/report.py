@@ -26,15 +26,10 @@ def pick_examples(index: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def write_parse_report(index: pd.DataFrame, root: str | Path, parse_dir: str | Path, summary: ParseSummary,
                        report_dir: str | Path, n_examples: int = 32) -> None:
-<<<<<<< HEAD
-    """Write ``report_dir/summary.json`` (the :class:`ParseSummary`) and ``report_dir/overlay.png``
-    (``n_examples`` crops with their part overlay; undecodable crops, and crops that cannot be read
-    any more, are left out, the latter with a warning)."""
-=======
     """Write ``report_dir/summary.json`` (:meth:`ParseSummary.result_dict`: no timings or cache
     counts, so it depends only on the inputs) and ``report_dir/overlay.png`` (``n_examples`` crops
-    with their part overlay; unreadable crops are left out)."""
->>>>>>> cli
+    with their part overlay; undecodable crops, and crops that cannot be read any more, are left out,
+    the latter with a warning)."""
     report_dir = Path(report_dir)
     write_json(report_dir / "summary.json", summary.result_dict())
     parsing = read_parsing(parse_dir, summary.cache_id).set_index("key")

@@ -27,7 +27,6 @@ import torch.distributed as dist
 
 from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
-from ..losses import objective
 from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
 from .optim import build_optimizer
 from .schedule import build_scheduler
@@ -52,7 +51,7 @@ def distributed_context() -> tuple[int, int, int]:
 
 
 class Trainer:
-    """Train an :class:`~ogfr_core.model.OGFR` model.
+    """Train any registered method (:class:`~ogfr_core.model.ReIDMethod`: OGFR, the baseline, the peers).
 
     Args:
         model: the model (bare; wrapped in DDP here when distributed).
@@ -164,17 +163,13 @@ class Trainer:
                                 area=aug.occlusion_area, lam=self.lam, source=aug.occlusion_source,
                                 generator=self.generator)
         out.update(image_occ=occ.images, label_map_occ=occ.label_maps, z_occ=occ.z)
-        if unwrap(self.model).baseline:  # single branch: the augmented view is the only input
-            out.update(image=occ.images, label_map=occ.label_maps, z=occ.z)
         return out
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Forward + :func:`~ogfr_core.losses.objective` → (loss terms, model output)."""
-        m = unwrap(self.model)
+        """Forward (through DDP when distributed) + the method's own ``loss`` → (loss terms, model output)."""
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
             out = self.net(batch, generator=self.generator)
-            terms = objective(out, batch["label"], self.cfg.loss, m.grid_size, m.num_prefix, m.baseline,
-                              batch.get("label_map"), batch.get("label_map_occ"))
+            terms = unwrap(self.model).loss(out, batch, self.cfg.loss)
         return terms, out
 
     def check_finite(self, terms: dict[str, torch.Tensor], epoch: int) -> None:
@@ -202,11 +197,7 @@ class Trainer:
         self.global_step += 1
         stats = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
         stats["lr"] = lr
-        for name, branch in out.items():
-            if "reward" in branch:
-                stats[f"{name}/reward"] = float(branch["reward"].mean())
-            if branch.get("actions") is not None:
-                stats[f"{name}/retained_ratio"] = float(branch["actions"].float().mean())
+        stats.update(out.get("stats") or {})  # method-specific scalars (OGFR: reward, retained patches)
         return stats
 
     def agreed_steps(self, loader: Iterable[Any], cap: int) -> int:
@@ -235,8 +226,7 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed + epoch)
             self.generator.manual_seed(cfg.seed * 1000 + epoch)
-            if model.reward_baselines and epoch % max(1, model.cfg.baseline_refresh_epochs) == 0:
-                model.refresh_reward_baseline()
+            model.on_epoch_start(epoch)
             self.net.train()
             sums: dict[str, float] = {}
             steps = 0

@@ -1,0 +1,81 @@
+"""What every registered re-ID method implements (OGFR, the baseline, the peers).
+
+A method is one ``nn.Module`` subclass of :class:`ReIDMethod`, registered by name
+(:func:`ogfr_core.model.registry.register_method`) so that ``train.model.method`` selects it. The
+training loop, the checkpoints, the evaluation and the CLI only use this interface, so no
+method-specific branch exists outside the method's own module:
+
+======================================  ============================================================
+``forward(batch, generator)``           training forward on a prepared batch (``image``, ``image_occ``,
+                                        ``z``, ``z_occ``, ``camid``, ``label``, ``label_map``,
+                                        ``label_map_occ``) → a dict of outputs
+``loss(out, batch, cfg)``               the method's training objective → named scalar terms + ``total``
+``extract(images, z, camids)``          inference: ``{"global": [B, D], "parts": [B, K, D],
+                                        "visibility": [B, K] bool}`` (DESIGN.md; K = 0 if no parts)
+``erasing_mask(images, z, camids)``     Fig. 7's retain probability ``[B, Hp, Wp]``, or None
+``on_epoch_start(epoch)``               per-epoch bookkeeping (OGFR: refresh the frozen p^b network)
+``trainable_parameters()``              what the optimiser updates
+``count_parameters()``                  the model's size (frozen training-only copies excluded)
+======================================  ============================================================
+
+Attributes every method sets: ``cfg`` (``train.model``), ``num_classes``, ``img_size`` ``(H, W)``,
+``encoder`` (the shared :class:`~ogfr_core.model.oa_vit.OAViT` backbone, from
+:func:`~ogfr_core.model.backbone.build_encoder`), ``init_warning`` ("" or why the backbone is random).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ReIDMethod(nn.Module):
+    """Base class of the registered methods (see the module docstring)."""
+
+    #: the registry name (``train.model.method``), set by :func:`~ogfr_core.model.registry.register_method`
+    method_name: str = ""
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def loss(self, out: dict[str, Any], batch: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
+        """Named loss terms of ``out`` (``LossConfig`` ``cfg``) with their weighted sum as ``total``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def erasing_mask(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> torch.Tensor | None:
+        """Retain probability of a learned erasing agent ``[B, Hp, Wp]``; None without one."""
+        return None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the training loop before epoch ``epoch`` (0-based); nothing by default."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (``requires_grad``)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def count_parameters(self) -> int:
+        """Number of parameters of the model (training-only frozen copies excluded by overrides)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch-token grid ``(Hp, Wp)`` of the encoder."""
+        return self.encoder.grid_size
+
+    def patch_foreground(self, label_map: torch.Tensor) -> torch.Tensor:
+        """Fraction of non-background pixels in each patch's cell: label map ``[B, h, w]`` (resized
+        nearest to the input size if needed) → ``[B, N]`` in [0, 1]."""
+        import torch.nn.functional as F
+
+        fg = (label_map > 0).float()[:, None]  # [B, 1, h, w]
+        if tuple(fg.shape[-2:]) != self.img_size:
+            fg = F.interpolate(fg, size=self.img_size, mode="nearest")
+        e = self.encoder
+        pooled = F.avg_pool2d(fg, kernel_size=e.patch_size, stride=e.stride)  # [B, 1, Hp, Wp]
+        return pooled.flatten(1)
