@@ -20,6 +20,21 @@ Example::
     >>> aug = occlusion_augment(images, label_maps, z, prob=0.5, area=(0.1, 0.4), lam=5.0,
     ...                         generator=torch.Generator().manual_seed(0))   # doctest: +SKIP
     >>> aug.images.shape, aug.label_maps.shape, aug.z.shape, aug.applied.shape
+
+FED's Non-Pedestrian Occlusion (NPO) augmentation (Wang et al., CVPR 2022, §3.1) is
+:func:`npo_augment`: the same cutting and pasting (:func:`_paste`, shared with
+:func:`occlusion_augment`), with FED's *layout* — a horizontal obstacle (height ``U{H/4..H/2}``,
+full width) or a vertical one (full height, width ``U{W/4..W/2}``) anchored at one of the four
+corners — and :func:`npo_stripe_targets`, FED's occlusion mask (which of the N horizontal stripes
+the obstacle covers by more than three quarters). Where it differs from FED: FED pastes one of 30
+patches hand-cropped from training images (backgrounds and objects, no body parts), resized and
+colour-jittered; we cut the obstacle at its final size from another image of the batch, at the most
+background of 8 candidate positions (``source="background"``, the parsing label map says where
+the background is), so it may still hold body parts of another person when no background-only
+region of that shape exists, and it is not colour-jittered. FED chooses vertical vs horizontal from
+the patch's aspect ratio (> 3 in the paper, > 2 in its code); we draw it with probability
+``vertical_prob``. :func:`occlusion_augment` (OGFR's augmentation) is unchanged: same random draws,
+same outputs.
 """
 from __future__ import annotations
 
@@ -78,16 +93,11 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
         ValueError: label maps not at the image resolution, or a bad area range.
     """
     b, _, h, w = images.shape
-    if tuple(label_maps.shape) != (b, h, w):
-        raise ValueError(f"label_maps must be [B, H, W] = {(b, h, w)} (image resolution), got {tuple(label_maps.shape)}")
+    _check_maps(images, label_maps)
     lo, hi = area
     if not 0 < lo <= hi < 1:
         raise ValueError(f"occlusion_area must satisfy 0 < min <= max < 1, got {area}")
-    if source not in ("background", "fed"):
-        raise ValueError(f"occlusion_source must be 'background' or 'fed', got {source!r}")
-    out_img, out_lab = images.clone(), label_maps.clone()
-    applied = torch.zeros(b, dtype=torch.bool)
-    boxes = torch.zeros(b, 4, dtype=torch.long)
+    _check_source(source)
     # 1) all random draws on the CPU generator (no device sync)
     plans = []  # (i, j, oh, ow, candidates [(y, x)], target (y, x))
     for i in range(b):
@@ -102,6 +112,32 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
         cands = [(_randint(h - oh + 1, generator), _randint(w - ow + 1, generator)) for _ in range(n_cand)]
         target = (_randint(h - oh + 1, generator), _randint(w - ow + 1, generator))
         plans.append((i, j, oh, ow, cands, target))
+    return _paste(images, label_maps, z, plans, source, lam)
+
+
+def _check_maps(images: torch.Tensor, label_maps: torch.Tensor) -> None:
+    b, _, h, w = images.shape
+    if tuple(label_maps.shape) != (b, h, w):
+        raise ValueError(f"label_maps must be [B, H, W] = {(b, h, w)} (image resolution), got {tuple(label_maps.shape)}")
+
+
+def _check_source(source: str) -> None:
+    if source not in ("background", "fed"):
+        raise ValueError(f"occlusion_source must be 'background' or 'fed', got {source!r}")
+
+
+def _paste(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, plans: list, source: str,
+           lam: float) -> OcclusionBatch:
+    """Cut and paste the planned obstacles, set the label map under them to background, recompute z.
+
+    ``plans``: ``(i, j, oh, ow, candidates, (ty, tx))`` per occluded image ``i``: an ``oh × ow``
+    obstacle cut from image ``j`` at one of ``candidates`` (the most background one for
+    ``source="background"``, else the first) and pasted at ``(ty, tx)``.
+    """
+    b, _, h, w = images.shape
+    out_img, out_lab = images.clone(), label_maps.clone()
+    applied = torch.zeros(b, dtype=torch.bool)
+    boxes = torch.zeros(b, 4, dtype=torch.long)
     # 2) background source: score every candidate by its background pixel count, in one gather
     choice = [0] * len(plans)
     if source == "background" and plans:
@@ -123,3 +159,82 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
     z_occ = torch.maximum(z.long(), z_new.to(z.device))
     z_occ = torch.where(applied.to(z.device)[:, None], z_occ, z.long())
     return OcclusionBatch(out_img, out_lab, z_occ, applied.to(images.device), boxes)
+
+
+def npo_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, *, prob: float = 1.0,
+                vertical_prob: float = 0.5, lam: float = 5.0,
+                source: Literal["background", "fed"] = "background",
+                generator: torch.Generator | None = None) -> OcclusionBatch:
+    """FED's NPO augmentation (§3.1, "occlusion augmentation"): with probability ``prob`` paste a
+    horizontal or vertical obstacle at a random corner of each image (module docstring: how it differs
+    from FED's hand-cropped occlusion set).
+
+    Layout (FED's code, ``RandomErasing_Background``): vertical with probability ``vertical_prob`` —
+    ``H × U{⌊W/4⌋..⌊W/2⌋}`` pixels — else horizontal — ``U{⌊H/4⌋..⌊H/2⌋} × W``; corner uniform among
+    top-left, top-right, bottom-left, bottom-right. The obstacle is cut from another image of the
+    batch (``source`` as in :func:`occlusion_augment`); the label map under it becomes background and
+    z is recomputed as there (λ = ``lam`` at 256×128).
+
+    Args:
+        images: ``[B, 3, H, W]``; label_maps: ``[B, H, W]`` long at the image resolution;
+        z: ``[B, 4]`` occlusion labels of the un-augmented images.
+        prob: probability of occluding an image (FED: 1, every image of the second branch).
+        vertical_prob: probability that an obstacle is vertical (FED: decided by the patch's shape).
+        generator: CPU generator for all random draws.
+
+    Returns:
+        :class:`OcclusionBatch`; ``boxes [B, 4]`` (y, x, h, w) give the obstacles' positions, from which
+        :func:`npo_stripe_targets` derives FED's occlusion masks.
+
+    Raises:
+        ValueError: label maps not at the image resolution, probabilities outside [0, 1], bad source.
+    """
+    b, _, h, w = images.shape
+    _check_maps(images, label_maps)
+    _check_source(source)
+    if not (0 <= prob <= 1 and 0 <= vertical_prob <= 1):
+        raise ValueError(f"prob and vertical_prob must be in [0, 1], got {prob}, {vertical_prob}")
+    plans = []
+    for i in range(b):
+        if _rand(generator) >= prob:
+            continue
+        if _rand(generator) < vertical_prob:  # vertical: full height, a quarter to half the width
+            oh, ow = h, max(1, w // 4 + _randint(w // 2 - w // 4 + 1, generator))
+        else:  # horizontal: a quarter to half the height, full width
+            oh, ow = max(1, h // 4 + _randint(h // 2 - h // 4 + 1, generator)), w
+        j = (i + 1 + _randint(b - 1, generator)) % b if b > 1 else i
+        n_cand = NUM_CANDIDATES if source == "background" else 1
+        cands = [(_randint(h - oh + 1, generator), _randint(w - ow + 1, generator)) for _ in range(n_cand)]
+        corner = _randint(4, generator)  # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
+        target = (0 if corner < 2 else h - oh, 0 if corner % 2 == 0 else w - ow)
+        plans.append((i, j, oh, ow, cands, target))
+    return _paste(images, label_maps, z, plans, source, lam)
+
+
+def npo_stripe_targets(boxes: torch.Tensor, applied: torch.Tensor, height: int, width: int,
+                       num_stripes: int = 4, threshold: float = 0.75) -> torch.Tensor:
+    """FED's occlusion masks (§3.1, "mask generation"): split the image into ``num_stripes`` horizontal
+    stripes of equal height; a stripe is occluded (0) when the obstacle covers more than ``threshold``
+    of its area, else it is a human part (1). A vertical obstacle (at most half the width) never
+    covers three quarters of a stripe, so it leaves every stripe at 1, as the paper prescribes.
+
+    FED computes the covered area from the pixel differences ``|x − x'|``; we know the pasted box
+    exactly (the same, except where pasted pixels happen to equal the original ones). FED's code
+    uses a different rule (a stripe with any changed pixel is 0 unless all four are touched, with a
+    ratio test between the two most covered ones); we follow the paper.
+
+    Args:
+        boxes: ``[B, 4]`` long (y, x, h, w) pixels, from :class:`OcclusionBatch`.
+        applied: ``[B]`` bool, whether image b has an obstacle.
+        height, width: image size in pixels.
+
+    Returns:
+        ``[B, num_stripes]`` float targets in {0, 1} (stripe 0 at the top).
+    """
+    bounds = torch.linspace(0, height, num_stripes + 1, dtype=torch.float64)  # stripe row boundaries
+    y, x, bh, bw = (boxes.to(torch.float64).cpu().unbind(1))
+    top, bottom = torch.maximum(y[:, None], bounds[None, :-1]), torch.minimum((y + bh)[:, None], bounds[None, 1:])
+    rows = (bottom - top).clamp_min(0)  # [B, S] rows of each stripe under the box
+    cover = rows * bw[:, None] / ((bounds[1:] - bounds[:-1])[None] * width)  # fraction of the stripe's area
+    occluded = (cover > threshold) & applied.cpu()[:, None]
+    return (~occluded).float().to(boxes.device)
