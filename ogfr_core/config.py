@@ -100,6 +100,41 @@ class OcclusionConfig:
 
 
 @dataclass(frozen=True)
+class FEDConfig:
+    """``model.fed:`` — FED (Wang et al., CVPR 2022), method ``fed`` (:mod:`ogfr_core.model.fed`).
+
+    ``num_stripes`` N part stripes (§3: 4); ``oem_reduction``: the OEM's first FC maps D → D/4 (Eq. 1);
+    ``stripe_threshold``: a stripe covered by more than this is occluded (§3.1: three quarters);
+    ``npo_prob``/``npo_vertical_prob``: NPO augmentation of the second branch (FED's code: every
+    image; vertical share ours); ``memory_momentum`` m of Eq. (3) (0.2); ``temperature`` τ of Eq. (9)
+    (0.05); ``num_neighbours`` K nearest other-identity centres (Table 4: 8); ``num_heads`` of the FDM
+    cross-attention over N·D channels (§4.2: 8); ``ffn_ratio``: hidden width of FFN1/FFN2 (× D, FED's
+    code: 4).
+    """
+
+    num_stripes: int = 4
+    oem_reduction: int = 4
+    stripe_threshold: float = 0.75
+    npo_prob: float = 1.0
+    npo_vertical_prob: float = 0.5
+    memory_momentum: float = 0.2
+    temperature: float = 0.05
+    num_neighbours: int = 8
+    num_heads: int = 8
+    ffn_ratio: int = 4
+
+
+@dataclass(frozen=True)
+class PGFLKDConfig:
+    """``model.pgfl_kd:`` — PGFL-KD (Zheng et al., ACM MM 2021), method ``pgfl_kd``
+    (:mod:`ogfr_core.model.pgfl_kd`): weights λ_cl of the consistent loss (Eq. 4) and λ_mcl of the
+    multi-part contrastive loss (Eq. 5) in Eq. (10) (Fig. 3: 0.25 each)."""
+
+    lambda_cl: float = 0.25
+    lambda_mcl: float = 0.25
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """``model:`` — OA-ViT backbone, FEP module, student head, and the ablation switches.
 
@@ -135,6 +170,8 @@ class ModelConfig:
     num_episodes: int = 1
     baseline_refresh_epochs: int = 2
     reward_clip: float = 1.0  # |r| of Eq. (8) clipped (our choice, 0 = off); p^b near 1 makes r explode
+    fed: FEDConfig = field(default_factory=FEDConfig)  # method fed only
+    pgfl_kd: PGFLKDConfig = field(default_factory=PGFLKDConfig)  # method pgfl_kd only
 
 
 @dataclass(frozen=True)
@@ -378,6 +415,12 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
         "num_parts": AT_LEAST_1, "gamma_occ": NONNEG, "gamma_cam": NONNEG, "drop_path": Range(0, 1, hi_open=True), "random_keep": PROB,
         "num_episodes": AT_LEAST_1, "baseline_refresh_epochs": AT_LEAST_1, "reward_clip": NONNEG,
     },
+    FEDConfig: {
+        "num_stripes": AT_LEAST_1, "oem_reduction": AT_LEAST_1, "stripe_threshold": PROB, "npo_prob": PROB,
+        "npo_vertical_prob": PROB, "memory_momentum": Range(0, 1, hi_open=True), "temperature": POSITIVE,
+        "num_neighbours": AT_LEAST_1, "num_heads": AT_LEAST_1, "ffn_ratio": AT_LEAST_1,
+    },
+    PGFLKDConfig: {"lambda_cl": NONNEG, "lambda_mcl": NONNEG},
     LossConfig: {
         "alpha": NONNEG, "beta": NONNEG, "mu1": NONNEG, "mu2": NONNEG, "triplet_margin": NONNEG,
         "kd_temperature": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True), "policy_weight": NONNEG,
