@@ -11,9 +11,13 @@
 3. Peak memory of one training step of each model: CUDA ``max_memory_allocated``; on CPU the peak
    RSS (``VmHWM``) of a fresh spawned process that builds the model and runs one step.
 4. ``--profile params``: the same timings for params.yaml's ``train.model`` at ``data.height × data.width``
-   with a PK batch (P×K) — seconds per training step for the CPU budget (data loading excluded).
+   with a PK batch (P×K) — seconds per training step for the CPU budget (data loading excluded) —
+   for **every registered method** (OGFR, the baseline, the peers): parameters, multiply–accumulates
+   per image of a whole training step, inference MACs per image (``extract``) and the inference
+   ratios (MACs and time) against the baseline (:func:`method_table`).
 
 Usage: ``python -m benchmarks.bench_model [--profile paper|params|both] [--batch 4] [--steps 3]``
+(``--methods fed,pgfl_kd,baseline`` limits ``--profile params`` to those methods)
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from typing import Any
 import torch
 
 from ogfr_core.config import DataConfig, TrainConfig, from_dict, read_params
-from ogfr_core.model import build_model
+from ogfr_core.model import METHODS, build_model
 from ogfr_core.training.loop import Trainer
 
 PAPER = {"params_m": 121.7, "flops_g": 26.5, "train_ms": 14.1, "train_ms_transreid": 4.8,
@@ -96,6 +100,41 @@ def train_step_macs(cfg: TrainConfig, method: str, num_classes: int, num_cameras
     with FlopCounterMode(display=False) as fc:
         trainer.train_step(make_batch(batch, *hw, num_classes, device))
     return fc.get_total_flops() / 2 / batch
+
+
+def infer_macs(model, hw: tuple[int, int], device: torch.device) -> float:
+    """Multiply–accumulates per image of ``model.extract`` (the inference branch; torch's counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = make_batch(2, *hw, model.num_classes, device)
+    with FlopCounterMode(display=False) as fc:
+        model.extract(b["image"], b["z"], b["camid"])
+    return fc.get_total_flops() / 2 / 2
+
+
+def method_table(cfg: TrainConfig, num_classes: int, num_cameras: int, hw: tuple[int, int], batch: int, steps: int,
+                 device: torch.device, methods: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    """Per registered method (default: all of :data:`~ogfr_core.model.METHODS`): ``params_m``
+    (``count_parameters``, millions), ``macs_train_step_g`` (per image, forward + backward + optimiser),
+    ``macs_infer_g`` (per image, ``extract``), ``train_s``/``infer_s`` (minimum seconds per batch,
+    :func:`time_interleaved`) and, against the baseline, ``macs_train_ratio``, ``macs_infer_ratio``,
+    ``train_time_ratio``, ``infer_time_ratio``."""
+    methods = tuple(sorted(METHODS)) if methods is None else methods
+    timing, models = time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device, methods=methods)
+    table = {m: {"params_m": timing[f"params_m_{m}"], "train_s": timing[f"train_s_{m}"],
+                 "infer_s": timing[f"infer_s_{m}"], "macs_infer_g": infer_macs(models[m], hw, device) / 1e9,
+                 "loss_total": timing[f"loss_total_{m}"]} for m in methods}
+    del models
+    for m in methods:
+        table[m]["macs_train_step_g"] = train_step_macs(cfg, m, num_classes, num_cameras, hw, device) / 1e9
+    if "baseline" in table:
+        base = table["baseline"]
+        for row in table.values():
+            row["macs_train_ratio"] = row["macs_train_step_g"] / base["macs_train_step_g"]
+            row["macs_infer_ratio"] = row["macs_infer_g"] / base["macs_infer_g"]
+            row["train_time_ratio"] = row["train_s"] / base["train_s"]
+            row["infer_time_ratio"] = row["infer_s"] / base["infer_s"]
+    return table
 
 
 def _vm_hwm_mb() -> float:
@@ -216,6 +255,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default="", help="also write the numbers as JSON here")
+    ap.add_argument("--methods", default="", help="comma-separated methods for --profile params (default: all registered)")
     args = ap.parse_args()
     from ogfr_core.runtime import resolve_device
 
@@ -267,16 +307,19 @@ def main() -> None:
         cfg = from_dict(TrainConfig, params["train"], "train")
         hw, ncls, ncam = (data.height, data.width), 767, 2
         batch = cfg.ids_per_batch * cfg.images_per_id
-        timing, _ = time_interleaved(cfg, ncls, ncam, hw, batch, args.steps, device)
+        methods = tuple(m for m in args.methods.split(",") if m) or None
+        table = method_table(cfg, ncls, ncam, hw, batch, args.steps, device, methods)
         results["params_yaml"] = {"batch": batch, "backbone": cfg.model.backbone, "depth": cfg.model.depth,
-                                  "stride": cfg.model.stride, "hw": list(hw), **timing}
-        print(f"[params.yaml {cfg.model.backbone} depth {cfg.model.depth} stride {cfg.model.stride}, "
-              f"{hw[0]}x{hw[1]}, batch {batch}] device={device} threads={torch.get_num_threads()}")
-        print(f"  train step: OGFR {timing['train_s_ogfr']:.3f} s, baseline {timing['train_s_baseline']:.3f} s "
-              f"(ratio {timing['train_ratio']:.2f}, medians {timing['train_s_ogfr_median']:.3f} / "
-              f"{timing['train_s_baseline_median']:.3f} s); inference batch: student {timing['infer_s_ogfr']:.3f} s, "
-              f"plain ViT {timing['infer_s_baseline']:.3f} s")
-        print(f"  params OGFR {timing['params_m_ogfr']:.2f} M, baseline {timing['params_m_baseline']:.2f} M")
+                                  "stride": cfg.model.stride, "hw": list(hw), "methods": table}
+        print(f"[params.yaml {cfg.model.backbone} depth {cfg.model.depth} {cfg.model.patch_embed} patches, "
+              f"{hw[0]}x{hw[1]}, batch {batch}, {ncls} ids] device={device} threads={torch.get_num_threads()}")
+        print(f"  {'method':<10} {'params M':>9} {'train GMACs/img':>16} {'x base':>7} {'infer GMACs/img':>16} "
+              f"{'x base':>7} {'train s/step':>13} {'x base':>7} {'infer s/batch':>14} {'x base':>7}")
+        for m, r in table.items():
+            print(f"  {m:<10} {r['params_m']:>9.2f} {r['macs_train_step_g']:>16.3f} {r.get('macs_train_ratio', 0):>7.2f} "
+                  f"{r['macs_infer_g']:>16.3f} {r.get('macs_infer_ratio', 0):>7.2f} {r['train_s']:>13.3f} "
+                  f"{r.get('train_time_ratio', 0):>7.2f} "
+                  f"{r['infer_s']:>14.3f} {r.get('infer_time_ratio', 0):>7.2f}")
     if args.out:
         from ogfr_core.io import write_json
 
