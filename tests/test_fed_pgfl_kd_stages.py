@@ -65,3 +65,16 @@ def test_train_and_evaluate_stages_end_to_end(tmp_path, method):
     for dist in ("visibility", "global"):  # K = 0: Eq. (23) reduces to the global distance
         assert 0.0 <= res[dist]["mAP"] <= 1.0
     assert res["visibility"]["mAP"] == res["global"]["mAP"]
+
+
+def test_published_numbers_are_cited():
+    from ogfr_core.report.paper import PEER_RESULTS, PEER_SOURCES
+
+    for name in ("FED", "PGFL-KD"):
+        assert name in PEER_SOURCES and "Table" in PEER_SOURCES[name]
+        assert {"Market-1501", "Occluded-Duke", "Occluded-REID"} <= set(PEER_RESULTS[name])
+        for metrics in PEER_RESULTS[name].values():
+            assert set(metrics) <= {"rank-1", "rank-3", "rank-5", "rank-10", "mAP"}
+            assert all(0 < v <= 100 for v in metrics.values())
+    assert PEER_RESULTS["FED"]["Occluded-Duke"] == {"rank-1": 68.1, "mAP": 56.4}  # FED Table 1
+    assert PEER_RESULTS["PGFL-KD"]["Occluded-Duke"] == {"rank-1": 63.0, "mAP": 54.1}  # PGFL-KD Table 2

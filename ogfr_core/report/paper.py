@@ -4,6 +4,9 @@ Source: "Occlusion-Guided Feature Purification Learning via Reinforced Knowledge
 Occluded Person Re-Identification" — Table I (occluded sets), Table II (holistic sets),
 Table III (P-DukeMTMC-reID), Table IV (ablation on Occluded-Duke). TransReID's rows are quoted from
 the same tables as the ViT-B baseline the paper compares with. ``None`` = not reported.
+
+``PEER_RESULTS`` / ``PEER_SOURCES``: the peer methods' own published numbers (their papers' tables,
+cited per method), for the report's method comparison.
 """
 from __future__ import annotations
 
@@ -45,6 +48,34 @@ PAPER_TABLE_IV: list[tuple[tuple[bool, bool, bool, bool], dict[str, float]]] = [
     ((True, True, True, True), {"rank-1": 74.3, "rank-5": 84.8, "rank-10": 87.3, "mAP": 63.6}),
     ((True, False, True, True), {"rank-1": 76.6, "rank-5": 86.4, "rank-10": 89.8, "mAP": 64.7}),
 ]
+
+# Published numbers of the peer methods (percent), typed in from THEIR papers; method → dataset →
+# {metric: value}, metric names as in reports/metrics.json. PEER_SOURCES cites the table of each entry.
+PEER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    "FED": {  # Wang et al., "Feature Erasing and Diffusion Network for Occluded Person Re-ID", CVPR 2022
+        "Occluded-Duke": {"rank-1": 68.1, "mAP": 56.4},
+        "Occluded-REID": {"rank-1": 86.3, "mAP": 79.3},
+        "Partial-REID": {"rank-1": 83.1, "mAP": 80.5},
+        "Market-1501": {"rank-1": 95.0, "mAP": 86.3},
+        "DukeMTMC-reID": {"rank-1": 89.4, "mAP": 78.0},
+    },
+    "PGFL-KD": {  # Zheng et al., "Pose-Guided Feature Learning with Knowledge Distillation ...", ACM MM 2021
+        "Occluded-Duke": {"rank-1": 63.0, "mAP": 54.1},
+        "Occluded-REID": {"rank-1": 80.7, "mAP": 70.3},
+        "Partial-REID": {"rank-1": 85.1, "rank-3": 90.8},
+        "Partial-iLIDS": {"rank-1": 74.0, "rank-3": 86.7},
+        "Market-1501": {"rank-1": 95.3, "mAP": 87.2},
+        "DukeMTMC-reID": {"rank-1": 89.6, "mAP": 79.5},
+    },
+}
+PEER_SOURCES: dict[str, str] = {
+    "FED": "FED paper Table 1 (Occluded-Duke, Occluded-REID, Partial-REID; the 'FED' row with occlusion set OS1, "
+           "not FED* with OS1+OS2) and Table 2 (Market-1501, DukeMTMC-reID); ViT-B/16 at 256x128, "
+           "Occluded-REID / Partial-REID with the Market-1501 model",
+    "PGFL-KD": "PGFL-KD paper Table 2 (Occluded-Duke, Occluded-REID), Table 3 (Partial-REID, Partial-iLIDS: "
+               "R-1 / R-3), Table 5 (Market-1501, DukeMTMC-reID); ResNet-50 at 384x128, HRNet keypoints in "
+               "training only, global feature f_G at test",
+}
 
 # The paper's setting (§IV-B), to flag runs that are not a reproduction.
 PAPER_SETUP = {"backbone": "vit_base_patch16_224", "epochs": 120, "height": 256, "width": 128,
