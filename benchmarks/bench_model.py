@@ -255,7 +255,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default="", help="also write the numbers as JSON here")
-    ap.add_argument("--methods", default="", help="comma-separated methods for --profile params (default: all registered)")
+    ap.add_argument("--methods", default="",
+                    help="comma-separated methods for --profile params (default: all registered)")
     args = ap.parse_args()
     from ogfr_core.runtime import resolve_device
 
@@ -316,7 +317,8 @@ def main() -> None:
         print(f"  {'method':<10} {'params M':>9} {'train GMACs/img':>16} {'x base':>7} {'infer GMACs/img':>16} "
               f"{'x base':>7} {'train s/step':>13} {'x base':>7} {'infer s/batch':>14} {'x base':>7}")
         for m, r in table.items():
-            print(f"  {m:<10} {r['params_m']:>9.2f} {r['macs_train_step_g']:>16.3f} {r.get('macs_train_ratio', 0):>7.2f} "
+            print(f"  {m:<10} {r['params_m']:>9.2f} {r['macs_train_step_g']:>16.3f} "
+                  f"{r.get('macs_train_ratio', 0):>7.2f} "
                   f"{r['macs_infer_g']:>16.3f} {r.get('macs_infer_ratio', 0):>7.2f} {r['train_s']:>13.3f} "
                   f"{r.get('train_time_ratio', 0):>7.2f} "
                   f"{r['infer_s']:>14.3f} {r.get('infer_time_ratio', 0):>7.2f}")

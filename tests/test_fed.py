@@ -229,7 +229,8 @@ def test_fed_shapes_memory_and_inference_feature():
     n, d = 4, model.encoder.embed_dim
     b = _batch()
     out = model(b, torch.Generator().manual_seed(0))
-    assert out["scores"].shape == (8, n) and out["oem_feats"].shape == (8, n * d) and out["fdm_feats"].shape == (8, n * d)
+    assert out["scores"].shape == (8, n)
+    assert out["oem_feats"].shape == (8, n * d) and out["fdm_feats"].shape == (8, n * d)
     assert out["oem_logits"].shape == (8, 2) and out["global_logits"].shape == (8, 2)
     assert model.memory_oem.valid.all() and model.memory_fdm.valid.all()  # both ids seen
     before = model.memory_oem.features.clone()

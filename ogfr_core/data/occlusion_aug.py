@@ -170,8 +170,8 @@ def npo_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor,
     from FED's hand-cropped occlusion set).
 
     Layout (FED's code, ``RandomErasing_Background``): vertical with probability ``vertical_prob`` —
-    ``H × U{⌊W/4⌋..⌊W/2⌋}`` pixels — else horizontal — ``U{⌊H/4⌋..⌊H/2⌋} × W``; corner uniform among
-    top-left, top-right, bottom-left, bottom-right. The obstacle is cut from another image of the
+    ``H × U{⌊W/4⌋..⌊W/2⌋}`` pixels — else horizontal — ``U{⌊H/4⌋..⌊H/2⌋} × W``; corner uniform
+    among top-left, top-right, bottom-left, bottom-right. The obstacle is cut from another image of the
     batch (``source`` as in :func:`occlusion_augment`); the label map under it becomes background and
     z is recomputed as there (λ = ``lam`` at 256×128).
 

@@ -1,6 +1,6 @@
 """FED's loss terms (Wang et al., "Feature Erasing and Diffusion Network for Occluded Person
 Re-Identification", CVPR 2022, §3.3), each a named function (tested against hand-computed values in
-tests/test_peers.py):
+tests/test_fed.py):
 
 ============================  ====================================================================
 :func:`oem_mse_loss`           Eq. (2)  mean squared error between OEM occlusion scores and FED's

@@ -1,6 +1,6 @@
 """PGFL-KD's loss terms (Zheng et al., "Pose-Guided Feature Learning with Knowledge Distillation for
 Occluded Person Re-Identification", ACM MM 2021, §3.2–3.4), each a named function (tested against
-hand-computed values in tests/test_peers.py):
+hand-computed values in tests/test_pgfl_kd.py):
 
 ================================  ================================================================
 :func:`consistent_loss`            Eq. (4)  ‖f_G − sg(f_E)‖²₂ (squared L2 norm), batch mean; the FEB's
@@ -58,5 +58,6 @@ def pgfl_kd_objective(out: dict, labels: torch.Tensor, positives: torch.Tensor, 
     terms = {f"reid_{n}": reid_loss(f[n], lg[n], labels, margin, label_smoothing) for n in ("g", "e", "v")}
     terms["cl"] = consistent_loss(f["g"], f["e"])
     terms["mcl"] = multi_part_contrastive_loss(f["g"], f["p"], positives)
-    terms["total"] = terms["reid_g"] + terms["reid_e"] + terms["reid_v"] + lambda_cl * terms["cl"] + lambda_mcl * terms["mcl"]
+    terms["total"] = (terms["reid_g"] + terms["reid_e"] + terms["reid_v"]
+                      + lambda_cl * terms["cl"] + lambda_mcl * terms["mcl"])
     return terms

@@ -216,8 +216,8 @@ class FED(ReIDMethod):
         self.encoder, self.init_warning = build_encoder(cfg, self.img_size, num_cameras, load_weights=load_weights)
         dim, n = self.encoder.embed_dim, self.fcfg.num_stripes
         if n > self.encoder.grid_size[0]:
-            raise ModelConfigError(f"train.model.fed.num_stripes ({n}) exceeds the token grid's {self.encoder.grid_size[0]} "
-                                   f"rows at {self.img_size[0]}x{self.img_size[1]}")
+            raise ModelConfigError(f"train.model.fed.num_stripes ({n}) exceeds the token grid's "
+                                   f"{self.encoder.grid_size[0]} rows at {self.img_size[0]}x{self.img_size[1]}")
         self.global_neck, self.global_classifier = make_bnneck(dim), make_classifier(dim, num_classes)
         self.oem = OcclusionErasingModule(dim, n, self.fcfg.oem_reduction)
         self.oem_necks = nn.ModuleList([make_bnneck(dim) for _ in range(n)])
@@ -255,15 +255,16 @@ class FED(ReIDMethod):
         ``fdm_logits`` ``[2B, C]``; ``scores``/``score_targets`` ``[2B, N]``; ``oem_feats``/``fdm_feats``
         ``[2B, N·D]``; ``memory_oem``/``memory_fdm`` ``[C, N·D]`` and their ``_valid`` ``[C]`` (the
         memories the losses compare with: after initialising this batch's new identities, before the
-        momentum update); ``stats``. In training the memories are then updated (Eq. 3).
+        momentum update); ``npo_boxes`` ``[B, 4]`` (y, x, h, w of each obstacle) and ``npo_applied``
+        ``[B]``; ``stats``. In training the memories are then updated (Eq. 3).
         """
         fc = self.fcfg
         x, labels, camids = batch["image"], batch["label"], batch["camid"]
         b, _, h, w = x.shape
         occ = npo_augment(x, batch["label_map"].long(), batch["z"], prob=fc.npo_prob,
                           vertical_prob=fc.npo_vertical_prob, generator=generator)
-        targets = torch.cat([x.new_ones(b, fc.num_stripes),
-                             npo_stripe_targets(occ.boxes, occ.applied, h, w, fc.num_stripes, fc.stripe_threshold).to(x)])
+        masks = npo_stripe_targets(occ.boxes, occ.applied, h, w, fc.num_stripes, fc.stripe_threshold)  # [B, N]
+        targets = torch.cat([x.new_ones(b, fc.num_stripes), masks.to(x)])  # holistic rows: all human parts
         tokens = self.encoder(torch.cat([x, occ.images]), None, torch.cat([camids, camids]))  # [2B, L, D]
         scores, parts_bn, f_oem = self.erase(tokens)
         labels2 = torch.cat([labels, labels])
@@ -285,7 +286,8 @@ class FED(ReIDMethod):
                 "oem_logits": self.oem_classifier(f_oem), "fdm_logits": self.fdm_classifier(f_fdm),
                 "scores": scores, "score_targets": targets, "oem_feats": f_oem, "fdm_feats": f_fdm,
                 "memory_oem": mem_oem, "memory_oem_valid": valid_oem, "memory_fdm": mem_fdm,
-                "memory_fdm_valid": valid_fdm, "stats": stats}
+                "memory_fdm_valid": valid_fdm, "npo_boxes": occ.boxes, "npo_applied": occ.applied,
+                "stats": stats}
 
     def loss(self, out: dict[str, Any], batch: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
         """Eq. (10) (:func:`~ogfr_core.losses.fed.fed_objective`), label smoothing from ``train.loss``."""
