@@ -271,3 +271,45 @@ def test_a_few_steps_on_a_real_batch_lower_the_loss(shared_root, tmp_path):
     total = [h["loss/total"] for h in hist]
     assert np.mean(total[-3:]) < 0.5 * np.mean(total[:3]), total
     assert np.mean([h["loss/mse"] for h in hist[-3:]]) < hist[0]["loss/mse"]  # the OEM learns the stripe masks
+
+
+def test_resume_restores_the_memories(shared_root, tmp_path):
+    """The memories are training state: a run interrupted after epoch 1 and resumed from last.pt ends
+    with the same losses, weights and memories as an uninterrupted one."""
+    from ogfr_core.config import to_dict
+    from ogfr_core.training import Trainer, read_checkpoint
+
+    batch = real_batch(shared_root)
+    cfg = TrainConfig(epochs=2, warmup_epochs=1, log_every=0, model=TINY)
+    meta = dict(model=to_dict(cfg.model), data={"name": "test"}, train=to_dict(cfg), num_classes=4, num_cameras=2,
+                height=H, width=W, epochs_trained=0, pretrained_weights="", init_warning="", method="fed")
+
+    def trainer(out):
+        torch.manual_seed(0)
+        return Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, out, meta, lam=5.0, steps_per_epoch=2)
+
+    def make(epoch):
+        g = torch.Generator().manual_seed(epoch)
+        for _ in range(2):
+            perm = torch.randperm(16, generator=g)
+            yield {k: v[perm] for k, v in batch.items()}
+
+    class Stop(Exception):
+        pass
+
+    def interrupted(epoch):
+        if epoch == 1:
+            raise Stop
+        return make(epoch)
+
+    full = trainer(tmp_path / "full")
+    history = full.fit(make)
+    first = trainer(tmp_path / "cut")
+    with pytest.raises(Stop):
+        first.fit(interrupted)
+    resumed = trainer(tmp_path / "cut")
+    assert resumed.resume() and resumed.start_epoch == 1
+    assert resumed.model.memory_oem.valid.all()  # restored, not re-initialised
+    assert resumed.fit(make) == history
+    a, b = (read_checkpoint(p / "model.pt")["model"] for p in (tmp_path / "full", tmp_path / "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
