@@ -10,7 +10,7 @@ from .fep import (ConventionalHead, block_queries, ErasingAgent, FEPModule, MHSA
 from .oa_vit import OAViT, PretrainedWeightsError, patch_grid
 from .ogfr import OGFR, reinforce_reward
 from . import baseline  # noqa: F401  (registers "baseline")
-from . import fpc  # noqa: F401  (registers "fpc")
+from . import cpacol, fpc  # noqa: F401  (register "cpacol", "fpc")
 
 __all__ = [
     "METHODS", "ReIDMethod", "register_method", "OAViT", "PretrainedWeightsError", "patch_grid", "OGFR",
