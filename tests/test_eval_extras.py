@@ -84,3 +84,22 @@ def test_options_of_another_method_are_named():
     assert unused_method_options(cfg, "fpc") == ["evaluate.cpacol.rescore"]
     assert sorted(unused_method_options(cfg, "ogfr")) == ["evaluate.cpacol.rescore", "evaluate.fpc.consolidation"]
     assert unused_method_options(EvaluateConfig(), "ogfr") == []
+
+
+@pytest.mark.parametrize("section,raw,key", [
+    ("train", {"model": {"fpc": {"keep_rate": 0.0}}}, "train.model.fpc.keep_rate"),
+    ("train", {"model": {"fpc": {"alpha": 1.5}}}, "train.model.fpc.alpha"),
+    ("train", {"model": {"fpc": {"prune_blocks": [3, -1]}}}, "train.model.fpc.prune_blocks"),
+    ("train", {"model": {"cpacol": {"attn_blocks": []}}}, "train.model.cpacol.attn_blocks"),
+    ("train", {"model": {"cpacol": {"stage2_lr_scale": 0}}}, "train.model.cpacol.stage2_lr_scale"),
+    ("train", {"model": {"cpacol": {"corr_channel": 8}}}, "train.model.cpacol"),
+    ("evaluate", {"cpacol": {"top_k": 0}}, "evaluate.cpacol.top_k"),
+    ("evaluate", {"cpacol": {"weight_source": "test"}}, "evaluate.cpacol.weight_source"),
+    ("evaluate", {"cpacol": {"weight_sweep": [0.1, -1]}}, "evaluate.cpacol.weight_sweep"),
+    ("evaluate", {"fpc": {"neighbours": 0}}, "evaluate.fpc.neighbours"),
+])
+def test_peer_params_are_validated(section, raw, key):
+    from ogfr_core.config import ConfigError, EvaluateConfig, TrainConfig, from_dict
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        from_dict({"train": TrainConfig, "evaluate": EvaluateConfig}[section], raw, section)

@@ -138,3 +138,27 @@ def test_cpacol_two_phases_and_rescoring(tmp_path, monkeypatch, caplog):
     assert {"cpacol_rescore@w=0.5", "cpacol_rescore@w=1"} <= set(val)
     assert val["cpacol_rescore@w=1"]["options"]["weight"] == 1.0
     assert "fpc_consolidation" not in test
+
+
+@pytest.mark.parametrize("method", ["fpc", "cpacol"])
+def test_mixed_precision_forward_backward(method):
+    """The training loop's AMP path through CPU autocast (bfloat16): the neighbour search and the
+    contrastive similarities run in fp32 inside, the loss stays within a few % of fp32, gradients finite."""
+    from ogfr_core.config import LossConfig
+
+    cfg = ModelConfig(method=method, backbone="vit_tiny_patch16_224", depth=2, stride=16, drop_path=0.0)
+    cfg = dataclasses.replace(cfg, fpc=dataclasses.replace(cfg.fpc, neighbours=3),
+                              cpacol=dataclasses.replace(cfg.cpacol, corr_channels=16))
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.randn(8, 3, H, W, generator=g), "label": torch.arange(8) % 4,
+             "camid": torch.arange(8) % 2, "label_map": torch.randint(0, 9, (8, H, W), generator=g)}
+    totals = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cfg, 4, 2, (H, W), load_weights=False).train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            terms = model.loss(model(batch), batch, LossConfig())
+        terms["total"].backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        totals[amp] = float(terms["total"].detach())
+    assert totals[True] == pytest.approx(totals[False], rel=0.05)

@@ -36,7 +36,8 @@ SIM_MIN, SIM_MAX = 5e-4, 1 - 5e-4
 
 def clamped_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``clamp(cos(x_i, y_j), 5e-4, 1 − 5e-4)`` for ``x [..., N, D]``, ``y [..., M, D]`` → ``[..., N, M]``."""
-    sim = F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).transpose(-2, -1)
+    with torch.autocast(device_type=x.device.type, enabled=False):  # fp32: 1 − 5e-4 is not an fp16 number
+        sim = F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).transpose(-2, -1)
     return sim.clamp(SIM_MIN, SIM_MAX)
 
 

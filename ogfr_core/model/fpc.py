@@ -131,6 +131,12 @@ def select_neighbours(q_cls: torch.Tensor, q_patch: torch.Tensor, mem_cls: torch
     Returns:
         ``(indices [Q, K] long, distances [Q, K])``, nearest first.
     """
+    with torch.autocast(device_type=q_cls.device.type, enabled=False):  # fp32: exp(-d/ε) underflows in fp16
+        return _select_neighbours(q_cls.float(), q_patch.float(), mem_cls.float(), fetch, k, shortlist, alpha, eps,
+                                  iters, exclude)
+
+
+def _select_neighbours(q_cls, q_patch, mem_cls, fetch, k, shortlist, alpha, eps, iters, exclude):
     d_cos = cosine_distance(q_cls, mem_cls)  # [Q, G]
     if exclude is not None:
         d_cos = d_cos.scatter(1, exclude[:, None].long(), float("inf"))
@@ -138,7 +144,7 @@ def select_neighbours(q_cls: torch.Tensor, q_patch: torch.Tensor, mem_cls: torch
     s = min(shortlist, g)
     k = min(k, s)
     d_short, cand = d_cos.topk(s, dim=1, largest=False)  # [Q, S]
-    patches = fetch(cand).to(q_patch.device)  # [Q, S, N, D]
+    patches = fetch(cand).to(q_patch.device).float()  # [Q, S, N, D]
     qp = q_patch[:, None].expand(-1, s, -1, -1).reshape(-1, *q_patch.shape[1:])  # [Q·S, M, D]
     d_emd = emd_distance(qp, patches.reshape(-1, *patches.shape[2:]), eps, iters).view(-1, s)  # [Q, S]
     d = (1 - alpha) * d_short + alpha * d_emd  # Eq. (10)
