@@ -438,7 +438,8 @@ class CpaColRescore:
     def options(self, variant: str) -> dict:
         return {"top_k": self.top_k, "weight": self.weights[variant],
                 "weight_source": self.weight_source if variant == self.name else "validation sweep",
-                "score": "correlation logit (before the sigmoid), z-normalised over the top-k"}
+                "score": "correlation logit (before the sigmoid), z-normalised over the top-k",
+                "compare_with": "the global row: stage I alone (stage II leaves its features unchanged)"}
 
     def store_features(self, ctx, which: str, n: int):
         """Embedded ContrastAttn features of every image of a split, in a TokenStore."""

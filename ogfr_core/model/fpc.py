@@ -327,7 +327,8 @@ class FPCConsolidation:
     def options(self, variant: str) -> dict:
         fc = self.model.cfg.fpc
         return {"neighbours": self.k, "shortlist": self.shortlist, "alpha": fc.alpha, "keep_rate": fc.keep_rate,
-                "gallery_features": "dense (keep rate 1), as the official evaluation code"}
+                "gallery_features": "dense (keep rate 1), as the official evaluation code",
+                "compare_with": "the global row: the sparse encoder alone, FPC's number under the standard protocol"}
 
     def distance_blocks(self, ctx):
         import numpy as np
