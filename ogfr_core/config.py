@@ -225,7 +225,8 @@ class TrainConfig:
     transformer blocks on a short CPU budget; ``momentum`` unused). With ``adamw``, biases, norm
     weights and the learnable tokens/embeddings get no weight decay (timm's
     ``param_groups_weight_decay`` rule). ``stem_lr_scale`` multiplies ``lr`` for the pretrained CNN
-    stem of a hybrid patch embedding (1 = same lr).
+    stem of a hybrid patch embedding (1 = same lr), ``agent_lr_scale`` for the FEP erasing agent
+    (:mod:`ogfr_core.training.optim`).
     """
 
     seed: int = 0
@@ -235,6 +236,7 @@ class TrainConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.008
     stem_lr_scale: float = 1.0
+    agent_lr_scale: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: int = 5
@@ -464,7 +466,7 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     },
     TrainConfig: {
         "seed": Range(0, 2**31 - 1), "epochs": AT_LEAST_1, "ids_per_batch": AT_LEAST_1,
-        "images_per_id": AT_LEAST_1, "lr": POSITIVE, "stem_lr_scale": NONNEG,
+        "images_per_id": AT_LEAST_1, "lr": POSITIVE, "stem_lr_scale": NONNEG, "agent_lr_scale": NONNEG,
         "momentum": Range(0, 1, hi_open=True), "weight_decay": NONNEG, "warmup_epochs": NONNEG, "warmup_factor": Range(0, 1, lo_open=True),
         "min_lr": NONNEG, "log_every": NONNEG, "max_steps_per_epoch": NONNEG, "threads": NONNEG,
     },

@@ -21,10 +21,12 @@ def groups_by_name(model, cfg):
 
 def test_sgd_decays_everything_and_scales_the_stem_lr():
     model = build_model(TINY, 3, 2, (64, 32))
-    cfg = TrainConfig(optimizer="sgd", lr=0.01, stem_lr_scale=0.1, weight_decay=1e-4, model=TINY)
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, stem_lr_scale=0.1, agent_lr_scale=50, weight_decay=1e-4, model=TINY)
     groups = groups_by_name(model, cfg)
-    assert set(groups) == {"stem/decay", "main/decay"}
+    assert set(groups) == {"stem/decay", "agent/decay", "main/decay"}
     assert groups["stem/decay"]["lr"] == pytest.approx(0.001) and groups["main/decay"]["lr"] == 0.01
+    assert groups["agent/decay"]["lr"] == pytest.approx(0.5)
+    assert [id(p) for p in groups["agent/decay"]["params"]] == [id(model.heads["teacher"].agent.G.weight)]
     stem_ids = {id(p) for p in model.encoder.patch_embed.backbone.parameters() if p.requires_grad}
     assert {id(p) for p in groups["stem/decay"]["params"]} == stem_ids
     # every trainable parameter exactly once; frozen ones never
@@ -55,10 +57,11 @@ def test_adamw_exempts_norms_biases_and_tokens():
     assert len(ratios) == 1
 
 
-def test_conv_patch_embedding_sgd_is_one_group_as_before():
-    """The paper profile (conv patches, SGD): one group over the trainable parameters in model order —
-    the optimiser the loop used before parameter groups existed."""
+def test_conv_patch_embedding_sgd_has_the_papers_hyper_parameters_everywhere():
+    """The paper profile (conv patches, SGD, scales 1): every group has lr 0.008 and weight decay 1e-4
+    — per-parameter SGD updates identical to one group over all trainable parameters."""
     model = build_model(dataclasses.replace(TINY, patch_embed="conv", stride=12), 3, 2, (64, 32))
     groups = param_groups(model, TrainConfig(optimizer="sgd", model=TINY))
-    assert len(groups) == 1
-    assert [id(p) for p in groups[0]["params"]] == [id(p) for p in model.trainable_parameters()]
+    assert [g["name"] for g in groups] == ["agent/decay", "main/decay"]
+    assert all(g["lr"] == 0.008 and g["weight_decay"] == 1e-4 for g in groups)
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.trainable_parameters())

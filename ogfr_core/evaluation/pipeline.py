@@ -240,6 +240,7 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
                "pretrained_weights": meta["pretrained_weights"], "trained_on": data.name,
                "patch_embed": (meta.get("model") or {}).get("patch_embed", "conv"),
                "stem_weights": (meta.get("model") or {}).get("stem_weights", ""),
+               "num_parameters": int(meta.get("num_parameters") or model.count_parameters()),
                "height": int(meta["height"]), "width": int(meta["width"]),
                "feat_norm": cfg.feat_norm, "datasets": {}}
     from ..data.index import read_index

@@ -476,6 +476,7 @@ class ReportPaths:
     parse_overlay: str = "reports/parse/overlay.png"
     occlude_summary: str = "reports/occlude/summary.json"
     occlude_examples: str = "reports/occlude/examples.png"
+    recipe_selection: str = "reports/recipe_selection.json"
     out_dir: str = "reports"
 
 
@@ -521,7 +522,9 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
 
     sections = [setup_section(metrics, backend, source), results_section(metrics)]
     runs, note = experiments if experiments is not None else load_experiments(run_dir)
-    sections.append(ablation_section(runs, note, dataset))
+    from .experiments import load_recorded_runs
+
+    sections.append(ablation_section(list(runs) + load_recorded_runs(at(paths.recipe_selection)), note, dataset))
 
     sec = Section("Training curves")
     live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 #: params that never change a run's numbers (or only its seed): not part of a configuration
-NON_CONFIG_PARAMS = ("train.seed", "train.threads", "train.log_every", "data.num_workers", "parse.workers",
+#: (``data.root`` is where the same dataset, ``data.name``, lies on the machine that ran it)
+NON_CONFIG_PARAMS = ("train.seed", "train.threads", "data.root", "train.log_every", "data.num_workers", "parse.workers",
                      "evaluate.batch_size", "evaluate.device", "train.device", "parse.device",
                      "report.num_retrieval_queries", "report.num_mask_examples", "evaluate.retrieval_queries",
                      "evaluate.mask_examples", "parse.overlay_grid")
@@ -113,3 +114,33 @@ def comparison_rows(groups: Sequence[ConfigGroup], columns: Sequence[tuple[str, 
                 rows.append([*([""] * len(first)), "", f"{r['name']} (seed {r['params'].get('train.seed', '?')})",
                              *[fmt_pct(r["metrics"].get(k, float("nan"))) for _, k in columns]])
     return rows
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts → ``{"a.b.c": value}`` (lists are values)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+def load_recorded_runs(path) -> list[dict]:
+    """Runs recorded in a committed JSON (``reports/recipe_selection.json``): validation-split runs made
+    with the stage scripts and params overrides outside ``dvc exp`` (so they survive a fresh clone).
+
+    Format: ``{"runs": [{"name", "commit", "params": {nested params.yaml of the run},
+    "metrics": {nested reports/metrics.json}}]}`` → ``[{"name": "<name> @<commit>", "params", "metrics"}]``
+    with flattened keys, as :func:`ogfr_core.report.build.parse_experiments` returns. Missing file → [].
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    return [{"name": f"{r['name']} @{str(r.get('commit', ''))[:7]}", "params": flatten(r.get("params", {})),
+             "metrics": flatten(r.get("metrics", {}))} for r in doc.get("runs", [])]
