@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config import LossConfig
-from ..model.fep import upsample_correlation
 
 
 def mse_loss(f_hp: torch.Tensor, f_op: torch.Tensor) -> torch.Tensor:
@@ -77,6 +76,8 @@ def mask_loss(corr: torch.Tensor, grid: tuple[int, int], label_map: torch.Tensor
         grid: patch grid ``(Hp, Wp)``.
         label_map: ``[B, H, W]`` long in 0..K (0 = background).
     """
+    from ..model.fep import upsample_correlation  # here, not at import: ogfr_core.model imports this package
+
     up = upsample_correlation(corr.float(), grid, tuple(label_map.shape[-2:]))  # [B, K+1, H, W]
     return F.nll_loss(up.clamp_min(eps).log(), label_map.long())
 
