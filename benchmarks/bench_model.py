@@ -11,10 +11,12 @@
 3. Peak memory of one training step of each model: CUDA ``max_memory_allocated``; on CPU the peak
    RSS (``VmHWM``) of a fresh spawned process that builds the model and runs one step.
 4. ``--profile params``: the same timings for params.yaml's ``train.model`` at ``data.height × data.width``
-   with a PK batch (P×K) — seconds per training step for the CPU budget (data loading excluded) —
-   for **every registered method** (OGFR, the baseline, the peers): parameters, multiply–accumulates
-   per image of a whole training step, inference MACs per image (``extract``) and the inference
-   ratios (MACs and time) against the baseline (:func:`method_table`).
+   with a PK batch (P×K) — seconds per training step for the CPU budget (data loading excluded) — for
+   EVERY registered method (:func:`method_table`): parameters, multiply–accumulates per image of a
+   training step (per phase for a multi-phase method, e.g. CpaCol's stage I / stage II) and of
+   inference, train/inference seconds, inference ratio vs the baseline; and the per-query cost of the
+   test-time extras (:func:`extras_cost`: FPC's consolidation, CpaCol's top-k re-scoring). The paper
+   profile prints the extras' cost at ViT-B/16 size too.
 
 Usage: ``python -m benchmarks.bench_model [--profile paper|params|both] [--batch 4] [--steps 3]``
 (``--methods fed,pgfl_kd,baseline`` limits ``--profile params`` to those methods)
@@ -53,9 +55,12 @@ def make_batch(b: int, h: int, w: int, num_classes: int, device: torch.device) -
             "label": labels.to(device), "camid": (torch.arange(b) % 2).to(device)}
 
 
-def build(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int], device):
+def build(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int], device,
+          phase: str | None = None):
     mcfg = dataclasses.replace(cfg.model, method=method)
     model = build_model(mcfg, num_classes, num_cameras, hw, load_weights=False)
+    if phase is not None:  # a training phase of a multi-phase method (what it freezes)
+        model.set_phase(phase)
     run_cfg = dataclasses.replace(cfg, model=mcfg, warmup_epochs=0, epochs=1000)
     trainer = Trainer(model, run_cfg, "/tmp/ogfr_bench_unused", {}, lam=5.0, steps_per_epoch=1000, device=device)
     return model, trainer
@@ -91,50 +96,16 @@ def count_flops(model, hw, device) -> dict[str, float]:
 
 
 def train_step_macs(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int],
-                    device: torch.device, batch: int = 2) -> float:
+                    device: torch.device, batch: int = 2, phase: str | None = None) -> float:
     """Multiply–accumulates per image of one whole training step (forward, backward, optimiser;
-    torch's counter) — the machine-independent counterpart of the timed ratio."""
+    torch's counter) — the machine-independent counterpart of the timed ratio. ``phase``: a training
+    phase of a multi-phase method (default: its first)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    _, trainer = build(cfg, method, num_classes, num_cameras, hw, device)
+    _, trainer = build(cfg, method, num_classes, num_cameras, hw, device, phase)
     with FlopCounterMode(display=False) as fc:
         trainer.train_step(make_batch(batch, *hw, num_classes, device))
     return fc.get_total_flops() / 2 / batch
-
-
-def infer_macs(model, hw: tuple[int, int], device: torch.device) -> float:
-    """Multiply–accumulates per image of ``model.extract`` (the inference branch; torch's counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    b = make_batch(2, *hw, model.num_classes, device)
-    with FlopCounterMode(display=False) as fc:
-        model.extract(b["image"], b["z"], b["camid"])
-    return fc.get_total_flops() / 2 / 2
-
-
-def method_table(cfg: TrainConfig, num_classes: int, num_cameras: int, hw: tuple[int, int], batch: int, steps: int,
-                 device: torch.device, methods: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
-    """Per registered method (default: all of :data:`~ogfr_core.model.METHODS`): ``params_m``
-    (``count_parameters``, millions), ``macs_train_step_g`` (per image, forward + backward + optimiser),
-    ``macs_infer_g`` (per image, ``extract``), ``train_s``/``infer_s`` (minimum seconds per batch,
-    :func:`time_interleaved`) and, against the baseline, ``macs_train_ratio``, ``macs_infer_ratio``,
-    ``train_time_ratio``, ``infer_time_ratio``."""
-    methods = tuple(sorted(METHODS)) if methods is None else methods
-    timing, models = time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device, methods=methods)
-    table = {m: {"params_m": timing[f"params_m_{m}"], "train_s": timing[f"train_s_{m}"],
-                 "infer_s": timing[f"infer_s_{m}"], "macs_infer_g": infer_macs(models[m], hw, device) / 1e9,
-                 "loss_total": timing[f"loss_total_{m}"]} for m in methods}
-    del models
-    for m in methods:
-        table[m]["macs_train_step_g"] = train_step_macs(cfg, m, num_classes, num_cameras, hw, device) / 1e9
-    if "baseline" in table:
-        base = table["baseline"]
-        for row in table.values():
-            row["macs_train_ratio"] = row["macs_train_step_g"] / base["macs_train_step_g"]
-            row["macs_infer_ratio"] = row["macs_infer_g"] / base["macs_infer_g"]
-            row["train_time_ratio"] = row["train_s"] / base["train_s"]
-            row["infer_time_ratio"] = row["infer_s"] / base["infer_s"]
-    return table
 
 
 def _vm_hwm_mb() -> float:
@@ -247,6 +218,120 @@ def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device,
     return med, models
 
 
+def inference_macs(model, hw, device) -> float:
+    """Multiply–accumulates of ``extract`` for one image (eval mode, torch's counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = make_batch(1, *hw, model.num_classes, device)
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.extract(b["image"], b["z"], b["camid"])
+    model.train()
+    return fc.get_total_flops() / 2
+
+
+def method_table(cfg: TrainConfig, num_classes: int, num_cameras: int, hw: tuple[int, int], batch: int,
+                 steps: int, device, methods: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """Every registered method (or ``methods``) on one configuration: ``params_m``, ``macs_train_step_g``
+    per image (``{phase: G}`` for multi-phase methods), ``macs_infer_g`` per image, ``train_s`` /
+    ``infer_s`` (minima over ``steps``, batch of ``batch``, measured alternately in one process) and
+    ``infer_ratio`` = infer_s / the baseline's (inference MACs ratio too)."""
+    from ogfr_core.model import METHODS
+
+    methods = tuple(methods or sorted(METHODS))
+    timing, models = time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device, methods=methods)
+    table: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        phases = [p.name for p in models[m].training_phases(cfg)]
+        step = {(p or "train"): train_step_macs(cfg, m, num_classes, num_cameras, hw, device, 2, p or None) / 1e9
+                for p in phases}
+        table[m] = {"params_m": models[m].count_parameters() / 1e6, "macs_train_step_g": step,
+                    "macs_infer_g": inference_macs(models[m], hw, device) / 1e9,
+                    "train_s": timing[f"train_s_{m}"], "infer_s": timing[f"infer_s_{m}"],
+                    "loss_total": timing[f"loss_total_{m}"]}
+    if "baseline" in table:
+        for m in table:
+            table[m]["infer_ratio"] = table[m]["infer_s"] / table["baseline"]["infer_s"]
+            table[m]["infer_macs_ratio"] = table[m]["macs_infer_g"] / table["baseline"]["macs_infer_g"]
+    return table
+
+
+def extras_cost(cfg: TrainConfig, hw: tuple[int, int], device, top_k: int = 100, neighbours: int = 10,
+                shortlist: int = 100, repeats: int = 2) -> dict[str, Any]:
+    """Per-query cost of the test-time extras, on random tokens of the right shapes (the gallery pass
+    they need is one ``extract``-sized forward per gallery image, in ``method_table``):
+
+    * FPC consolidation: Eq. (4)-(10) neighbour search over ``shortlist`` candidates (EMD by Sinkhorn)
+      + the consolidation decoder on ``1 + M + K·N`` tokens;
+    * CpaCol re-scoring: the correlation module on ``top_k`` pairs (Eq. 9 + the 4D network).
+
+    Returns seconds (minimum over ``repeats``) and multiply–accumulates per query (torch's counter;
+    Sinkhorn's element-wise exp/divisions are not counted).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict[str, Any] = {}
+    g = torch.Generator().manual_seed(0)
+    fpc = build_model(dataclasses.replace(cfg.model, method="fpc"), 10, 2, hw, load_weights=False).to(device).eval()
+    n, d = fpc.encoder.num_patches, fpc.encoder.embed_dim
+    img = torch.randn(1, 3, *hw, generator=g).to(device)
+    cam = torch.zeros(1, dtype=torch.long, device=device)
+    mem_cls = torch.randn(max(shortlist, 1000), d, generator=g).to(device)
+    mem_patch = torch.randn(max(shortlist, 1000), n, d, generator=g).to(device)
+
+    def consolidate():
+        tok = fpc.sparse_tokens(img, cam)
+        idx = fpc.neighbours(tok, mem_cls, lambda i: mem_patch[i], neighbours, shortlist)
+        nbr = torch.cat([mem_cls[idx][:, :, None], mem_patch[idx]], dim=2)
+        return fpc.rec_neck(fpc.consolidate(tok, nbr))
+
+    cp = build_model(dataclasses.replace(cfg.model, method="cpacol"), 10, 2, hw, load_weights=False).to(device).eval()
+    shape = (len(cp.attn_after), cp.cfg.cpacol.corr_channels, *cp.encoder.grid_size)
+    fq = torch.nn.functional.normalize(torch.randn(1, *shape, generator=g), dim=2).to(device)
+    fgal = torch.nn.functional.normalize(torch.randn(top_k, *shape, generator=g), dim=2).to(device)
+
+    def rescore():
+        return cp.correlation_logits(fq.expand(top_k, *shape), fgal)
+
+    for name, fn in (("fpc_consolidation", consolidate), ("cpacol_rescore", rescore)):
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as fc:
+                fn()
+            times = []
+            for _ in range(repeats):
+                sync(device)
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                times.append(time.perf_counter() - t0)
+        out[name] = {"s_per_query": min(times), "macs_per_query_g": fc.get_total_flops() / 2e9}
+    with torch.no_grad():
+        kept = fpc.sparse_tokens(img, cam).shape[1] - 1
+    out["fpc_consolidation"].update(neighbours=neighbours, shortlist=shortlist, query_tokens=kept,
+                                    decoder_tokens=1 + kept + neighbours * n)
+    out["cpacol_rescore"].update(top_k=top_k, pairs_per_query=top_k)
+    return out
+
+
+def print_method_table(table: dict[str, dict[str, Any]], extras: dict[str, Any]) -> None:
+    print("  method      params(M)  train-step MACs/img (G)            infer MACs/img (G)  train s/step  "
+          "infer s/batch  infer ratio vs baseline")
+    for m, r in table.items():
+        step = ", ".join(f"{k} {v:.3f}" for k, v in r["macs_train_step_g"].items())
+        ratio = f"{r['infer_ratio']:.2f} (MACs {r['infer_macs_ratio']:.2f})" if "infer_ratio" in r else "-"
+        print(f"  {m:<10} {r['params_m']:9.2f}  {step:<34} {r['macs_infer_g']:9.3f}  {r['train_s']:12.3f}  "
+              f"{r['infer_s']:13.3f}  {ratio}")
+    print_extras(extras)
+
+
+def print_extras(extras: dict[str, Any]) -> None:
+    f, c = extras["fpc_consolidation"], extras["cpacol_rescore"]
+    print(f"  test-time extras per query: FPC consolidation (K={f['neighbours']}, shortlist {f['shortlist']}) "
+          f"{1e3 * f['s_per_query']:.1f} ms, {f['macs_per_query_g']:.2f} G MACs; CpaCol re-scoring of the top "
+          f"{c['top_k']} {1e3 * c['s_per_query']:.1f} ms, {c['macs_per_query_g']:.2f} G MACs "
+          f"(Occluded-Duke, 2,210 queries: {2210 * f['s_per_query'] / 60:.1f} / {2210 * c['s_per_query'] / 60:.1f} min)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", choices=["paper", "params", "both"], default="both")
@@ -283,6 +368,7 @@ def main() -> None:
         r["params_vs_paper_pct"] = 100 * (r["params_m_ogfr"] / PAPER["params_m"] - 1)
         r["macs_once_vs_paper_pct"] = 100 * (r["macs_modules_once_g"] / PAPER["flops_g"] - 1)
         r["macs_student_vs_paper_pct"] = 100 * (r["macs_student_g"] / PAPER["flops_g"] - 1)
+        r["test_time_extras"] = extras_cost(cfg, hw, device, repeats=1)
         results["paper_vitb_s12_256x128"] = r
         print(f"[paper config ViT-B/16 stride 12, 256x128, K=8, 702 ids] device={device} batch={batch}")
         print(f"  params OGFR {r['params_m_ogfr']:.1f} M (paper 121.7 M, {r['params_vs_paper_pct']:+.1f}%), "
@@ -299,6 +385,7 @@ def main() -> None:
               f"ratio {r['train_ratio']:.2f} (median {r['train_ratio_median']:.2f}; goal <= 2.5; paper 14.1/4.8 = 2.94)")
         print(f"  inference:  student {r['infer_s_ogfr']:.3f} s, plain ViT {r['infer_s_baseline']:.3f} s, "
               f"ratio {r['infer_ratio']:.2f} (median {r['infer_ratio_median']:.2f}; goal <= 1.35; paper 7.0/5.2 = 1.35)")
+        print_extras(r["test_time_extras"])
         if "peak_mb_ogfr" in r:
             kind = "CUDA max allocated" if device.type == "cuda" else "process peak RSS"
             print(f"  peak memory ({kind}): OGFR {r['peak_mb_ogfr']:.0f} MiB, baseline {r['peak_mb_baseline']:.0f} MiB")
@@ -312,16 +399,12 @@ def main() -> None:
         table = method_table(cfg, ncls, ncam, hw, batch, args.steps, device, methods)
         results["params_yaml"] = {"batch": batch, "backbone": cfg.model.backbone, "depth": cfg.model.depth,
                                   "stride": cfg.model.stride, "hw": list(hw), "methods": table}
+        extras = extras_cost(cfg, hw, device)
+        results["params_yaml"]["test_time_extras"] = extras
         print(f"[params.yaml {cfg.model.backbone} depth {cfg.model.depth} {cfg.model.patch_embed} patches, "
               f"{hw[0]}x{hw[1]}, batch {batch}, {ncls} ids] device={device} threads={torch.get_num_threads()}")
-        print(f"  {'method':<10} {'params M':>9} {'train GMACs/img':>16} {'x base':>7} {'infer GMACs/img':>16} "
-              f"{'x base':>7} {'train s/step':>13} {'x base':>7} {'infer s/batch':>14} {'x base':>7}")
-        for m, r in table.items():
-            print(f"  {m:<10} {r['params_m']:>9.2f} {r['macs_train_step_g']:>16.3f} "
-                  f"{r.get('macs_train_ratio', 0):>7.2f} "
-                  f"{r['macs_infer_g']:>16.3f} {r.get('macs_infer_ratio', 0):>7.2f} {r['train_s']:>13.3f} "
-                  f"{r.get('train_time_ratio', 0):>7.2f} "
-                  f"{r['infer_s']:>14.3f} {r.get('infer_time_ratio', 0):>7.2f}")
+        print(f"  every registered method (batch {batch}; MACs per image, torch counter):")
+        print_method_table(table, extras)
     if args.out:
         from ogfr_core.io import write_json
 

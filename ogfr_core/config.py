@@ -135,6 +135,51 @@ class PGFLKDConfig:
 
 
 @dataclass(frozen=True)
+class FPCConfig:
+    """``model.fpc:`` — FPC (feature pruning and consolidation), :mod:`ogfr_core.model.fpc`.
+
+    ``prune_blocks`` are 0-based block indices of a 12-block ViT (the official code's ``drop_loc``;
+    the paper's "layers 3, 6 and 9"), mapped proportionally to ``depth`` blocks. ``keep_rate`` γ and
+    ``alpha`` α of Eq. (10) are §3.4's values; ``neighbours`` K and ``shortlist`` are the training
+    values (the test-time consolidation reads ``evaluate.fpc``). ``consolidation: false`` trains the
+    sparse encoder alone (Table 4 row 2).
+    """
+
+    keep_rate: float = 0.8
+    prune_blocks: tuple[int, ...] = (3, 6, 9)
+    fuse_token: bool = True
+    consolidation: bool = True
+    neighbours: int = 10
+    shortlist: int = 100
+    alpha: float = 0.4
+    sinkhorn_iters: int = 100
+    sinkhorn_eps: float = 0.05
+
+
+@dataclass(frozen=True)
+class CpaColConfig:
+    """``model.cpacol:`` — CpaCol (contrastive pedestrian attention + correlation learning),
+    :mod:`ogfr_core.model.cpacol`.
+
+    ``attn_blocks``: 0-based blocks of a 12-block ViT after which a ContrastAttn layer sits (paper:
+    the 3rd, 5th and 7th), mapped proportionally to ``depth``; ``residual_weights`` (one per layer)
+    and ``attn_ramp_epochs`` are the official code's (the paper is silent); ``inter_weight`` /
+    ``intra_weight`` are λ1 / λ2 of Eq. (12); ``corr_channels`` C_r of Eq. (9); stage II runs
+    ``stage2_epochs`` epochs at ``train.lr · stage2_lr_scale`` with the stage-I model frozen.
+    """
+
+    attn_blocks: tuple[int, ...] = (2, 4, 6)
+    residual_weights: tuple[float, ...] = (0.5, 0.25, 0.1)
+    attn_ramp_epochs: int = 20
+    num_stripes: int = 4
+    inter_weight: float = 1.0
+    intra_weight: float = 0.5
+    corr_channels: int = 256
+    stage2_epochs: int = 180
+    stage2_lr_scale: float = 1.25
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """``model:`` — OA-ViT backbone, FEP module, student head, and the ablation switches.
 
@@ -172,6 +217,8 @@ class ModelConfig:
     reward_clip: float = 1.0  # |r| of Eq. (8) clipped (our choice, 0 = off); p^b near 1 makes r explode
     fed: FEDConfig = field(default_factory=FEDConfig)  # method fed only
     pgfl_kd: PGFLKDConfig = field(default_factory=PGFLKDConfig)  # method pgfl_kd only
+    fpc: FPCConfig = field(default_factory=FPCConfig)  # method fpc
+    cpacol: CpaColConfig = field(default_factory=CpaColConfig)  # method cpacol
 
 
 @dataclass(frozen=True)
@@ -261,6 +308,33 @@ class EvalDatasetConfig:
 
 
 @dataclass(frozen=True)
+class FPCEvalConfig:
+    """``evaluate.fpc:`` — FPC's test-time feature consolidation (§3.2–3.3), which reads a memory of
+    the TEST GALLERY's tokens: not the standard protocol, reported as "uses the test gallery".
+    ``neighbours`` K (paper: 10 on Occluded-Duke, 5 elsewhere), ``shortlist``: cosine candidates
+    ranked by Eq. (10) (paper: 100)."""
+
+    consolidation: bool = False
+    neighbours: int = 10
+    shortlist: int = 100
+
+
+@dataclass(frozen=True)
+class CpaColEvalConfig:
+    """``evaluate.cpacol:`` — CpaCol's test-time fusion of the global distance with the correlation
+    score s of Eq. (10), on the ``top_k`` of each query's global ranking only (an approximation of
+    re-scoring every pair). ``weight``: fusion weight (0.3 = the official code's; the paper gives no
+    value); ``weight_source`` says where it came from (the report prints it); ``weight_sweep``: extra
+    weights evaluated on the VALIDATION split only (``evaluate.sets: [val]``), to choose ``weight``."""
+
+    rescore: bool = False
+    top_k: int = 100
+    weight: float = 0.3
+    weight_source: Literal["official_code", "validation"] = "official_code"
+    weight_sweep: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """``evaluate:`` — Market-1501 protocol, Eq. (22)–(23), optional k-reciprocal re-ranking.
 
@@ -289,6 +363,8 @@ class EvaluateConfig:
     fep_images: int = 1000
     sets: tuple[Literal["test", "val"], ...] = ("test", "val")
     extra_datasets: tuple[EvalDatasetConfig, ...] = ()
+    fpc: FPCEvalConfig = field(default_factory=FPCEvalConfig)  # test-time extras of method fpc
+    cpacol: CpaColEvalConfig = field(default_factory=CpaColEvalConfig)  # test-time extras of method cpacol
 
 
 @dataclass(frozen=True)
@@ -443,6 +519,14 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
         "k2": AT_LEAST_1, "lambda_value": PROB, "retrieval_queries": NONNEG, "mask_examples": NONNEG,
         "fep_images": NONNEG,
     },
+    FPCConfig: {"keep_rate": Range(0, 1, lo_open=True), "prune_blocks": NONNEG, "neighbours": AT_LEAST_1,
+                "shortlist": AT_LEAST_1, "alpha": PROB, "sinkhorn_iters": AT_LEAST_1, "sinkhorn_eps": POSITIVE},
+    CpaColConfig: {"attn_blocks": Range(0, nonempty=True), "residual_weights": Range(0, nonempty=True),
+                   "attn_ramp_epochs": NONNEG, "num_stripes": AT_LEAST_1, "inter_weight": NONNEG,
+                   "intra_weight": NONNEG, "corr_channels": AT_LEAST_1, "stage2_epochs": NONNEG,
+                   "stage2_lr_scale": POSITIVE},
+    FPCEvalConfig: {"neighbours": AT_LEAST_1, "shortlist": AT_LEAST_1},
+    CpaColEvalConfig: {"top_k": AT_LEAST_1, "weight": NONNEG, "weight_sweep": NONNEG},
     ReportConfig: {"num_retrieval_queries": NONNEG, "num_mask_examples": NONNEG},
     OccludeConfig: {"area": Range(0, 1, lo_open=True, ordered=True), "seed": Range(0, 2**31 - 1),
                     "suffix": safe_suffix, "examples": NONNEG},

@@ -25,9 +25,9 @@ from .inputs import check_meta, read_occlusion_z
 log = logging.getLogger(__name__)
 
 
-def extract_split(model, meta, frame, split: str, root: Path, z: dict, cfg: EvaluateConfig,
-                  num_workers: int, device, index_path: Path) -> FeatureSet:
-    """Features of one split of an index, with its paths (relative to ``root``)."""
+def split_loader(meta, frame, split: str, root: Path, z: dict, cfg: EvaluateConfig, num_workers: int,
+                 index_path: Path):
+    """``(records, loader)`` of one split of an index, in index order, with the test transform."""
     from ..data.dataset import ReIDImageDataset, build_test_loader
     from ..data.transforms import TestTransform
 
@@ -38,7 +38,13 @@ def extract_split(model, meta, frame, split: str, root: Path, z: dict, cfg: Eval
     mean, std = aug.get("mean", (0.5, 0.5, 0.5)), aug.get("std", (0.5, 0.5, 0.5))
     transform = TestTransform(meta["height"], meta["width"], mean, std)
     dataset = ReIDImageDataset(records, root, transform, z=z)
-    loader = build_test_loader(dataset, cfg.batch_size, num_workers)
+    return records, build_test_loader(dataset, cfg.batch_size, num_workers)
+
+
+def extract_split(model, meta, frame, split: str, root: Path, z: dict, cfg: EvaluateConfig,
+                  num_workers: int, device, index_path: Path) -> FeatureSet:
+    """Features of one split of an index, with its paths (relative to ``root``)."""
+    records, loader = split_loader(meta, frame, split, root, z, cfg, num_workers, index_path)
     feats = extract_features(model, loader, device, num_cameras=int(meta["num_cameras"]), progress=True)
     if feats.keys != records["key"].astype(str).tolist():
         raise RuntimeError(f"{index_path}: the {split} loader returned images out of index order")
@@ -99,6 +105,13 @@ def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, nu
                                           cfg.feat_norm, rerank)
         log.info("%s / %s: %s", label, kind, results[kind].to_dict())
     entry = {kind: res.to_dict() for kind, res in results.items()}
+    kind_of_set = "val" if splits[0].startswith("val") else "test"
+    for extra in model.test_time_extras(cfg, kind_of_set):
+        extra_results, extra_entries = evaluate_extra(extra, model, meta, frame, splits, root, z, cfg,
+                                                      num_workers, device, index_path, query, gallery,
+                                                      kind_of_set)
+        results.update(extra_results)
+        entry.update(extra_entries)
     entry.update(num_query=len(query), num_gallery=len(gallery),
                  num_query_occluded=int(sum(np.asarray(z[k]).any() for k in query.keys)),
                  num_parts=query.num_parts, rerank=cfg.rerank, splits=list(splits))
@@ -119,6 +132,73 @@ def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, nu
                                         cfg.mask_examples, device), dataset=name, root=str(root)),
         }
     return entry, cmc_rows(results, label), examples
+
+
+def evaluate_extra(extra, model, meta, frame, splits: tuple[str, str], root: Path, z: dict,
+                   cfg: EvaluateConfig, num_workers: int, device, index_path: Path, query: FeatureSet,
+                   gallery: FeatureSet, kind: str) -> tuple[dict, dict]:
+    """Run one test-time extra (:mod:`.extras`) of the model on a (query, gallery) pair.
+
+    Returns:
+        ``(results, entries)``: ``{variant: RankResult}`` and ``{variant: metrics dict + "flags",
+        "flag_labels", "options", "seconds", "seconds_per_query"}`` for the dataset's metrics entry.
+    """
+    import tempfile
+    import time
+
+    import torch
+
+    from .extras import FLAGS, ExtraContext, run_extra
+    from .features import map_unseen_cameras
+
+    def batches(which: str):
+        feats = query if which == "query" else gallery
+        _, loader = split_loader(meta, frame, splits[0 if which == "query" else 1], root, z, cfg, num_workers,
+                                 index_path)
+        start = 0
+        for batch in loader:
+            b = batch["image"].shape[0]
+            if list(batch["key"]) != feats.keys[start:start + b]:
+                raise RuntimeError(f"{index_path}: the {which} loader returned images out of index order")
+            cams = map_unseen_cameras(torch.as_tensor(batch["camid"]).long(), int(meta["num_cameras"]))
+            yield slice(start, start + b), {"image": batch["image"].to(device),
+                                            "z": torch.as_tensor(batch["z"]).long().to(device),
+                                            "camid": cams.to(device)}
+            start += b
+
+    if cfg.rerank:
+        log.info("test-time extra %s: not combined with k-reciprocal re-ranking (evaluate.rerank)", extra.name)
+    t0 = time.perf_counter()
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="ogfr-extra-") as scratch, torch.inference_mode():
+        ctx = ExtraContext(query, gallery, batches, device, cfg.chunk_mb, cfg.feat_norm, Path(scratch), kind)
+        results = run_extra(extra, ctx, cfg.max_rank)
+    seconds = time.perf_counter() - t0
+    entries = {}
+    for variant, res in results.items():
+        entries[variant] = dict(res.to_dict(), flags=list(extra.flags),
+                                flag_labels=[FLAGS.get(f, f) for f in extra.flags],
+                                options=extra.options(variant), seconds=round(seconds, 3),
+                                seconds_per_query=round(seconds / max(1, len(query)), 6))
+        log.info("%s (test-time extra, %s): %s", variant, "; ".join(entries[variant]["flag_labels"]),
+                 res.to_dict())
+    return results, entries
+
+
+def unused_method_options(cfg: EvaluateConfig, method: str) -> list[str]:
+    """``evaluate.<m>.<switch>`` options that are on for a registered method ``m`` other than the
+    checkpoint's ``method`` (they do nothing for it): the keys, for a warning."""
+    import dataclasses
+
+    from ..model import METHODS
+
+    out = []
+    for name in METHODS:
+        sub = getattr(cfg, name, None)
+        if name == method or not dataclasses.is_dataclass(sub):
+            continue
+        out += [f"evaluate.{name}.{f.name}" for f in dataclasses.fields(sub) if getattr(sub, f.name) is True]
+    return out
 
 
 def cmc_csv(rows: list[dict], primary: str) -> str:
@@ -181,6 +261,9 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
         raise ConfigError(f"evaluate.sets = {list(cfg.sets)} leaves nothing to evaluate (the index has no "
                           f"validation split: set data.val_ids > 0, or add 'test')")
     metrics["validation_ids"] = int(data.val_ids)
+    ignored = unused_method_options(cfg, meta["method"])
+    if ignored:
+        log.warning("%s: on, but the checkpoint's method is %s — ignored", ", ".join(ignored), meta["method"])
     rows, examples = [], None
     for i, (ds, splits, label) in enumerate(jobs):
         entry, ds_rows, ex = evaluate_dataset(model, meta, ds.name, Path(ds.root), cfg, data.num_workers,
@@ -188,4 +271,7 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
         metrics["datasets"][label] = entry
         rows += ds_rows
         examples = examples or ex
+    # which test-time extras produced numbers (the report flags them: not the standard protocol)
+    metrics["test_time_extras"] = {k: v["flag_labels"] for e in metrics["datasets"].values()
+                                   for k, v in e.items() if isinstance(v, dict) and "flags" in v}
     return EvaluationOutputs(metrics, cmc_csv(rows, jobs[0][2]), examples["retrievals"], examples["masks"])

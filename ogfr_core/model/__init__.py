@@ -11,6 +11,7 @@ from .oa_vit import OAViT, PretrainedWeightsError, patch_grid
 from .ogfr import OGFR, reinforce_reward
 from . import baseline  # noqa: F401  (registers "baseline")
 from . import fed, pgfl_kd  # noqa: F401  (register the peers "fed", "pgfl_kd")
+from . import cpacol, fpc  # noqa: F401  (register "cpacol", "fpc")
 
 __all__ = [
     "METHODS", "ReIDMethod", "register_method", "OAViT", "PretrainedWeightsError", "patch_grid", "OGFR",

@@ -16,6 +16,12 @@ method-specific branch exists outside the method's own module:
 ``on_epoch_start(epoch)``               per-epoch bookkeeping (OGFR: refresh the frozen p^b network)
 ``trainable_parameters()``              what the optimiser updates
 ``count_parameters()``                  the model's size (frozen training-only copies excluded)
+``training_phases(train_cfg)``          the training run's phases (:class:`TrainingPhase`; one by
+                                        default, CpaCol: stage I then stage II)
+``set_phase(name)``                     switch to a phase (what is frozen) before its Trainer is built
+``test_time_extras(evaluate_cfg, kind)`` optional test-time scorers the evaluate stage runs when an
+                                        ``evaluate`` option of the method is on (FPC consolidation,
+                                        CpaCol re-scoring); see :mod:`ogfr_core.evaluation.extras`
 ======================================  ============================================================
 
 Attributes every method sets: ``cfg`` (``train.model``), ``num_classes``, ``img_size`` ``(H, W)``,
@@ -24,10 +30,24 @@ Attributes every method sets: ``cfg`` (``train.model``), ``num_classes``, ``img_
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One phase of a training run: its ``name`` (a sub-folder of the model folder for all but the
+    last phase; "" for a single-phase method), ``epochs``, base ``lr`` and ``warmup_epochs``. The
+    training stage builds a fresh Trainer (optimiser, schedule, DDP wrapper) per phase, after
+    :meth:`ReIDMethod.set_phase`."""
+
+    name: str
+    epochs: int
+    lr: float
+    warmup_epochs: int
 
 
 class ReIDMethod(nn.Module):
@@ -62,6 +82,18 @@ class ReIDMethod(nn.Module):
     def count_parameters(self) -> int:
         """Number of parameters of the model (training-only frozen copies excluded by overrides)."""
         return sum(p.numel() for p in self.parameters())
+
+    def training_phases(self, cfg) -> list[TrainingPhase]:
+        """Phases of a training run with ``train`` params ``cfg``: one phase by default."""
+        return [TrainingPhase("", cfg.epochs, cfg.lr, cfg.warmup_epochs)]
+
+    def set_phase(self, name: str) -> None:
+        """Prepare phase ``name`` of :meth:`training_phases` (freeze what it does not train); no-op."""
+
+    def test_time_extras(self, cfg, kind: str = "test") -> list:
+        """Test-time scorers (:class:`~ogfr_core.evaluation.extras.TestTimeExtra`) requested by the
+        ``evaluate`` params ``cfg`` for this method, for a ``kind`` = ``test`` | ``val`` set; none by default."""
+        return []
 
     @property
     def grid_size(self) -> tuple[int, int]:

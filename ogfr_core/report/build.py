@@ -309,6 +309,11 @@ def results_section(metrics: dict) -> Section:
                 m = entry[kind]
                 rows.append([name, f"this run ({kind})", *[_pct(m.get(k)) for k in RANK_METRICS],
                              f"{m.get('num_valid_queries', '?')} / {entry.get('num_query', '?')}"])
+        for kind, m in entry.items():  # test-time extras of a peer method: flagged, never the standard protocol
+            if isinstance(m, dict) and "flags" in m:
+                rows.append([name, f"this run ({kind}; {', '.join(m.get('flag_labels', m['flags']))})",
+                             *[_pct(m.get(k)) for k in RANK_METRICS],
+                             f"{m.get('num_valid_queries', '?')} / {entry.get('num_query', '?')}"])
         paper = paper_dataset(name)
         if paper is None:
             rows.append([name, "paper", *["–"] * len(RANK_METRICS), "the paper reports no result on this set"])

@@ -6,6 +6,7 @@ Uses the data layer (``ogfr_core.data``: ``read_index``, ``TrainTransform``, ``R
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from ..config import DataConfig, TrainConfig, to_dict
 from ..io import output_lock, remove_stale_temps
 from ..runtime import resolve_device, seed_everything
-from .checkpoint import files_hash
+from .checkpoint import files_hash, read_checkpoint
 from .labels import MissingLabelsError, check_training_labels
 from .loop import Trainer, distributed_context
 
@@ -130,29 +131,51 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, ind
         # part of the resume fingerprint: upstream outputs changed ⇒ retrain, not resume
         "inputs": files_hash([index_path, parse_dir, occlusion_path]), "world_size": world,
     }
-    trainer = Trainer(model, cfg, out_dir, meta, lam, steps, device)
-    resumed = trainer.resume()
-    live = None
-    if rank == 0 and live_dir is not None:
-        from dvclive import Live
-
-        live = Live(dir=str(live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
-        live.log_params({"method": cfg.model.method, "backbone": cfg.model.backbone,
-                         "pretrained": cfg.model.pretrained or "none (random init)"})
-    trainer.live = live
 
     def make_loader(epoch: int):
         loader.sampler.set_epoch(epoch)
         return loader
 
-    log.info("training %s on %d images (%d ids, %d cameras), %d steps/epoch x %d epochs on %s",
-             cfg.model.method, len(train), num_classes, num_cameras, steps, cfg.epochs, device)
-    history = trainer.fit(make_loader)
+    # One Trainer per training phase (a method with several, e.g. CpaCol's stage I then stage II, gets
+    # a fresh optimiser, schedule and DDP wrapper per phase); earlier phases live in phases/<name>/.
+    phases = model.training_phases(cfg)
+    live, history, resumed, phase_log = None, [], False, []
+    for i, phase in enumerate(phases):
+        single = len(phases) == 1
+        model.set_phase(phase.name)
+        phase_cfg = cfg if single else dataclasses.replace(cfg, epochs=phase.epochs, lr=phase.lr,
+                                                           warmup_epochs=phase.warmup_epochs)
+        phase_dir = out_dir if i == len(phases) - 1 else out_dir / "phases" / phase.name
+        trainer = Trainer(model, phase_cfg, phase_dir, meta if single else dict(meta, phase=phase.name), lam,
+                          steps, device)
+        phase_resumed = trainer.resume()
+        resumed = resumed or phase_resumed
+        if i == 0 and rank == 0 and live_dir is not None:
+            from dvclive import Live
+
+            live = Live(dir=str(live_dir), resume=phase_resumed, save_dvc_exp=False, dvcyaml=None)
+            live.log_params({"method": cfg.model.method, "backbone": cfg.model.backbone,
+                             "pretrained": cfg.model.pretrained or "none (random init)"})
+        trainer.live = live
+        log.info("training %s%s on %d images (%d ids, %d cameras), %d steps/epoch x %d epochs at lr %.3g on %s",
+                 cfg.model.method, "" if single else f" ({phase.name})", len(train), num_classes, num_cameras,
+                 steps, phase.epochs, phase.lr, device)
+        phase_history = trainer.fit(make_loader)
+        history += [dict(h, epoch=len(history) + j + 1) for j, h in enumerate(phase_history)]
+        phase_log.append({"name": phase.name, "epochs": phase.epochs, "lr": phase.lr,
+                          "resumed_from_epoch": trainer.start_epoch if phase_resumed else 0})
+    if len(phases) > 1 and rank == 0:  # model.pt: every phase's history and epochs
+        from ..io import save_torch
+
+        ck = read_checkpoint(trainer.final_path)
+        ck["meta"].update(history=history, epochs_trained=len(history), phases=phase_log)
+        save_torch(trainer.final_path, ck)
     if live is not None:
         live.end()
     last = history[-1] if history else {}
     # history covers every epoch of the run (resumed ones come from last.pt's meta); "final" = last epoch
-    return {"epochs": cfg.epochs, "steps_per_epoch": steps, "device": str(device), "resumed": resumed,
-            "resumed_from_epoch": trainer.start_epoch if resumed else 0, "history_epochs": len(history),
+    return {"epochs": sum(p.epochs for p in phases), "steps_per_epoch": steps, "device": str(device),
+            "resumed": resumed, "resumed_from_epoch": phase_log[0]["resumed_from_epoch"],
+            "history_epochs": len(history), "phases": phase_log,
             "final": {k: v for k, v in last.items() if isinstance(v, float) and math.isfinite(v)},
             "init_warning": model.init_warning}
