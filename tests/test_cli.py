@@ -219,13 +219,13 @@ def test_export_that_disagrees_is_not_written(tmp_path, shared_root, ckpts, capl
 def _broken_checkpoints(tmp_path: Path, good_path: Path) -> dict[str, Path]:
     """Checkpoints this code cannot use: another version's meta, and another model's weights."""
     good = torch.load(good_path, weights_only=True)
-    other_version = dict(good, meta=dict(good["meta"], model=dict(good["meta"]["model"], stem="mobilenet")))
+    other_version = dict(good, meta=dict(good["meta"], model=dict(good["meta"]["model"], future_knob="x")))
     torch.save(other_version, tmp_path / "other_version.pt")
     other_method = dict(good, meta=dict(good["meta"], model=dict(good["meta"]["model"], method="baseline"),
                                         method="baseline"))
     torch.save(other_method, tmp_path / "other_method.pt")
     (tmp_path / "not_a_checkpoint.pt").write_bytes(b"onnx?")
-    return {"unknown key(s) ['stem']": tmp_path / "other_version.pt",
+    return {"unknown key(s) ['future_knob']": tmp_path / "other_version.pt",
             "does not match the model": tmp_path / "other_method.pt",
             "cannot read checkpoint": tmp_path / "not_a_checkpoint.pt"}
 

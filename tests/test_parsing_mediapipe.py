@@ -123,6 +123,7 @@ def test_parse_workers_do_not_print_native_chatter(shared_root, tmp_path):
     mediapipe's absl / TFLite lines are gone; with OGFR_NATIVE_LOGS=1 they come back (so the test
     would see them)."""
     names = existing(shared_root)[:2]
+    keys = [hashlib.sha1((shared_root / n).read_bytes()).hexdigest() for n in names]  # the index contract
     script = (
         "import pandas as pd, sys\n"
         "from ogfr_core.config import ParseConfig\n"
@@ -130,7 +131,7 @@ def test_parse_workers_do_not_print_native_chatter(shared_root, tmp_path):
         "from ogfr_core.runtime import setup_logging\n"
         "if __name__ == '__main__':\n"
         "    setup_logging()\n"
-        f"    index = pd.DataFrame({{'key': ['a', 'b'], 'path': {names!r}}})\n"
+        f"    index = pd.DataFrame({{'key': {keys!r}, 'path': {names!r}}})\n"
         "    parse_dataset(index, sys.argv[1], ParseConfig(workers=2, shard_size=1), sys.argv[2])\n")
     repo = Path(__file__).resolve().parents[1]
 

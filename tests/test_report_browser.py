@@ -26,7 +26,7 @@ def test_report_figures_load_and_tables_fit(tmp_path, shared_root):
                        experiments=(parse_experiments(EXPERIMENTS), ""))
     shot = tmp_path / "shot.png"  # shows dataset crops: stays in tmp
     check = check_page(out["html"], width=1280, screenshot=shot)
-    assert len(check.images) == len(out["figures"]) == 6
+    assert len(check.images) == len(out["figures"]) == 7  # make_run has every figure, the occlude examples included
     assert all(i["complete"] and i["natural_width"] > 0 for i in check.images)
     assert len(check.tables) >= 4 and check.problems() == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
