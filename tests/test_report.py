@@ -309,3 +309,29 @@ def test_a_fresh_clone_says_experiments_are_not_available(tmp_path):
     assert "not available in this clone" in text and "dvc exp pull -A origin" in text
     assert "not available in this clone" not in "\n".join(
         b[1] for b in ablation_section(runs + runs, "", DATASET).blocks if b[0] == "p")
+
+
+def test_method_comparison_table_groups_methods_over_seeds():
+    """Configurations differing only in train.model.method (or its own params) are methods: mean ± std
+    over seeds on both protocols, params, the benchmark's step time ratio and the published numbers."""
+    from ogfr_core.report.build import method_section
+
+    def run(name, method, seed, r1, occ_r1, **extra):
+        m = {f"datasets.{DATASET}.visibility.rank-1": r1, f"datasets.{DATASET}.visibility.mAP": r1 - 0.05,
+             f"datasets.{DATASET}-occ.visibility.rank-1": occ_r1, f"datasets.{DATASET}-occ.visibility.mAP": occ_r1 - 0.05,
+             "num_parameters": 5_610_000 if method == "ogfr" else 2_500_000}
+        return {"name": name, "params": {"train.seed": seed, "train.model.method": method, "train.lr": 7e-4, **extra},
+                "metrics": m}
+
+    runs = [run("workspace", "ogfr", 0, 0.40, 0.30), run("ogfr-s1", "ogfr", 1, 0.42, 0.32),
+            run("base-s0", "baseline", 0, 0.35, 0.20), run("base-s1", "baseline", 1, 0.37, 0.22),
+            run("lr", "ogfr", 0, 0.1, 0.1, **{"train.lr": 1e-3})]  # not a method: another recipe
+    bench = {"params_yaml": {"methods": {"ogfr": {"train_s": 1.2}, "baseline": {"train_s": 0.4}}}}
+    sec = method_section(runs, DATASET, bench)
+    rows = [b for b in sec.blocks if b[0] == "table"][0][2]
+    first = rows[0]
+    assert first[:5] == ["ogfr", "5.61", "1.20 (3.0×)", "76.6 / 64.7", "96.4 / 90.2"]
+    assert first[6:] == ["mean of 2", "41.0 ± 1.4", "36.0 ± 1.4", "31.0 ± 1.4", "26.0 ± 1.4"]
+    base = [r for r in rows if r[0] == "baseline"][0]
+    assert base[1:4] == ["2.50", "0.40 (1.0×)", "66.4 / 59.2"] and base[7] == "36.0 ± 1.4"
+    assert not any("train.lr" in str(r) for r in rows)

@@ -338,6 +338,74 @@ def results_section(metrics: dict) -> Section:
     return s
 
 
+#: method name → (name in the published tables, the published row comparable with our standard protocol)
+PUBLISHED = {"ogfr": ("OGFR", "OGFR"), "baseline": ("TransReID", "TransReID"), "fed": ("FED", "FED"),
+             "pgfl_kd": ("PGFL-KD", "PGFL-KD"), "fpc": ("FPC", "FPC (sparse encoder only)"),
+             "cpacol": ("CpaCol", "CpaCol (stage I only)")}
+
+
+def _published(method: str, dataset: str) -> str:
+    """``rank-1 / mAP`` the paper of ``method`` reports on ``dataset`` (its comparable row), or "–"."""
+    from .paper import PEER_RESULTS
+
+    name, row = PUBLISHED.get(method, (method, method))
+    table = PAPER_RESULTS.get(dataset, {}).get(name) if name in ("OGFR", "TransReID") else \
+        PEER_RESULTS.get(row, {}).get(dataset) or PEER_RESULTS.get(name, {}).get(dataset)
+    if not table:
+        return "–"
+    return " / ".join(f"{table[k]:.1f}" if k in table else "–" for k in ("rank-1", "mAP"))
+
+
+def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) -> Section:
+    """Method comparison (an analogue of Table I): every configuration that differs from the reference
+    run only in ``train.model.method`` (and that method's own params), on the holistic and the
+    occluded-query protocol (mean ± std over seeds), with its parameter count, its training-step time
+    from ``benchmarks/bench_model.py`` (one run, all methods measured alternately: the ratio to the
+    baseline is the number to read) and the published numbers of its paper."""
+    from .experiments import comparison_rows, group_runs, metric_columns
+
+    s = Section("Method comparison under one protocol (Table I analogue)")
+    runs = [r for r in (runs or []) if int(r["params"].get("data.val_ids") or 0) == 0]
+    reference = runs[0]["params"] if runs else {}
+    ref = next((r["params"] for r in runs if r["name"] == "workspace"), reference)
+
+    def only_method(g) -> bool:
+        keys = [k for k in g.params if k not in ("train.seed",) and g.params.get(k) != ref.get(k)]
+        method = g.params.get("train.model.method", "ogfr")
+        return all(k == "train.model.method" or k.startswith(f"train.model.{method}.")
+                   or k.startswith(f"evaluate.{method}.") for k in keys)
+
+    groups = [g for g in group_runs(runs, ref) if only_method(g)]
+    if not groups:
+        s.p("_No method runs yet: `dvc exp run -S train.model.method=<name>` for each of "
+            "baseline, fed, pgfl_kd, fpc, cpacol (README, \"Peer methods\")._")
+        return s
+    occ = f"{dataset}{OCC_SUFFIX}"
+    columns = metric_columns([(dataset, "holistic"), (occ, "occluded")])
+    methods = (bench or {}).get("params_yaml", {}).get("methods", {})
+    base_s = (methods.get("baseline") or {}).get("train_s")
+
+    def lead(g) -> list[str]:
+        m = g.params.get("train.model.method", "ogfr")
+        params = g.runs[0]["metrics"].get("num_parameters")
+        t = (methods.get(m) or {}).get("train_s")
+        return [m, f"{params / 1e6:.2f}" if params else "–",
+                (f"{t:.2f} ({t / base_s:.1f}×)" if t and base_s else "–"),
+                _published(m, "Occluded-Duke"), _published(m, "Market-1501")]
+
+    rows = [r for r in comparison_rows(groups, columns, lead)]
+    s.p("Rank-1 / mAP in percent, Eq. (23) distance (global distance for methods without parts); "
+        "holistic = the dataset's queries, occluded = the same queries with a synthetic occluder "
+        f"(`{occ}`, stage `occlude`), same gallery. Same data, backbone (hybrid ImageNet stem), epochs, "
+        "sampler and evaluation for every method; a method's first row is the mean ± sample std over its "
+        "seeds. Train s/step: `benchmarks/bench_model.py --profile params` (CPU, batch 64, shared "
+        "machine: read the ratio). Published: each paper's own numbers with its own backbone and "
+        "recipe (not comparable with ours; FPC and CpaCol: the rows without their test-time extras).")
+    s.table(["method", "params (M)", "train s/step", "paper Occluded-Duke R1 / mAP", "paper Market-1501 R1 / mAP",
+             "configuration", "run", *[c for c, _ in columns]], rows)
+    return s
+
+
 def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Section:
     """Experiments over seeds (:mod:`.experiments`): every configuration of the ``dvc exp`` runs of
     :func:`load_experiments` as mean ± std over its seeds and one row per seed, with the Table IV
@@ -477,6 +545,8 @@ class ReportPaths:
     occlude_summary: str = "reports/occlude/summary.json"
     occlude_examples: str = "reports/occlude/examples.png"
     recipe_selection: str = "reports/recipe_selection.json"
+    seed_runs: str = "reports/seed_runs.json"
+    bench: str = "reports/bench_model.json"
     out_dir: str = "reports"
 
 
@@ -524,7 +594,10 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
     runs, note = experiments if experiments is not None else load_experiments(run_dir)
     from .experiments import load_recorded_runs
 
-    sections.append(ablation_section(list(runs) + load_recorded_runs(at(paths.recipe_selection)), note, dataset))
+    recorded = load_recorded_runs(at(paths.seed_runs)) + load_recorded_runs(at(paths.recipe_selection))
+    bench = json.loads(at(paths.bench).read_text()) if at(paths.bench).is_file() else None
+    sections.append(method_section(list(runs) + recorded, dataset, bench))
+    sections.append(ablation_section(list(runs) + recorded, note, dataset))
 
     sec = Section("Training curves")
     live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}
