@@ -451,12 +451,14 @@ def scratch_params(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
         "parse": {"workers": 1 if args.dry_run else workers, "overlay_grid": 4 if args.dry_run else 16},
         "train": {"epochs": args.stage_epochs, "max_steps_per_epoch": args.stage_steps, "log_every": 1,
                   "model": weight_files_off()},
+        # the occluded-query benchmark needs the `occlude` stage, which the scratch run does not make
+        "evaluate": {"extra_datasets": []},
     }
     if args.dry_run:
         over["data"].update(max_train_ids=4, max_test_ids=3, height=DRY_RUN_HW[0], width=DRY_RUN_HW[1])
         over["train"].update(ids_per_batch=2, images_per_id=2)
         over["train"]["model"].update(backbone="vit_tiny_patch16_224", depth=1)
-        over["evaluate"] = {"retrieval_queries": 2, "mask_examples": 2}
+        over["evaluate"].update(retrieval_queries=2, mask_examples=2)
     raw = deep_merge(raw, over)
     validate(raw, "stage-run params")
     return raw
@@ -488,7 +490,7 @@ def check_training(rep: Report, label: str, scratch: Path, name: str, log: str, 
     """The train stage ran on the expected device; every epoch's losses in model.pt are finite."""
     from ogfr_core.training.checkpoint import read_checkpoint
 
-    m = re.search(r"steps/epoch x \d+ epochs on (\S+)", log)
+    m = re.search(r"steps/epoch x \d+ epochs(?: at lr \S+)? on (\S+)", log)
     dev = m.group(1) if m else "not found in the log"
     rep.check(f"{label}: trained on {expect}", dev.startswith(expect), dev)
     ck = read_checkpoint(scratch / "models" / name / "model.pt")
