@@ -37,6 +37,7 @@ from ..io import output_lock, remove_stale_temps
 from .base import PartParser
 from .cache import (STATUSES, ParsingIncompleteError, cached_keys, compute_cache_id, drop_other_manifest,
                     make_row, read_parsing, write_manifest, write_shard)
+from .native_logs import filter_process_stderr
 from .registry import build_parser
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ _WORKER: dict = {}
 
 
 def _init_worker(cfg: ParseConfig) -> None:
-    """Process-pool initializer: one backend per worker process."""
+    """Process-pool initializer: one backend per worker process, its native log chatter filtered for
+    the worker's whole life (:func:`.native_logs.filter_process_stderr`)."""
+    filter_process_stderr()
     parser = build_parser(cfg)
     _WORKER.update(parser=parser, cfg=cfg)
 

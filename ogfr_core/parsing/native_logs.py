@@ -58,3 +58,65 @@ def native_stderr_filtered(drop: Sequence[re.Pattern[bytes]] = NATIVE_CHATTER) -
             data = memoryview(b"".join(kept))
             while data:
                 data = data[os.write(2, data):]
+
+
+_PROCESS_FILTER: list = []  # the installed filter's stop function (at most one per process)
+
+
+def filter_process_stderr(drop: Sequence[re.Pattern[bytes]] = NATIVE_CHATTER) -> None:
+    """Filter file descriptor 2 of *this process* for the rest of its life (a parse worker's).
+
+    :func:`native_stderr_filtered` only covers the calls it wraps, but mediapipe's graph threads may
+    log after ``process`` returned (the TFLite delegate line, seen under load). A worker therefore
+    routes fd 2 through a pipe whose reader thread drops the complete lines matching ``drop`` and
+    writes everything else to the original stderr. Lines are forwarded when their newline arrives;
+    a trailing partial line is forwarded at once unless it could start a native log line (so a
+    progress bar would not stall). Stopped at process exit (``atexit`` and multiprocessing's
+    finalizers, which pool workers run before ``os._exit``); idempotent; ``OGFR_NATIVE_LOGS=1``
+    turns it off.
+    """
+    if _PROCESS_FILTER or os.environ.get(NATIVE_LOGS_ENV, "") not in ("", "0"):
+        return
+    import atexit
+    import threading
+    from multiprocessing import util
+
+    maybe_native = re.compile(rb"^(?:[IWEF]\d|INFO: |WARNING: )")
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(original, view):]
+
+    def pump() -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            forward(b"".join(line + b"\n" for line in lines if not any(p.search(line) for p in drop)))
+            if pending and not maybe_native.match(pending):
+                forward(pending)
+                pending = b""
+        forward(pending)
+        os.close(read_end)
+
+    thread = threading.Thread(target=pump, name="native-stderr-filter", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        if not _PROCESS_FILTER:
+            return
+        _PROCESS_FILTER.clear()
+        try:
+            sys.stderr.flush()
+        finally:
+            os.dup2(original, 2)  # the pipe's last write end closes: the reader drains and ends
+            thread.join(timeout=5)
+
+    _PROCESS_FILTER.append(stop)
+    atexit.register(stop)
+    util.Finalize(None, stop, exitpriority=100)
