@@ -362,7 +362,7 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
     occluded-query protocol (mean ± std over seeds), with its parameter count, its training-step time
     from ``benchmarks/bench_model.py`` (one run, all methods measured alternately: the ratio to the
     baseline is the number to read) and the published numbers of its paper."""
-    from .experiments import comparison_rows, group_runs, metric_columns
+    from .experiments import NON_CONFIG_PARAMS, comparison_rows, group_runs, metric_columns
 
     s = Section("Method comparison under one protocol (Table I analogue)")
     runs = [r for r in (runs or []) if int(r["params"].get("data.val_ids") or 0) == 0]
@@ -370,8 +370,10 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
     ref = next((r["params"] for r in runs if r["name"] == "workspace"), reference)
 
     def only_method(g) -> bool:
-        keys = [k for k in g.params if k not in ("train.seed",) and g.params.get(k) != ref.get(k)]
+        keys = [k for k in g.params if k not in NON_CONFIG_PARAMS and g.params.get(k) != ref.get(k)]
         method = g.params.get("train.model.method", "ogfr")
+        if method != "ogfr":  # only OGFR has the FEP agent: its lr scale is inert for the other methods
+            keys = [k for k in keys if k != "train.agent_lr_scale"]
         return all(k == "train.model.method" or k.startswith(f"train.model.{method}.")
                    or k.startswith(f"evaluate.{method}.") for k in keys)
 
@@ -550,6 +552,23 @@ class ReportPaths:
     out_dir: str = "reports"
 
 
+def distinct_runs(runs: Sequence[dict]) -> list[dict]:
+    """``runs`` without repeats, first kept: a run whose metrics equal an earlier run's is the same run
+    listed twice (``main`` and ``workspace`` of ``dvc exp show`` after a commit, or the checkout's own
+    run that is also in ``reports/seed_runs.json``), and counting it twice would shrink the std."""
+    seen, out = set(), []
+    for r in runs:
+        metrics = r.get("metrics", {})
+        # the retrieval numbers identify a run (dvc exp show also lists other metric files, other key paths)
+        key = tuple(sorted(round(float(v), 9) for k, v in metrics.items() if isinstance(v, (int, float))
+                           and k.endswith(("visibility.rank-1", "visibility.mAP"))))
+        key = key or json.dumps(metrics, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retrieval_queries: int = 6,
                  num_mask_examples: int = 8, experiments: tuple[list[dict], str] | None = None,
                  paths: ReportPaths = ReportPaths()) -> dict[str, Path]:
@@ -596,8 +615,9 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
 
     recorded = load_recorded_runs(at(paths.seed_runs)) + load_recorded_runs(at(paths.recipe_selection))
     bench = json.loads(at(paths.bench).read_text()) if at(paths.bench).is_file() else None
-    sections.append(method_section(list(runs) + recorded, dataset, bench))
-    sections.append(ablation_section(list(runs) + recorded, note, dataset))
+    all_runs = distinct_runs(list(runs) + recorded)  # the checkout's own run first: it is the reference
+    sections.append(method_section(all_runs, dataset, bench))
+    sections.append(ablation_section(all_runs, note, dataset))
 
     sec = Section("Training curves")
     live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}

@@ -40,7 +40,10 @@ class ConfigGroup:
 
 def config_key(params: dict) -> tuple:
     """Hashable configuration of a run: its params without :data:`NON_CONFIG_PARAMS`."""
-    return tuple(sorted((k, repr(v)) for k, v in params.items() if k not in NON_CONFIG_PARAMS))
+    import json  # dicts compare by content, whatever their key order (a params file rewritten by a script)
+
+    return tuple(sorted((k, json.dumps(v, sort_keys=True, default=repr)) for k, v in params.items()
+                        if k not in NON_CONFIG_PARAMS))
 
 
 def config_label(params: dict, reference: dict) -> str:
