@@ -335,3 +335,29 @@ def test_method_comparison_table_groups_methods_over_seeds():
     base = [r for r in rows if r[0] == "baseline"][0]
     assert base[1:4] == ["2.50", "0.40 (1.0×)", "66.4 / 59.2"] and base[7] == "36.0 ± 1.4"
     assert not any("train.lr" in str(r) for r in rows)
+
+
+def test_method_comparison_table_adds_a_flagged_row_per_test_time_extra():
+    """A run that evaluated a test-time extra (CpaCol's re-scoring) gets one mean row under its method,
+    read from the extra's own metrics and labelled with its flags, next to the paper's headline row
+    (the standard row keeps the paper's stage-I-only number)."""
+    from ogfr_core.report.build import method_section
+
+    def run(name, seed, r1, extra_r1):
+        m = {"num_parameters": 4_100_000, "test_time_extras.cpacol_rescore": ["re-scores the top-k (approx.)"]}
+        for ds, off in ((DATASET, 0.0), (f"{DATASET}-occ", -0.1)):
+            m.update({f"datasets.{ds}.cpacol_rescore.options.weight": 0.3,
+                      f"datasets.{ds}.cpacol_rescore.options.score": "a long description of the score",
+                      f"datasets.{ds}.visibility.rank-1": r1 + off, f"datasets.{ds}.visibility.mAP": r1 + off,
+                      f"datasets.{ds}.cpacol_rescore.rank-1": extra_r1 + off,
+                      f"datasets.{ds}.cpacol_rescore.mAP": extra_r1 + off})
+        return {"name": name, "params": {"train.seed": seed, "train.model.method": "cpacol"}, "metrics": m}
+
+    sec = method_section([run("c0", 0, 0.30, 0.33), run("c1", 1, 0.32, 0.37)], DATASET, None)
+    rows = [b for b in sec.blocks if b[0] == "table"][0][2]
+    assert [r[6] for r in rows] == ["mean of 2", "c0 (seed 0)", "c1 (seed 1)", "mean of 2"]
+    assert rows[0][3] == "69.2 / 60.7" and rows[0][7] == "31.0 ± 1.4"     # CpaCol stage I only (Table IV)
+    extra = rows[-1]
+    assert extra[5] == "+ cpacol_rescore (re-scores the top-k (approx.); weight=0.3)"
+    assert extra[3] == "72.8 / 65.2" and extra[4] == "95.2 / 89.8"        # the paper's headline row
+    assert extra[7:] == ["35.0 ± 2.8", "35.0 ± 2.8", "25.0 ± 2.8", "25.0 ± 2.8"]

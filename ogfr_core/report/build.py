@@ -344,11 +344,13 @@ PUBLISHED = {"ogfr": ("OGFR", "OGFR"), "baseline": ("TransReID", "TransReID"), "
              "cpacol": ("CpaCol", "CpaCol (stage I only)")}
 
 
-def _published(method: str, dataset: str) -> str:
-    """``rank-1 / mAP`` the paper of ``method`` reports on ``dataset`` (its comparable row), or "–"."""
+def _published(method: str, dataset: str, extra: bool = False) -> str:
+    """``rank-1 / mAP`` the paper of ``method`` reports on ``dataset`` (its row comparable with our
+    standard protocol; ``extra``: its headline row, with its test-time extra), or "–"."""
     from .paper import PEER_RESULTS
 
     name, row = PUBLISHED.get(method, (method, method))
+    row = name if extra else row
     table = PAPER_RESULTS.get(dataset, {}).get(name) if name in ("OGFR", "TransReID") else \
         PEER_RESULTS.get(row, {}).get(dataset) or PEER_RESULTS.get(name, {}).get(dataset)
     if not table:
@@ -362,7 +364,8 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
     occluded-query protocol (mean ± std over seeds), with its parameter count, its training-step time
     from ``benchmarks/bench_model.py`` (one run, all methods measured alternately: the ratio to the
     baseline is the number to read) and the published numbers of its paper."""
-    from .experiments import NON_CONFIG_PARAMS, comparison_rows, group_runs, metric_columns
+    from .experiments import (NON_CONFIG_PARAMS, ConfigGroup, comparison_rows, extra_columns, group_runs,
+                              metric_columns, test_time_extras)
 
     s = Section("Method comparison under one protocol (Table I analogue)")
     runs = [r for r in (runs or []) if int(r["params"].get("data.val_ids") or 0) == 0]
@@ -395,14 +398,25 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
                 (f"{t:.2f} ({t / base_s:.1f}×)" if t and base_s else "–"),
                 _published(m, "Occluded-Duke"), _published(m, "Market-1501")]
 
-    rows = [r for r in comparison_rows(groups, columns, lead)]
+    rows = []
+    for g in groups:
+        rows += comparison_rows([g], columns, lead)
+        # a flagged test-time extra (FPC's gallery consolidation, CpaCol's re-scoring): one mean row
+        # under the method's standard rows, next to the paper's plain (with-extra) published row
+        m = g.params.get("train.model.method", "ogfr")
+        for variant, flags in test_time_extras(g).items():
+            extra = ConfigGroup(f"+ {variant} ({flags})", g.params, g.runs)
+            rows += comparison_rows([extra], extra_columns(columns, variant), lambda _: [
+                "", "", "", _published(m, "Occluded-Duke", extra=True), _published(m, "Market-1501", extra=True)],
+                per_seed=False)
     s.p("Rank-1 / mAP in percent, Eq. (23) distance (global distance for methods without parts); "
         "holistic = the dataset's queries, occluded = the same queries with a synthetic occluder "
         f"(`{occ}`, stage `occlude`), same gallery. Same data, backbone (hybrid ImageNet stem), epochs, "
         "sampler and evaluation for every method; a method's first row is the mean ± sample std over its "
         "seeds. Train s/step: `benchmarks/bench_model.py --profile params` (CPU, batch 64, shared "
         "machine: read the ratio). Published: each paper's own numbers with its own backbone and "
-        "recipe (not comparable with ours; FPC and CpaCol: the rows without their test-time extras).")
+        "recipe (not comparable with ours; FPC and CpaCol: the rows without their test-time extras, which "
+        "get a `+ extra` row of their own, flagged, next to the paper's headline row that uses them).")
     s.table(["method", "params (M)", "train s/step", "paper Occluded-Duke R1 / mAP", "paper Market-1501 R1 / mAP",
              "configuration", "run", *[c for c, _ in columns]], rows)
     return s

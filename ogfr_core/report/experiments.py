@@ -96,8 +96,9 @@ def metric_columns(dataset_keys: Sequence[tuple[str, str]], metrics: Sequence[st
 
 
 def comparison_rows(groups: Sequence[ConfigGroup], columns: Sequence[tuple[str, str]],
-                    lead: Any = None) -> list[list[str]]:
-    """Table rows: for each group a ``mean ± std (n seeds)`` row, then one row per seed.
+                    lead: Any = None, per_seed: bool = True) -> list[list[str]]:
+    """Table rows: for each group a ``mean ± std (n seeds)`` row, then one row per seed (unless
+    ``per_seed`` is false).
 
     ``lead(group) -> list[str]`` gives the leading cells of a group (e.g. Table IV switch marks);
     per-seed rows repeat them empty.
@@ -112,11 +113,37 @@ def comparison_rows(groups: Sequence[ConfigGroup], columns: Sequence[tuple[str, 
         n = len(usable)
         rows.append([*first, g.label, f"mean of {n}" if n > 1 else usable[0]["name"],
                      *[fmt_pct(m, s) for m, s in stats]])
-        if n > 1:
+        if n > 1 and per_seed:
             for r in usable:
                 rows.append([*([""] * len(first)), "", f"{r['name']} (seed {r['params'].get('train.seed', '?')})",
                              *[fmt_pct(r["metrics"].get(k, float("nan"))) for _, k in columns]])
     return rows
+
+
+def test_time_extras(group: ConfigGroup) -> dict[str, str]:
+    """The flagged test-time extras (``reports/metrics.json`` → ``test_time_extras``) that any run of
+    ``group`` evaluated: ``{variant: "flag label; flag label; option=value, ..."}``, e.g.
+    ``{"cpacol_rescore": "re-scores the top-k only; top_k=100, weight=0.3"}``, in first-seen order.
+    Options are the short ones the extra recorded (numbers, strings up to 20 characters)."""
+    out: dict[str, str] = {}
+    for r in group.runs:
+        for k, v in r["metrics"].items():
+            if not k.startswith("test_time_extras.") or k.split(".", 1)[1] in out:
+                continue
+            variant = k.split(".", 1)[1]
+            labels = list(v) if isinstance(v, list) else [str(v)]
+            opts = {o.rsplit(".", 1)[1]: x for o, x in r["metrics"].items()
+                    if f".{variant}.options." in o and (isinstance(x, (int, float)) or len(str(x)) <= 20)}
+            if opts:
+                labels.append(", ".join(f"{o}={x}" for o, x in opts.items()))
+            out[variant] = "; ".join(labels)
+    return out
+
+
+def extra_columns(columns: Sequence[tuple[str, str]], variant: str) -> list[tuple[str, str]]:
+    """:func:`metric_columns` of the standard (visibility) distance → the same cells of a test-time
+    extra ``variant`` (its metrics sit beside the distances: ``datasets.<ds>.<variant>.<metric>``)."""
+    return [(h, k.replace(".visibility.", f".{variant}.")) for h, k in columns]
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
