@@ -357,6 +357,7 @@ def test_method_comparison_table_adds_a_flagged_row_per_test_time_extra():
     rows = [b for b in sec.blocks if b[0] == "table"][0][2]
     assert [r[6] for r in rows] == ["mean of 2", "c0 (seed 0)", "c1 (seed 1)", "mean of 2"]
     assert rows[0][3] == "69.2 / 60.7" and rows[0][7] == "31.0 ± 1.4"     # CpaCol stage I only (Table IV)
+    assert rows[0][4] == "–"  # no stage-I-only Market-1501 number published: not the headline row's
     extra = rows[-1]
     assert extra[5] == "+ cpacol_rescore (re-scores the top-k (approx.); weight=0.3)"
     assert extra[3] == "72.8 / 65.2" and extra[4] == "95.2 / 89.8"        # the paper's headline row

@@ -351,8 +351,9 @@ def _published(method: str, dataset: str, extra: bool = False) -> str:
 
     name, row = PUBLISHED.get(method, (method, method))
     row = name if extra else row
+    # a comparable row the paper does not give on this dataset is "–", never its headline number
     table = PAPER_RESULTS.get(dataset, {}).get(name) if name in ("OGFR", "TransReID") else \
-        PEER_RESULTS.get(row, {}).get(dataset) or PEER_RESULTS.get(name, {}).get(dataset)
+        PEER_RESULTS.get(row, {}).get(dataset)
     if not table:
         return "–"
     return " / ".join(f"{table[k]:.1f}" if k in table else "–" for k in ("rank-1", "mAP"))
