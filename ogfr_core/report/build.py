@@ -574,9 +574,11 @@ def distinct_runs(runs: Sequence[dict]) -> list[dict]:
     seen, out = set(), []
     for r in runs:
         metrics = r.get("metrics", {})
-        # the retrieval numbers identify a run (dvc exp show also lists other metric files, other key paths)
+        # the retrieval numbers identify a run (dvc exp show also lists other metric files, other key
+        # paths); a test-time extra's numbers too: two runs may share the standard features (CpaCol's
+        # stage II changes only its re-scoring row)
         key = tuple(sorted(round(float(v), 9) for k, v in metrics.items() if isinstance(v, (int, float))
-                           and k.endswith(("visibility.rank-1", "visibility.mAP"))))
+                           and k.endswith((".rank-1", ".mAP")) and "datasets" in k))
         key = key or json.dumps(metrics, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
