@@ -485,3 +485,34 @@ def test_registry_builds_every_method_and_names_them_on_a_typo():
         assert out["global"].shape[0] == 4 and out["parts"].shape[:2] == out["visibility"].shape
     with pytest.raises(ModelConfigError, match=r"unknown method 'transreid'; registered methods: .*baseline.*ogfr"):
         build_model(dataclasses.replace(TINY, method="transreid"), 3, 2, (H, W))
+
+
+def test_global_only_methods_share_one_extract_in_eval_mode():
+    """Every method but OGFR inherits ``ReIDMethod.extract``: its ``global_feature`` computed in eval
+    mode (BN running statistics: equal to a manual eval-mode call), empty parts, train mode restored,
+    also when the feature raises."""
+    from ogfr_core.model import METHODS
+    from ogfr_core.model.base import ReIDMethod
+
+    b = batch()
+    for name in sorted(set(METHODS) - {"ogfr"}):
+        model = build_model(dataclasses.replace(TINY, method=name), 3, 2, (H, W)).train()
+        assert type(model).extract is ReIDMethod.extract, name
+        out = model.extract(b["image"], b["z"], b["camid"])
+        assert model.training, name
+        with torch.no_grad():
+            expected = model.eval().global_feature(b["image"], b["camid"])
+        model.train()
+        assert torch.equal(out["global"], expected), name
+        d = expected.shape[1]
+        assert out["parts"].shape == (4, 0, d) and out["visibility"].shape == (4, 0), name
+        assert out["visibility"].dtype == torch.bool
+
+    def broken(images, camids):
+        assert not model.training  # called in eval mode
+        raise RuntimeError("feature failed")
+
+    model.global_feature = broken
+    with pytest.raises(RuntimeError, match="feature failed"):
+        model.extract(b["image"], b["z"], b["camid"])
+    assert model.training  # restored after the error

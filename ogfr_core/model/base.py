@@ -11,7 +11,9 @@ method-specific branch exists outside the method's own module:
                                         ``label_map_occ``) → a dict of outputs
 ``loss(out, batch, cfg)``               the method's training objective → named scalar terms + ``total``
 ``extract(images, z, camids)``          inference: ``{"global": [B, D], "parts": [B, K, D],
-                                        "visibility": [B, K] bool}`` (DESIGN.md; K = 0 if no parts)
+                                        "visibility": [B, K] bool}`` (DESIGN.md; K = 0 if no parts);
+                                        a global-only method implements ``global_feature(images,
+                                        camids)`` instead and inherits ``extract``
 ``erasing_mask(images, z, camids)``     Fig. 7's retain probability ``[B, Hp, Wp]``, or None
 ``on_epoch_start(epoch)``               per-epoch bookkeeping (OGFR: refresh the frozen p^b network)
 ``trainable_parameters()``              what the optimiser updates
@@ -30,11 +32,24 @@ Attributes every method sets: ``cfg`` (``train.model``), ``num_classes``, ``img_
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block (BN running statistics, no dropout), its previous
+    train/eval mode restored after, also when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,19 @@ class ReIDMethod(nn.Module):
 
     @torch.no_grad()
     def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference of a global-only method (no part features): ``{"global": [B, D'] =
+        :meth:`global_feature`, "parts": [B, 0, D'], "visibility": [B, 0] bool}``, computed in eval
+        mode (restored after). ``z`` (occlusion labels ``[B, 4]``) is unused here. Methods with part
+        features (OGFR) override this."""
+        with eval_mode(self):
+            g = self.global_feature(images, camids)  # [B, D']
+        b = images.shape[0]
+        return {"global": g, "parts": g.new_zeros(b, 0, g.shape[1]),
+                "visibility": torch.zeros(b, 0, dtype=torch.bool, device=images.device)}
+
+    def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """The inference feature ``[B, D']`` of ``images`` ``[B, 3, H, W]`` (``camids`` ``[B]`` long),
+        for :meth:`extract` (which calls it in eval mode without gradients)."""
         raise NotImplementedError
 
     @torch.no_grad()

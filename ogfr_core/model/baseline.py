@@ -59,15 +59,6 @@ class Baseline(ReIDMethod):
         terms["total"] = terms["id"] + terms["triplet"]
         return terms
 
-    @torch.no_grad()
-    def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"global": [B, D] (after BNNeck), "parts": [B, 0, D], "visibility": [B, 0]}`` in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            g = self.neck(self.encoder(images, None, camids)[:, 0])  # [B, D]
-        finally:
-            self.train(was_training)
-        b = images.shape[0]
-        return {"global": g, "parts": g.new_zeros(b, 0, g.shape[1]),
-                "visibility": torch.zeros(b, 0, dtype=torch.bool, device=images.device)}
+    def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """[cls] after the BNNeck ``[B, D]`` (TransReID ``NECK_FEAT: after``); :meth:`extract` wraps it."""
+        return self.neck(self.encoder(images, None, camids)[:, 0])  # [B, D]

@@ -372,21 +372,12 @@ class CpaCol(ReIDMethod):
         cc = self.cfg.cpacol
         return stage1_objective(out, batch["label"], cfg, cc.inter_weight, cc.intra_weight)
 
-    @torch.no_grad()
-    def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"global": [B, (1 + K)·D] = [BN(f_cls), BN(f_p^1)/K, ..., BN(f_p^K)/K], "parts": [B, 0, ·],
-        "visibility": [B, 0]}`` in eval mode (§III-D; the official code's concatenation)."""
-        was_training = self.training
-        self.eval()
-        try:
-            feats = self.global_parts(self.features(images, camids)["tokens"])  # [B, 1 + K, D]
-            k = self.stripes
-            g = torch.cat([neck(feats[:, i]) / (1 if i == 0 else k) for i, neck in enumerate(self.necks)], dim=1)
-        finally:
-            self.train(was_training)
-        b = images.shape[0]
-        return {"global": g, "parts": g.new_zeros(b, 0, g.shape[1]),
-                "visibility": torch.zeros(b, 0, dtype=torch.bool, device=images.device)}
+    def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """``[B, (1 + K)·D] = [BN(f_cls), BN(f_p^1)/K, ..., BN(f_p^K)/K]`` (§III-D; the official code's
+        concatenation); :meth:`extract` wraps it."""
+        feats = self.global_parts(self.features(images, camids)["tokens"])  # [B, 1 + K, D]
+        k = self.stripes
+        return torch.cat([neck(feats[:, i]) / (1 if i == 0 else k) for i, neck in enumerate(self.necks)], dim=1)
 
     def test_time_extras(self, cfg, kind: str = "test") -> list:
         """``evaluate.cpacol.rescore`` → :class:`CpaColRescore` (its ``weight_sweep`` on ``val`` sets only).

@@ -293,16 +293,7 @@ class FED(ReIDMethod):
         """Eq. (10) (:func:`~ogfr_core.losses.fed.fed_objective`), label smoothing from ``train.loss``."""
         return fed_objective(out, batch["label"], self.fcfg.temperature, cfg.label_smoothing)
 
-    @torch.no_grad()
-    def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Inference without the FDM: ``{"global": f' [B, N·D] (OEM-weighted stripes after their
-        BNNecks, concatenated), "parts": [B, 0, N·D], "visibility": [B, 0]}``; eval mode for the call."""
-        was_training = self.training
-        self.eval()
-        try:
-            g = self.erase(self.encoder(images, None, camids))[2]  # [B, N·D]
-        finally:
-            self.train(was_training)
-        b = images.shape[0]
-        return {"global": g, "parts": g.new_zeros(b, 0, g.shape[1]),
-                "visibility": torch.zeros(b, 0, dtype=torch.bool, device=images.device)}
+    def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """Inference without the FDM: f' ``[B, N·D]`` (OEM-weighted stripes after their BNNecks,
+        concatenated); :meth:`extract` wraps it."""
+        return self.erase(self.encoder(images, None, camids))[2]  # [B, N·D]

@@ -260,19 +260,10 @@ class FPC(ReIDMethod):
         """Eq. (15) ``L_S + L_C`` (:func:`~ogfr_core.losses.fpc.fpc_objective`)."""
         return fpc_objective(out, batch["label"], cfg)
 
-    @torch.no_grad()
-    def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The sparse encoder's [cls] after the BNNeck: ``{"global": [B, D], "parts": [B, 0, D],
-        "visibility": [B, 0]}`` (eval mode) — FPC's number under the standard protocol."""
-        was_training = self.training
-        self.eval()
-        try:
-            g = self.neck(self.sparse_tokens(images, camids)[:, 0])  # [B, D]
-        finally:
-            self.train(was_training)
-        b = images.shape[0]
-        return {"global": g, "parts": g.new_zeros(b, 0, g.shape[1]),
-                "visibility": torch.zeros(b, 0, dtype=torch.bool, device=images.device)}
+    def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """The sparse encoder's [cls] after the BNNeck ``[B, D]`` — FPC's number under the standard
+        protocol; :meth:`extract` wraps it."""
+        return self.neck(self.sparse_tokens(images, camids)[:, 0])  # [B, D]
 
     def test_time_extras(self, cfg, kind: str = "test") -> list:
         """``evaluate.fpc.consolidation`` → :class:`FPCConsolidation` (needs a trained decoder).

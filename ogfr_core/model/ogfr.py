@@ -41,7 +41,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..losses import objective
 from .backbone import build_encoder
-from .base import ReIDMethod
+from .base import ReIDMethod, eval_mode
 from .fep import ConventionalHead, ErasingAgent, FEPModule, correlation_matrix, part_visibility
 from .neck import bn_batch_stats, make_bnneck, make_classifier
 from .registry import ModelConfigError, register_method
@@ -267,12 +267,8 @@ class OGFR(ReIDMethod):
             ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}``. Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W.
             The model is put in eval mode for the call and restored after.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = self.branch("student", images, z, camids)
-        finally:
-            self.train(was_training)
         feats = out["feats_bn"]  # [B, K+1, D]
         vis = part_visibility(out["corr"], self.grid_size, self.img_size)  # [B, K]
         return {"global": feats[:, 0], "parts": feats[:, 1:], "visibility": vis}
@@ -284,13 +280,8 @@ class OGFR(ReIDMethod):
         for name in ("teacher", "student"):
             head = self.heads[name] if name in self.heads else None
             if isinstance(head, FEPModule) and head.agent is not None:
-                was_training = self.training
-                self.eval()
-                try:
-                    corr = self.correlation(self.encoder(images, z, camids))
-                    m = head.agent(corr)  # [B, N]
-                finally:
-                    self.train(was_training)
+                with eval_mode(self):
+                    m = head.agent(self.correlation(self.encoder(images, z, camids)))  # [B, N]
                 return m.reshape(images.shape[0], *self.grid_size)
         return None
 

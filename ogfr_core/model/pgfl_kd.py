@@ -128,15 +128,6 @@ class PGFLKD(ReIDMethod):
         return pgfl_kd_objective(out, batch["label"], self.positives, self.pcfg.lambda_cl, self.pcfg.lambda_mcl,
                                  cfg.triplet_margin, cfg.label_smoothing)
 
-    @torch.no_grad()
-    def extract(self, images: torch.Tensor, z: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """MB only (§3.5): ``{"global": f_G after its BNNeck [B, D], "parts": [B, 0, D], "visibility": [B, 0]}``."""
-        was_training = self.training
-        self.eval()
-        try:
-            g = self.necks["g"](self.encoder(images, None, camids)[:, 0])
-        finally:
-            self.train(was_training)
-        b = images.shape[0]
-        return {"global": g, "parts": g.new_zeros(b, 0, g.shape[1]),
-                "visibility": torch.zeros(b, 0, dtype=torch.bool, device=images.device)}
+    def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """MB only (§3.5): f_G after its BNNeck ``[B, D]``; :meth:`extract` wraps it."""
+        return self.necks["g"](self.encoder(images, None, camids)[:, 0])  # [B, D]
