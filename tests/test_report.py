@@ -222,6 +222,25 @@ def test_seeds_of_one_configuration_give_mean_and_std():
     assert val == [["–", "–", "–", "–", "data.val_ids=100, train.lr=0.001", "val-a", "50.0", "40.0"]]
 
 
+def test_validation_table_lists_each_swept_extra_under_its_run():
+    """A validation run's test-time extras (CpaCol's re-scoring at the configured weight and at each
+    swept ``@w=`` weight) get one row each under the run, read from the extra's own metrics, so the
+    table shows where the fusion weight was chosen."""
+    val = f"datasets.{DATASET}:val"
+    m = {f"{val}.visibility.rank-1": 0.59, f"{val}.visibility.mAP": 0.57}
+    for variant, weight, r1 in (("cpacol_rescore", 0.3, 0.64), ("cpacol_rescore@w=1", 1.0, 0.62)):
+        m.update({f"test_time_extras.{variant}": ["re-scores the top-k"], f"{val}.{variant}.options.weight": weight,
+                  f"{val}.{variant}.rank-1": r1, f"{val}.{variant}.mAP": r1 - 0.05})
+    runs = [_run("workspace", 0, 0.30, 0.20),
+            {"name": "v-cpacol", "params": {"train.seed": 0, "data.val_ids": 100, "train.model.method": "cpacol"},
+             "metrics": m}]
+    tables = [b for b in ablation_section(runs, "", DATASET).blocks if b[0] == "table"]
+    assert tables[1][2] == [
+        ["–", "–", "–", "–", "data.val_ids=100, train.model.method=cpacol", "v-cpacol", "59.0", "57.0"],
+        ["", "", "", "", "+ cpacol_rescore (re-scores the top-k; weight=0.3)", "v-cpacol", "64.0", "59.0"],
+        ["", "", "", "", "+ cpacol_rescore@w=1 (re-scores the top-k; weight=1.0)", "v-cpacol", "62.0", "57.0"]]
+
+
 def test_repeated_runs_collapse_to_one_row():
     from ogfr_core.report.build import parse_experiments
 

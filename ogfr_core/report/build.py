@@ -365,8 +365,7 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
     occluded-query protocol (mean ± std over seeds), with its parameter count, its training-step time
     from ``benchmarks/bench_model.py`` (one run, all methods measured alternately: the ratio to the
     baseline is the number to read) and the published numbers of its paper."""
-    from .experiments import (NON_CONFIG_PARAMS, ConfigGroup, comparison_rows, extra_columns, group_runs,
-                              metric_columns, test_time_extras)
+    from .experiments import NON_CONFIG_PARAMS, comparison_rows, extra_rows, group_runs, metric_columns
 
     s = Section("Method comparison under one protocol (Table I analogue)")
     runs = [r for r in (runs or []) if int(r["params"].get("data.val_ids") or 0) == 0]
@@ -405,11 +404,8 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
         # a flagged test-time extra (FPC's gallery consolidation, CpaCol's re-scoring): one mean row
         # under the method's standard rows, next to the paper's plain (with-extra) published row
         m = g.params.get("train.model.method", "ogfr")
-        for variant, flags in test_time_extras(g).items():
-            extra = ConfigGroup(f"+ {variant} ({flags})", g.params, g.runs)
-            rows += comparison_rows([extra], extra_columns(columns, variant), lambda _: [
-                "", "", "", _published(m, "Occluded-Duke", extra=True), _published(m, "Market-1501", extra=True)],
-                per_seed=False)
+        rows += extra_rows(g, columns, lambda _: [
+            "", "", "", _published(m, "Occluded-Duke", extra=True), _published(m, "Market-1501", extra=True)])
     s.p("Rank-1 / mAP in percent, Eq. (23) distance (global distance for methods without parts); "
         "holistic = the dataset's queries, occluded = the same queries with a synthetic occluder "
         f"(`{occ}`, stage `occlude`), same gallery. Same data, backbone (hybrid ImageNet stem), epochs, "
@@ -429,7 +425,7 @@ def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Sectio
     switch columns (OA-ViT / FEP-S / FEP-T / KD), on the test protocol(s) of ``dataset`` (and its
     occluded-query benchmark ``<dataset>-occ`` when evaluated); then the recipe-selection runs on the
     validation split (``data.val_ids > 0``); then the paper's Table IV rows."""
-    from .experiments import comparison_rows, group_runs, metric_columns
+    from .experiments import comparison_rows, extra_rows, group_runs, metric_columns
 
     s = Section("Experiments over seeds (Table IV layout)")
     mark = lambda b: "✓" if b else "–"  # noqa: E731
@@ -458,11 +454,15 @@ def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Sectio
     else:
         found = f"found no run with metrics for {dataset}" + (f"; {note}" if note else "")
         s.p(f"_No experiments ({found}). Run e.g. `dvc exp run -S train.model.kd=false`._")
-    val_rows = comparison_rows(group_runs([r for r in runs if is_val(r)], reference),
-                               metric_columns([(f"{dataset}:val", "validation")]), switches)
+    val_columns = metric_columns([(f"{dataset}:val", "validation")])
+    val_rows = []
+    for g in group_runs([r for r in runs if is_val(r)], reference):  # each with its extras' rows (weight sweeps)
+        val_rows += comparison_rows([g], val_columns, switches)
+        val_rows += extra_rows(g, val_columns, lambda _: [""] * len(ABLATION_SWITCHES))
     if val_rows:
         s.p("Recipe selection on the **validation split** (`data.val_ids` training identities held out "
-            "as query/gallery; `evaluate.sets: [val]`, so these runs computed no test number):")
+            "as query/gallery; `evaluate.sets: [val]`, so these runs computed no test number); a `+` row "
+            "is a test-time extra of the run above it (e.g. CpaCol's re-scoring at each swept weight):")
         s.table(["OA-ViT", "FEP-S", "FEP-T", "KD", "configuration", "run", "validation rank-1", "validation mAP"],
                 val_rows)
     if note:

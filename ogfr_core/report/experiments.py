@@ -146,6 +146,18 @@ def extra_columns(columns: Sequence[tuple[str, str]], variant: str) -> list[tupl
     return [(h, k.replace(".visibility.", f".{variant}.")) for h, k in columns]
 
 
+def extra_rows(group: ConfigGroup, columns: Sequence[tuple[str, str]], lead: Any = None) -> list[list[str]]:
+    """One mean row per flagged test-time extra of ``group`` (:func:`test_time_extras`, in first-seen
+    order), labelled ``+ <variant> (<flags; options>)`` and read from the extra's own metrics
+    (:func:`extra_columns`); ``lead(group)`` gives its leading cells, as in :func:`comparison_rows`.
+    A validation run's ``@w=<w>`` sweep variants are extras too, so each gets its row."""
+    rows = []
+    for variant, flags in test_time_extras(group).items():
+        extra = ConfigGroup(f"+ {variant} ({flags})", group.params, group.runs)
+        rows += comparison_rows([extra], extra_columns(columns, variant), lead, per_seed=False)
+    return rows
+
+
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts → ``{"a.b.c": value}`` (lists are values)."""
     out: dict[str, Any] = {}
