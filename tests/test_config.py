@@ -88,6 +88,8 @@ def test_profile_merge_validates_before_writing(tmp_path):
     assert (train.model.backbone, train.model.stride, train.model.depth) == ("vit_base_patch16_224", 12, 0)
     assert train.lr == 0.008 and train.loss.alpha == 0.3  # untouched keys survive the merge
     assert load_section(params, "data", DataConfig).height == 256 == paper["data"]["height"]
+    # the CPU profile's validation-chosen CpaCol fusion weight is not claimed for the paper configuration
+    assert load_section(params, "evaluate", EvaluateConfig).cpacol.weight_source == "official_code"
 
 
 def test_profile_merge_keeps_comments(tmp_path):

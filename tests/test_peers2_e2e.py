@@ -113,7 +113,8 @@ def test_cpacol_two_phases_and_rescoring(tmp_path, monkeypatch, caplog):
         "data": {"val_ids": 2},
         "train": {"epochs": 1, "model": {"method": "cpacol",
                                          "cpacol": {"corr_channels": 8, "stage2_epochs": 1, "attn_ramp_epochs": 1}}},
-        "evaluate": dict(EVAL, cpacol={"rescore": True, "top_k": 2, "weight_sweep": [0.5, 1.0]},
+        "evaluate": dict(EVAL, cpacol={"rescore": True, "top_k": 2, "weight_sweep": [0.5, 1.0],
+                                       "weight_source": "official_code"},
                          fpc={"consolidation": True})})
     with caplog.at_level(logging.WARNING):
         metrics = _run(root, monkeypatch)
