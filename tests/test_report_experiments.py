@@ -18,3 +18,43 @@ def test_distinct_runs_keeps_runs_that_differ_only_in_a_test_time_extra():
     a = {"name": "st2-4", "params": {}, "metrics": dict(std, **{"datasets.d.cpacol_rescore.mAP": 0.301})}
     b = {"name": "st2-24", "params": {}, "metrics": dict(std, **{"datasets.d.cpacol_rescore.mAP": 0.317})}
     assert [r["name"] for r in distinct_runs([a, b, dict(b, name="again")])] == ["st2-4", "st2-24"]
+
+
+def test_another_methods_params_do_not_split_a_configuration():
+    """A peer's sub-section (train.model.cpacol.*, evaluate.cpacol.*) and OGFR's agent lr are inert for
+    the other methods: OGFR runs made before and after a CpaCol default changed are one configuration,
+    labelled without it; for CpaCol runs the same change is a configuration of their own."""
+    from ogfr_core.report.experiments import group_runs, is_config_param
+
+    ref = {"train.model.method": "ogfr", "train.model.cpacol.stage2_epochs": 24,
+           "evaluate.cpacol.weight_source": "validation", "train.agent_lr_scale": 100.0}
+    old = {"train.model.cpacol.stage2_epochs": 4, "evaluate.cpacol.weight_source": "official_code"}
+    assert not is_config_param("train.model.cpacol.stage2_epochs", ref)
+    assert is_config_param("train.model.cpacol.stage2_epochs", dict(ref, **{"train.model.method": "cpacol"}))
+    assert not is_config_param("train.agent_lr_scale", {"train.model.method": "baseline"})
+    assert is_config_param("train.agent_lr_scale", ref) and not is_config_param("train.seed", ref)
+
+    def run(name, seed, **params):
+        return {"name": name, "params": dict(ref, **{"train.seed": seed}, **params), "metrics": {}}
+
+    runs = [run("ogfr-s0", 0), run("ogfr-s1", 1, **old), run("base-s0", 0, **old, **{
+                "train.model.method": "baseline", "train.agent_lr_scale": 1.0}),
+            run("cpacol-s0", 0, **{"train.model.method": "cpacol"}),
+            run("cpacol-old-s0", 0, **old, **{"train.model.method": "cpacol"})]
+    groups = group_runs(runs, ref)
+    assert [(g.label, [r["name"] for r in g.runs]) for g in groups] == [
+        ("default", ["ogfr-s0", "ogfr-s1"]), ("train.model.method=baseline", ["base-s0"]),
+        ("train.model.method=cpacol", ["cpacol-s0"]),
+        ("evaluate.cpacol.weight_source=official_code, train.model.cpacol.stage2_epochs=4, "
+         "train.model.method=cpacol", ["cpacol-old-s0"])]
+
+
+def test_method_sections_are_the_registered_methods_with_their_own_params():
+    import dataclasses
+
+    from ogfr_core.config import EvaluateConfig, ModelConfig
+    from ogfr_core.model import METHODS
+    from ogfr_core.report.experiments import METHOD_SECTIONS
+
+    own = {f.name for cls in (ModelConfig, EvaluateConfig) for f in dataclasses.fields(cls) if f.name in METHODS}
+    assert own == set(METHOD_SECTIONS)

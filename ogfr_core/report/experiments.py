@@ -38,18 +38,40 @@ class ConfigGroup:
         return [r["params"].get("train.seed") for r in self.runs]
 
 
+#: params sub-sections of one method each (``train.model.<name>.*``, ``evaluate.<name>.*``): inert for
+#: a run of any other method (the registered methods with params of their own; checked by a test)
+METHOD_SECTIONS = ("fed", "pgfl_kd", "fpc", "cpacol")
+
+
+def is_config_param(key: str, params: dict) -> bool:
+    """Whether ``key`` can change the numbers of the run with (flattened) ``params``: not in
+    :data:`NON_CONFIG_PARAMS`, not another method's sub-section (:data:`METHOD_SECTIONS`, e.g.
+    ``train.model.cpacol.stage2_epochs`` for an OGFR run), and not ``train.agent_lr_scale`` (the lr of
+    OGFR's FEP agent) for a method without that agent. So a change of a peer's default in params.yaml
+    does not split the other methods' runs into new configurations."""
+    if key in NON_CONFIG_PARAMS:
+        return False
+    method = params.get("train.model.method", "ogfr")
+    parts = key.split(".")
+    section = parts[2] if parts[:2] == ["train", "model"] and len(parts) > 3 else (
+        parts[1] if parts[0] == "evaluate" and len(parts) > 2 else None)
+    if section in METHOD_SECTIONS and section != method:
+        return False
+    return not (key == "train.agent_lr_scale" and method != "ogfr")
+
+
 def config_key(params: dict) -> tuple:
-    """Hashable configuration of a run: its params without :data:`NON_CONFIG_PARAMS`."""
+    """Hashable configuration of a run: its params that :func:`is_config_param`."""
     import json  # dicts compare by content, whatever their key order (a params file rewritten by a script)
 
     return tuple(sorted((k, json.dumps(v, sort_keys=True, default=repr)) for k, v in params.items()
-                        if k not in NON_CONFIG_PARAMS))
+                        if is_config_param(k, params)))
 
 
 def config_label(params: dict, reference: dict) -> str:
-    """``k=v`` for every configuration param of the run that differs from ``reference`` ("default" if
-    none); params the run does not have (an older params file) are not listed."""
-    keys = sorted(set(params) - set(NON_CONFIG_PARAMS))
+    """``k=v`` for every configuration param of the run (:func:`is_config_param`) that differs from
+    ``reference`` ("default" if none); params the run does not have (an older params file) are not listed."""
+    keys = sorted(k for k in params if is_config_param(k, params))
     diff = [f"{k}={params.get(k)}" for k in keys if params.get(k) != reference.get(k)]
     return ", ".join(diff) if diff else "default"
 
