@@ -62,7 +62,7 @@ def build(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw:
     if phase is not None:  # a training phase of a multi-phase method (what it freezes)
         model.set_phase(phase)
     run_cfg = dataclasses.replace(cfg, model=mcfg, warmup_epochs=0, epochs=1000)
-    trainer = Trainer(model, run_cfg, "/tmp/ogfr_bench_unused", {}, lam=5.0, steps_per_epoch=1000, device=device)
+    trainer = Trainer(model, run_cfg, "/tmp/ogfr_bench_unused", {}, occlusion=5.0, steps_per_epoch=1000, device=device)
     return model, trainer
 
 

@@ -39,6 +39,7 @@ def _params(path: str, required: bool) -> dict:
 def _search(args: argparse.Namespace) -> int:
     from .config import OcclusionConfig, ParseConfig, from_dict
     from .inference import SearchOptions, ZSource, search, search_figure
+    from .occlusion import rule_from_config
     from .io import write_json
     from .runtime import resolve_device
 
@@ -47,8 +48,8 @@ def _search(args: argparse.Namespace) -> int:
         source = ZSource()
     else:
         parse = from_dict(ParseConfig, params.get("parse") or {}, "parse")
-        lam = from_dict(OcclusionConfig, params.get("occlusion") or {}, "occlusion").lam
-        source = ZSource(parse, lam, workers=parse.workers)
+        rule = rule_from_config(from_dict(OcclusionConfig, params.get("occlusion") or {}, "occlusion"))
+        source = ZSource(parse, rule, workers=parse.workers)
     feat_norm = bool((params.get("evaluate") or {}).get("feat_norm", True))
     opts = SearchOptions(top_k=args.top_k, distance=args.distance, feat_norm=feat_norm,
                          query_camid=args.query_camid, gallery_camid=args.gallery_camid,
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--assume-holistic", action="store_true",
                    help="skip parsing: z = 0 (no occluded part) for every image")
     s.add_argument("--params", default="params.yaml",
-                   help="params the model was trained with: parse backend, occlusion.lam, evaluate.feat_norm")
+                   help="params the model was trained with: parse backend, occlusion rule, evaluate.feat_norm")
     s.add_argument("--distance", default="visibility", choices=("visibility", "global"),
                    help="visibility = Eq. (23) (default); global = global feature only")
     s.add_argument("--query-camid", type=int, default=0, help="camera id of the queries (0-based, default 0)")

@@ -94,9 +94,13 @@ class ParseConfig:
 
 @dataclass(frozen=True)
 class OcclusionConfig:
-    """``occlusion:`` — Eq. (1)–(2): λ in pixels at the parsing label resolution."""
+    """``occlusion:`` — how z is decided (:class:`ogfr_core.occlusion.OcclusionRule`): ``rule``
+    ``pixels`` = Eq. (1)–(2) with λ in pixels at 256×128; ``hidden_fraction`` = a coarse part is
+    occluded when more than ``tau`` of its amodal area is not visible (ours, README "Occlusion labels")."""
 
+    rule: Literal["pixels", "hidden_fraction"] = "pixels"
     lam: float = 5.0
+    tau: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,8 @@ class EvaluateConfig:
     ``sets``: ``test`` = the dataset's query/gallery (+ ``extra_datasets``); ``val`` = the validation
     split held out of the training ids (``data.val_ids``), when the index has one. Choose
     hyper-parameters with ``sets: [val]`` so that no test number is computed.
+    ``oracle_occlusion``: on a derived occluded set (``occlude`` stage), also rank its queries with their
+    ground-truth z (flagged rows ``oracle_z:<distance>``, :func:`ogfr_core.evaluation.pipeline.oracle_rows`).
     """
 
     batch_size: int = 128
@@ -362,6 +368,7 @@ class EvaluateConfig:
     mask_examples: int = 8
     fep_images: int = 1000
     sets: tuple[Literal["test", "val"], ...] = ("test", "val")
+    oracle_occlusion: bool = True
     extra_datasets: tuple[EvalDatasetConfig, ...] = ()
     fpc: FPCEvalConfig = field(default_factory=FPCEvalConfig)  # test-time extras of method fpc
     cpacol: CpaColEvalConfig = field(default_factory=CpaColEvalConfig)  # test-time extras of method cpacol
@@ -374,7 +381,11 @@ class OccludeConfig:
     object | mixed), box area ``area`` = (min, max) fraction of the crop, entering from one of
     ``edges``, drawn from ``seed`` and the image's key. The derived set is ``<data.name><suffix>``
     under ``data/derived/``; its gallery is the original's (symlinked, or copied with
-    ``link_gallery: false``)."""
+    ``link_gallery: false``). ``val_ids``: the same kind of occluded set built from that many
+    *training* identities (``<derived>-val``: the validation split of ``data.val_ids`` with the
+    same seed, its queries occluded by other training identities; 0 = none), on which the
+    occlusion rule is chosen (``tau_grid``: the ``hidden_fraction`` τ values scored there, written to
+    ``reports/occlude/z_accuracy.json``); the test set only reports the rule in force."""
 
     kind: Literal["person", "object", "mixed"] = "mixed"
     area: tuple[float, float] = (0.2, 0.5)
@@ -383,6 +394,8 @@ class OccludeConfig:
     suffix: str = "-occ"
     link_gallery: bool = True
     examples: int = 8
+    val_ids: int = 100
+    tau_grid: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 @dataclass(frozen=True)
@@ -487,7 +500,7 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
         "min_keypoint_visibility": PROB, "pad_ratios": Range(0, nonempty=True),
         "limb_width_ratio": POSITIVE, "mask_threshold": PROB, "field_threshold": PROB, "overlay_grid": NONNEG,
     },
-    OcclusionConfig: {"lam": NONNEG},
+    OcclusionConfig: {"lam": NONNEG, "tau": Range(0, 1, hi_open=True)},
     ModelConfig: {
         "depth": NONNEG, "stem_frozen_blocks": NONNEG, "patch_size": AT_LEAST_1, "stride": AT_LEAST_1,
         "num_parts": AT_LEAST_1, "gamma_occ": NONNEG, "gamma_cam": NONNEG, "drop_path": Range(0, 1, hi_open=True), "random_keep": PROB,
@@ -529,7 +542,8 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     CpaColEvalConfig: {"top_k": AT_LEAST_1, "weight": NONNEG, "weight_sweep": NONNEG},
     ReportConfig: {"num_retrieval_queries": NONNEG, "num_mask_examples": NONNEG},
     OccludeConfig: {"area": Range(0, 1, lo_open=True, ordered=True), "seed": Range(0, 2**31 - 1),
-                    "suffix": safe_suffix, "examples": NONNEG},
+                    "suffix": safe_suffix, "examples": NONNEG, "val_ids": NONNEG,
+                    "tau_grid": Range(0, 1, hi_open=True)},
 }
 
 

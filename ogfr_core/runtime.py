@@ -55,7 +55,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .model.oa_vit import PretrainedWeightsError
     from .model.registry import ModelConfigError
     from .parsing.base import BackendUnavailableError
-    from .parsing.cache import ParsingIncompleteError
+    from .data.occluded_benchmark import OccluderSourceError
+    from .occlusion.truth import OcclusionTruthError
+    from .parsing.cache import MissingAmodalMapError, ParsingIncompleteError
     from .pretrained import PretrainedDownloadError, PretrainedHashError
     from .model.stem import StemConfigError
     from .training.checkpoint import CheckpointError
@@ -64,7 +66,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, MissingLabelsError, ImageReadError, IndexFileError, DatasetLayoutError,
             CheckpointMismatchError, PretrainedWeightsError, ModelConfigError, BackendUnavailableError,
             CheckpointError, NonFiniteLossError, PretrainedDownloadError, PretrainedHashError, StemConfigError,
-            FileNotFoundError, OutputWriteError, ParsingIncompleteError)
+            FileNotFoundError, OutputWriteError, ParsingIncompleteError, MissingAmodalMapError,
+            OccluderSourceError, OcclusionTruthError)
 
 
 def is_user_error(exc: BaseException) -> bool:

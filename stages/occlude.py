@@ -10,16 +10,23 @@ evaluated on both protocols.
 
 Writes ``data/derived/<derived>/`` (occluded query PNGs, gallery symlinks, ``occluders.parquet``),
 ``data/index|parsing|occlusion`` for ``<derived>``, ``reports/occlude/summary.json`` and
-``reports/occlude/examples.png`` (dataset pixels: DVC-cached only). Run: ``python -m stages.occlude``.
+``reports/occlude/examples.png`` (dataset pixels: DVC-cached only), and the same occluded set built from
+training identities (``<derived>-val``, ``occlude.val_ids``) on which the occlusion rule is chosen;
+``reports/occlude/z_accuracy.json`` scores the parsed z of both against their ground truth (the holistic
+parse with the occluder's pixels hidden, :mod:`ogfr_core.occlusion.truth`). Run: ``python -m stages.occlude``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from ogfr_core.config import DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, load_section
 from ogfr_core.data.index import dataset_root
 from ogfr_core.io import write_json
-from ogfr_core.occlusion.benchmark import derive_occluded_set, example_pairs
+from ogfr_core.occlusion import rule_from_config
+from ogfr_core.occlusion.benchmark import derive_occluded_set, derive_validation_set, example_pairs, z_accuracy
+from ogfr_core.occlusion.truth import OcclusionTruthError
 from ogfr_core.parsing.overlay import overlay_grid
 from ogfr_core.runtime import run_stage, setup_logging
 
@@ -30,14 +37,25 @@ def main(params_path: str = "params.yaml") -> None:
     log = setup_logging()
     data = load_section(params_path, "data", DataConfig)
     parse_cfg = load_section(params_path, "parse", ParseConfig)
-    lam = load_section(params_path, "occlusion", OcclusionConfig).lam
+    rule = rule_from_config(load_section(params_path, "occlusion", OcclusionConfig))
     cfg = load_section(params_path, "occlude", OccludeConfig)
-    derived = derive_occluded_set(data, parse_cfg, lam, cfg, Path("."))
-    write_json(REPORT_DIR / "summary.json", derived.summary)
+    label_hw = (parse_cfg.label_height, parse_cfg.label_width)
+    derived = derive_occluded_set(data, parse_cfg, rule, cfg, Path("."))
+    val = derive_validation_set(data, parse_cfg, rule, cfg, Path("."))
+    holistic_path = Path("data/occlusion") / f"{data.name}.parquet"
+    if not holistic_path.is_file():
+        raise OcclusionTruthError(f"{holistic_path} not found (the holistic queries' z): run `dvc repro occlusion`")
+    holistic = pd.read_parquet(holistic_path)
+    sets = {"validation": val, "test": derived} if val is not None else {"test": derived}
+    accuracy = z_accuracy(rule, sets, holistic, label_hw, tuple(cfg.tau_grid), "validation" if val else None)
+    write_json(REPORT_DIR / "summary.json", {**derived.summary, "validation_set": val.summary if val else None})
+    write_json(REPORT_DIR / "z_accuracy.json", accuracy)
     if cfg.examples:
-        images, maps, titles = example_pairs(derived, Path("."), dataset_root(data, Path(".")), cfg.examples)
+        images, maps, titles = example_pairs(derived, Path("."), dataset_root(data, Path(".")), cfg.examples,
+                                             rule, label_hw)
         overlay_grid(images, maps, titles, REPORT_DIR / "examples.png",
-                     suptitle=f"{derived.name}: original and occluded queries with their parsing")
+                     suptitle=f"{derived.name}: original and occluded queries with their parsing; "
+                              f"z ({rule.describe()}) parsed vs truth")
     log.info("occlude: wrote %s (%d queries, %d gallery)", derived.root, *derived.summary["index"].values())
 
 

@@ -1,9 +1,10 @@
-"""Stage `occlusion`: occlusion labels z and type ids from the parsing label maps (OGFR Eq. 1–2).
+"""Stage `occlusion`: occlusion labels z and type ids from the parsing label maps (OGFR Eq. 1–2, or the
+``hidden_fraction`` rule: ``occlusion.rule``).
 
 Reads ``data/parsing/<data.name>/`` (active parse configuration), ``data/index/<data.name>.parquet``
 (for the split) and params ``occlusion``. Fails (count, examples, the stage to rerun) unless the
 parsing covers every indexed image — never a partial table. Writes ``data/occlusion/<data.name>.parquet``
-(key, z_head, z_arms, z_torso, z_legs, occ_type, count_head, count_arms, count_torso, count_legs, status),
+(key, z_head … z_legs, occ_type, count_head … count_legs, hidden_head … hidden_legs, status),
 ``reports/occlusion/summary.json`` and ``reports/occlusion/types.png``.
 Run from the repository root: ``python -m stages.occlusion``.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from ogfr_core.config import DataConfig, OcclusionConfig, load_section
 from ogfr_core.data.index import read_index
 from ogfr_core.io import write_json, write_parquet
+from ogfr_core.occlusion import rule_from_config
 from ogfr_core.occlusion.figures import plot_type_histogram
 from ogfr_core.occlusion.table import occlusion_summary, occlusion_table, type_counts_by_split
 from ogfr_core.parsing import read_parsing
@@ -24,18 +26,18 @@ from ogfr_core.runtime import run_stage, setup_logging
 def main(params_path: str = "params.yaml") -> None:
     log = setup_logging()
     data = load_section(params_path, "data", DataConfig)
-    cfg = load_section(params_path, "occlusion", OcclusionConfig)
+    rule = rule_from_config(load_section(params_path, "occlusion", OcclusionConfig))
     index_path = Path("data/index") / f"{data.name}.parquet"
     index = read_index(index_path)[["key", "path", "split"]]  # names `dvc repro index` if absent
     parse_dir = Path("data/parsing") / data.name
     check_coverage(parse_dir, index["key"], paths=index["path"])  # never a partial table: count + `dvc repro parse`
-    parsing = read_parsing(parse_dir, columns=["label_map", "status"])
+    parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
     parsing = parsing[parsing["key"].isin(set(index["key"]))]
-    table = occlusion_table(parsing, cfg.lam)
+    table = occlusion_table(parsing, rule)
     write_parquet(Path("data/occlusion") / f"{data.name}.parquet", table)
-    write_json("reports/occlusion/summary.json", occlusion_summary(table, index, cfg.lam))
+    write_json("reports/occlusion/summary.json", occlusion_summary(table, index, rule))
     plot_type_histogram(type_counts_by_split(table, index), "reports/occlusion/types.png",
-                        title=f"{data.name}: occlusion types per split (λ = {cfg.lam:g} px at the label-map size)")
+                        title=f"{data.name}: occlusion types per split ({rule.describe()})")
     log.info("occlusion: %d images, %.1f%% holistic", len(table), 100 * float((table["occ_type"] == 0).mean()))
 
 

@@ -1,6 +1,7 @@
 """DVC stage ``train``: train OGFR (or an ablation / the baseline) on the training split.
 
-Reads ``data:``, ``train:`` and ``occlusion.lam`` of params.yaml; needs ``data/index/<name>.parquet``,
+Reads ``data:``, ``train:`` and ``occlusion:`` (the rule that recomputes z after the occlusion
+augmentation) of params.yaml; needs ``data/index/<name>.parquet``,
 ``data/parsing/<name>/`` and ``data/occlusion/<name>.parquet``. Writes ``models/<name>/last.pt`` every
 epoch (resume: re-running continues from it), ``models/<name>/model.pt`` at the end, and dvclive
 metrics/plots in ``dvclive/``. Multi-GPU: ``torchrun --nproc_per_node N -m stages.train``.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from ogfr_core.config import DataConfig, OcclusionConfig, TrainConfig, load_section
 from ogfr_core.runtime import run_stage, setup_logging
+from ogfr_core.occlusion import rule_from_config
 from ogfr_core.training.run import train_from_files
 
 
@@ -19,10 +21,10 @@ def main(params_path: str = "params.yaml") -> None:
     log = setup_logging()
     data_cfg = load_section(params_path, "data", DataConfig)
     cfg = load_section(params_path, "train", TrainConfig)
-    lam = load_section(params_path, "occlusion", OcclusionConfig).lam
+    rule = rule_from_config(load_section(params_path, "occlusion", OcclusionConfig))
     name = data_cfg.name
     summary = train_from_files(
-        data_cfg, cfg, lam,
+        data_cfg, cfg, rule,
         index_path=Path("data/index") / f"{name}.parquet",
         parse_dir=Path("data/parsing") / name,
         occlusion_path=Path("data/occlusion") / f"{name}.parquet",

@@ -84,11 +84,13 @@ class FakeParser(PartParser):
         lab[r(0.15):r(0.5), c(0.28):c(0.72)] = 4
         lab[r(0.5):r(0.88), c(0.28):c(0.5)] = 5
         lab[r(0.5):r(0.88), c(0.5):c(0.72)] = 6
+        amodal = lab.copy()  # where the parts should be: the whole body, feet included
+        amodal[r(0.88):r(0.97), c(0.28):c(0.5)] = 7
+        amodal[r(0.88):r(0.97), c(0.5):c(0.72)] = 8
         legs = 1 + int(image_rgb[..., 0].sum()) % 2  # some crops lose their feet (occluded legs)
         if legs == 1:
-            lab[r(0.88):r(0.97), c(0.28):c(0.5)] = 7
-            lab[r(0.88):r(0.97), c(0.5):c(0.72)] = 8
-        return ParseResult(lab, np.full((17, 3), 0.5, np.float32), True)
+            lab = amodal.copy()
+        return ParseResult(lab, np.full((17, 3), 0.5, np.float32), True, amodal)
 
 
 def prepare_labels(root: Path) -> None:
@@ -96,6 +98,7 @@ def prepare_labels(root: Path) -> None:
     from ogfr_core.config import DataConfig, OcclusionConfig, load_section
     from ogfr_core.data.index import read_index
     from ogfr_core.io import write_parquet
+    from ogfr_core.occlusion import rule_from_config
     from ogfr_core.occlusion.table import occlusion_table
     from ogfr_core.parsing import parse_dataset, read_parsing
     from stages.index import main as index_main
@@ -106,9 +109,9 @@ def prepare_labels(root: Path) -> None:
     index = read_index(root / "data" / "index" / f"{data.name}.parquet")
     parse_dir = root / "data" / "parsing" / data.name
     parse_dataset(index, root / data.root, cfg, parse_dir, progress=False, parser=FakeParser(cfg))
-    lam = load_section(root / "params.yaml", "occlusion", OcclusionConfig).lam
+    rule = rule_from_config(load_section(root / "params.yaml", "occlusion", OcclusionConfig))
     write_parquet(root / "data" / "occlusion" / f"{data.name}.parquet",
-                  occlusion_table(read_parsing(parse_dir, columns=["label_map", "status"]), lam))
+                  occlusion_table(read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"]), rule))
 
 
 def expect_user_error(main: Callable[[], object], caplog: pytest.LogCaptureFixture, root: Path,

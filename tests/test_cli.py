@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ogfr_core.occlusion import OcclusionRule
 import torch
 from PIL import Image
 
@@ -152,7 +154,7 @@ def test_search_parses_real_queries_with_the_configured_backend(tmp_path, shared
     for c in crops[1:]:
         (folder / c.name).write_bytes(c.read_bytes())
     cfg = ParseConfig(workers=1)
-    doc = search(ckpts["a"], [crops[0]], folder, ZSource(cfg, 5.0), SearchOptions(top_k=3),
+    doc = search(ckpts["a"], [crops[0]], folder, ZSource(cfg, OcclusionRule()), SearchOptions(top_k=3),
                  tmp_path / "cache")
     q = doc["queries"][0]
     label = build_parser(cfg).parse(read_rgb(crops[0])).label_map

@@ -266,7 +266,7 @@ def test_a_few_steps_on_a_real_batch_lower_the_loss(shared_root, tmp_path):
     cfg = TrainConfig(epochs=1, warmup_epochs=0, lr=0.01, log_every=0,
                       model=dataclasses.replace(TINY, depth=2, stride=12))
     torch.manual_seed(0)
-    trainer = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path, {"model": {}}, lam=5.0, steps_per_epoch=12)
+    trainer = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path, {"model": {}}, occlusion=5.0, steps_per_epoch=12)
     hist = [trainer.train_step(batch) for _ in range(12)]
     total = [h["loss/total"] for h in hist]
     assert np.mean(total[-3:]) < 0.5 * np.mean(total[:3]), total
@@ -286,7 +286,7 @@ def test_resume_restores_the_memories(shared_root, tmp_path):
 
     def trainer(out):
         torch.manual_seed(0)
-        return Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, out, meta, lam=5.0, steps_per_epoch=2)
+        return Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, out, meta, occlusion=5.0, steps_per_epoch=2)
 
     def make(epoch):
         g = torch.Generator().manual_seed(epoch)

@@ -127,6 +127,7 @@ def test_derived_set_index_parse_occlusion_on_a_real_slice(tmp_path, shared_root
     from ogfr_core.config import DataConfig, OccludeConfig, ParseConfig
     from ogfr_core.data.index import build_index
     from ogfr_core.io import write_parquet
+    from ogfr_core.occlusion import COARSE_NAMES, OcclusionRule
     from ogfr_core.occlusion.benchmark import derive_occluded_set
     from ogfr_core.occlusion.table import occlusion_table
     from ogfr_core.parsing import parse_dataset, read_parsing
@@ -136,10 +137,11 @@ def test_derived_set_index_parse_occlusion_on_a_real_slice(tmp_path, shared_root
     index = build_index(data, tmp_path).frame
     write_parquet(tmp_path / "data/index/tiny.parquet", index)
     parse_dataset(index, shared_root, parse_cfg, tmp_path / "data/parsing/tiny", progress=False)
-    parsing = read_parsing(tmp_path / "data/parsing/tiny", columns=["label_map", "status"])
-    write_parquet(tmp_path / "data/occlusion/tiny.parquet", occlusion_table(parsing, 5.0))
+    parsing = read_parsing(tmp_path / "data/parsing/tiny", columns=["label_map", "amodal_map", "status"])
+    rule = OcclusionRule("hidden_fraction", tau=0.5)
+    write_parquet(tmp_path / "data/occlusion/tiny.parquet", occlusion_table(parsing, rule))
 
-    derived = derive_occluded_set(data, parse_cfg, 5.0, OccludeConfig(kind="person"), tmp_path)
+    derived = derive_occluded_set(data, parse_cfg, rule, OccludeConfig(kind="person"), tmp_path)
     assert derived.name == "tiny-occ"
     q, g = (derived.index[derived.index.split == s] for s in ("query", "gallery"))
     assert set(derived.index.split) == {"query", "gallery"}
@@ -150,3 +152,10 @@ def test_derived_set_index_parse_occlusion_on_a_real_slice(tmp_path, shared_root
     assert derived.summary["occluders"]["source_test_pids"] == 0
     assert set(derived.occluders.source_pid) <= set(index.loc[index.split == "train", "pid"])
     assert (tmp_path / "data/occlusion/tiny-occ.parquet").is_file() and (tmp_path / "data/index/tiny-occ.parquet").is_file()
+    # the ground truth: one row per query, the occluder only removes visible pixels, shares in [0, 1]
+    truth = pd.read_parquet(derived.root / "z_truth.parquet")
+    assert sorted(truth.key) == sorted(q.key) and (truth.kind == "person").all()
+    before, after = (truth[[f"count_{w}_{c}" for c in COARSE_NAMES]].to_numpy() for w in ("before", "after"))
+    assert (after <= before).all() and (after < before).any()
+    covered = truth[[f"covered_{c}" for c in COARSE_NAMES]].to_numpy()
+    assert ((0 <= covered) & (covered <= 1)).all()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ogfr_core.occlusion import coarse_counts, occlusion_labels, occlusion_type, type_to_z
+from ogfr_core.occlusion import OcclusionRule, coarse_counts, occlusion_labels, occlusion_type, type_to_z
 from ogfr_core.occlusion.figures import plot_type_histogram
 from ogfr_core.occlusion.table import (occlusion_summary, occlusion_table, type_counts_by_split,
                                        type_label)
@@ -69,7 +69,8 @@ def test_occlusion_table_columns_and_values():
     full[60:70, 0:10] = 6
     table = occlusion_table(parsing_rows({"b": hand_map(), "a": full, "c": np.zeros((256, 128), np.uint8)}), LAM)
     assert list(table.columns) == ["key", "z_head", "z_arms", "z_torso", "z_legs", "occ_type",
-                                   "count_head", "count_arms", "count_torso", "count_legs", "status"]
+                                   "count_head", "count_arms", "count_torso", "count_legs",
+                                   "hidden_head", "hidden_arms", "hidden_torso", "hidden_legs", "status"]
     assert table["key"].tolist() == ["a", "b", "c"]
     assert table["occ_type"].tolist() == [0, 5, 15]
     assert table.loc[1, ["count_head", "count_arms", "count_torso", "count_legs"]].tolist() == [100, 4, 5, 0]
@@ -98,7 +99,8 @@ def test_counts_by_split_summary_and_histogram(tmp_path):
     assert counts.index.tolist() == ["train", "query"]
     assert counts.loc["train", 5] == 2 and counts.loc["query", 15] == 1
     assert int(counts.to_numpy().sum()) == 3
-    summary = occlusion_summary(table, index, LAM)
+    summary = occlusion_summary(table, index, OcclusionRule(lam=LAM))
+    assert (summary["rule"], summary["lam"]) == ("pixels", LAM)
     assert summary["splits"]["train"]["occluded_fraction"]["arms"] == 1.0
     assert summary["splits"]["query"]["type_counts"]["15"] == 1
     out = tmp_path / "types.png"
@@ -124,7 +126,7 @@ def test_occlusion_table_scales_lambda_with_the_stored_map_size():
     full[80:160, 40:88] = 4
     df = pd.DataFrame({"key": ["a", "b"], "label_map": [encode_label_map(small), encode_label_map(full)],
                        "status": ["ok", "ok"]})
-    table = occlusion_table(df, lam=5.0).set_index("key")
+    table = occlusion_table(df, 5.0).set_index("key")
     assert table.loc["a", ["z_head", "z_arms", "z_torso", "z_legs"]].tolist() == [0, 1, 0, 0]
     assert table.loc["b", ["z_head", "z_arms", "z_torso", "z_legs"]].tolist() == [1, 1, 0, 1]
     assert table.loc["a", "count_head"] == 2 == table.loc["b", "count_head"]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ogfr_core.data.occlusion_aug import occlusion_augment
+from ogfr_core.occlusion import OcclusionRule
 
 
 def _maps(b=4, h=64, w=32):
@@ -20,7 +21,7 @@ def test_occlusion_pastes_obstacle_and_updates_labels():
     imgs = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 64, 32).clone()  # image i = value i
     lab = _maps()
     z = torch.tensor([[0, 1, 0, 0]] * 4)
-    out = occlusion_augment(imgs, lab, z, prob=1.0, area=(0.3, 0.4), lam=5.0, source="fed",
+    out = occlusion_augment(imgs, lab, z, prob=1.0, area=(0.3, 0.4), rule=OcclusionRule(), source="fed",
                             generator=torch.Generator().manual_seed(1))
     assert out.applied.all()
     for i in range(4):
@@ -43,7 +44,7 @@ def test_covering_a_part_marks_it_occluded():
     lab = _maps(8)
     imgs = torch.zeros(8, 3, 64, 32)
     z = torch.tensor([[0, 1, 0, 0]] * 8)
-    out = occlusion_augment(imgs, lab, z, prob=1.0, area=(0.5, 0.9), lam=40.0, source="background",
+    out = occlusion_augment(imgs, lab, z, prob=1.0, area=(0.5, 0.9), rule=OcclusionRule(lam=40.0), source="background",
                             generator=torch.Generator().manual_seed(0))
     # z follows Eq. (1)-(2) on the augmented maps with λ scaled to 64x32 (40 -> 2.5 px)
     expect = torch.maximum(z, occlusion_labels(coarse_counts(out.label_maps), scaled_threshold(40.0, (64, 32))))
@@ -55,20 +56,20 @@ def test_prob_zero_is_identity_and_deterministic():
     lab = _maps()
     imgs = torch.randn(4, 3, 64, 32)
     z = torch.zeros(4, 4, dtype=torch.long)
-    out = occlusion_augment(imgs, lab, z, prob=0.0, area=(0.1, 0.4), lam=5.0)
+    out = occlusion_augment(imgs, lab, z, prob=0.0, area=(0.1, 0.4), rule=OcclusionRule())
     assert torch.equal(out.images, imgs) and torch.equal(out.z, z) and not out.applied.any()
-    a = occlusion_augment(imgs, lab, z, prob=0.5, area=(0.1, 0.4), lam=5.0, generator=torch.Generator().manual_seed(3))
-    b = occlusion_augment(imgs, lab, z, prob=0.5, area=(0.1, 0.4), lam=5.0, generator=torch.Generator().manual_seed(3))
+    a = occlusion_augment(imgs, lab, z, prob=0.5, area=(0.1, 0.4), rule=OcclusionRule(), generator=torch.Generator().manual_seed(3))
+    b = occlusion_augment(imgs, lab, z, prob=0.5, area=(0.1, 0.4), rule=OcclusionRule(), generator=torch.Generator().manual_seed(3))
     assert torch.equal(a.images, b.images) and torch.equal(a.z, b.z)
 
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="image resolution"):
         occlusion_augment(torch.zeros(1, 3, 64, 32), torch.zeros(1, 32, 16, dtype=torch.long),
-                          torch.zeros(1, 4, dtype=torch.long), prob=1, area=(0.1, 0.2), lam=5)
+                          torch.zeros(1, 4, dtype=torch.long), prob=1, area=(0.1, 0.2), rule=OcclusionRule())
     with pytest.raises(ValueError, match="occlusion_area"):
         occlusion_augment(torch.zeros(1, 3, 64, 32), torch.zeros(1, 64, 32, dtype=torch.long),
-                          torch.zeros(1, 4, dtype=torch.long), prob=1, area=(0.5, 0.2), lam=5)
+                          torch.zeros(1, 4, dtype=torch.long), prob=1, area=(0.5, 0.2), rule=OcclusionRule())
 
 
 def test_background_source_prefers_background_obstacles():
@@ -77,7 +78,7 @@ def test_background_source_prefers_background_obstacles():
     z = torch.zeros(16, 4, dtype=torch.long)
 
     def bg_share(source):
-        out = occlusion_augment(imgs, lab, z, prob=1.0, area=(0.1, 0.2), lam=5.0, source=source,
+        out = occlusion_augment(imgs, lab, z, prob=1.0, area=(0.1, 0.2), rule=OcclusionRule(), source=source,
                                 generator=torch.Generator().manual_seed(7))
         pasted = torch.cat([out.images[i, 0, y:y + h, x:x + w].flatten() for i, (y, x, h, w) in enumerate(out.boxes.tolist())])
         return (pasted == 0).float().mean().item()

@@ -48,7 +48,7 @@ def real_batch(shared_root: Path) -> dict[str, torch.Tensor]:
 def _steps(model, cfg: TrainConfig, batch, n: int) -> list[float]:
     meta = dict(model=to_dict(cfg.model), data={"name": "t"}, train=to_dict(cfg), num_classes=4, num_cameras=2,
                 height=H, width=W, epochs_trained=0, pretrained_weights="", method=cfg.model.method)
-    tr = Trainer(model, cfg, "/nonexistent-unused", meta, lam=5.0, steps_per_epoch=n)
+    tr = Trainer(model, cfg, "/nonexistent-unused", meta, occlusion=5.0, steps_per_epoch=n)
     return [tr.train_step(batch)["loss/total"] for _ in range(n)]
 
 

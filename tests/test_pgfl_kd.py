@@ -131,7 +131,7 @@ def _steps(shared_root, tmp_path, pcfg: PGFLKDConfig, steps: int = 12) -> list[d
     cfg = TrainConfig(epochs=1, warmup_epochs=0, lr=0.01, log_every=0,
                       model=dataclasses.replace(TINY, depth=2, stride=12, pgfl_kd=pcfg))
     torch.manual_seed(0)
-    trainer = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path, {"model": {}}, lam=5.0,
+    trainer = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path, {"model": {}}, occlusion=5.0,
                       steps_per_epoch=steps)
     batch = real_batch(shared_root)
     return [trainer.train_step(batch) for _ in range(steps)]

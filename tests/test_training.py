@@ -65,7 +65,7 @@ def _meta(cfg: TrainConfig) -> dict:
 def _trainer(tmp: Path, cfg: TrainConfig, steps: int) -> Trainer:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, 4, 2, (H, W))
-    return Trainer(model, cfg, tmp, _meta(cfg), lam=5.0, steps_per_epoch=steps)
+    return Trainer(model, cfg, tmp, _meta(cfg), occlusion=5.0, steps_per_epoch=steps)
 
 
 def _loader(batch, steps):
@@ -241,12 +241,12 @@ def test_changed_stage_inputs_retrain(tmp_path, real_batch, caplog):
     cfg = TrainConfig(epochs=1, warmup_epochs=0, model=MODEL, log_every=0)
     torch.manual_seed(0)
     Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "m", dict(_meta(cfg), inputs=h1),
-            lam=5.0, steps_per_epoch=1).fit(_loader(real_batch, 1))
+            occlusion=5.0, steps_per_epoch=1).fit(_loader(real_batch, 1))
     again = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "m", dict(_meta(cfg), inputs=h1),
-                    lam=5.0, steps_per_epoch=1)
+                    occlusion=5.0, steps_per_epoch=1)
     assert again.resume()
     with caplog.at_level("WARNING", logger="ogfr_core.training.loop"):
         other = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "m",
-                        dict(_meta(cfg), inputs=files_hash([tmp_path / "in"])), lam=5.0, steps_per_epoch=1)
+                        dict(_meta(cfg), inputs=files_hash([tmp_path / "in"])), occlusion=5.0, steps_per_epoch=1)
         assert not other.resume()
     assert "config/inputs differs" in caplog.text

@@ -42,7 +42,7 @@ def _worker(rank: int, world: int, port: int, method: str, out_dir: str, env: di
                 num_cameras=2, height=H, width=W, epochs_trained=0, pretrained_weights="",
                 init_warning="random", method=method)
     own = torch.cat([p.detach().flatten() for p in model.trainable_parameters()]).clone()
-    trainer = Trainer(model, cfg, f"{out_dir}/rank{rank}", meta, lam=5.0, steps_per_epoch=2)
+    trainer = Trainer(model, cfg, f"{out_dir}/rank{rank}", meta, occlusion=5.0, steps_per_epoch=2)
     start = torch.cat([p.detach().flatten() for p in model.trainable_parameters()]).clone()
     g = torch.Generator().manual_seed(100 + rank)  # each rank its own batch
     for _ in range(2):
@@ -83,6 +83,6 @@ def test_torchrun_one_process_runs_the_ddp_path(tmp_path):
     assert result["world"] == 1 and result["ddp"]
     assert not torch.equal(result["start"], result["end"])  # the DDP-wrapped step trained
     cfg = TrainConfig(epochs=1, warmup_epochs=0, log_every=0, model=MODEL)
-    plain = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "plain", {"model": {}}, lam=5.0,
+    plain = Trainer(build_model(cfg.model, 4, 2, (H, W)), cfg, tmp_path / "plain", {"model": {}}, occlusion=5.0,
                     steps_per_epoch=1)
     assert plain.net is plain.model and plain.world == 1

@@ -62,9 +62,11 @@ class ReIDImageDataset(Dataset):
             transform is called with the image only; a tuple result contributes its first element.
         label_maps: image key -> uint8 part label map ``[h, w]`` (ids 0..8).
         z: image key -> occlusion labels ``[4]`` (head, arms, torso, legs; Eq. 2).
+        hidden: image key -> hidden shares ``[4]`` in [0, 1] (the occlusion table's ``hidden_*``), which
+            the ``hidden_fraction`` rule needs to update z after the occlusion augmentation.
 
     Item (``dataset[i]``): ``{"image": [3, H, W] float32, "label_map": [H, W] int64 (if label_maps),
-    "z": [4] int64 (if z), "pid": int, "label": int, "camid": int, "key": str, "index": int}``.
+    "z": [4] int64 (if z), "hidden": [4] float32 (if hidden), "pid": int, "label": int, "camid": int, "key": str, "index": int}``.
 
     Raises:
         ValueError: ``records`` lacks a required column.
@@ -74,7 +76,8 @@ class ReIDImageDataset(Dataset):
 
     def __init__(self, records: pd.DataFrame, root: Path, transform: Callable,
                  label_maps: Mapping[str, np.ndarray] | None = None,
-                 z: Mapping[str, Sequence[int]] | None = None):
+                 z: Mapping[str, Sequence[int]] | None = None,
+                 hidden: Mapping[str, Sequence[float]] | None = None):
         missing_cols = [c for c in _REQUIRED if c not in records.columns]
         if missing_cols:
             raise ValueError(f"records lack column(s) {missing_cols}; pass rows of the index "
@@ -88,8 +91,10 @@ class ReIDImageDataset(Dataset):
         self.labels: list[int] = records["label"].astype("int64").tolist()
         _check_keys("label_maps", label_maps, self.keys, self.paths)
         _check_keys("z", z, self.keys, self.paths)
+        _check_keys("z", hidden, self.keys, self.paths)
         self.label_maps = label_maps
         self.z = z
+        self.hidden = hidden
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -109,6 +114,8 @@ class ReIDImageDataset(Dataset):
             item["image"] = result[0] if isinstance(result, tuple) else result
         if self.z is not None:
             item["z"] = torch.tensor(np.asarray(self.z[key], dtype=np.int64))  # [4], copied (source may be read-only)
+        if self.hidden is not None:
+            item["hidden"] = torch.tensor(np.asarray(self.hidden[key], dtype=np.float32))  # [4]
         item.update(pid=self.pids[i], label=self.labels[i], camid=self.camids[i], key=key, index=i)
         return item
 

@@ -205,7 +205,7 @@ def occlude_queries(root: str | Path, out_root: str | Path, queries: pd.DataFram
     Returns:
         one row per query: ``path`` (in ``out_root``), ``key`` (of the original), ``kind``, ``edge``,
         ``y0, x0, y1, x1``, ``area`` (drawn), ``box_area``, ``covered`` (fractions of H·W),
-        ``source_key``, ``source_pid``.
+        ``source_key``, ``source_pid``, ``seed`` (``spec.seed``: the ground truth checks it).
 
     Raises:
         OccluderSourceError: ``sources`` is empty.
@@ -240,7 +240,7 @@ def occlude_queries(root: str | Path, out_root: str | Path, queries: pd.DataFram
         Image.fromarray(occluded).save(out_root / rel, format="PNG", optimize=False)
         rows.append({"path": rel, "key": q.key, "kind": kind, "edge": edge, "y0": box.y0, "x0": box.x0,
                      "y1": box.y1, "x1": box.x1, "area": round(area, 6), "box_area": box.area / (h * w),
-                     "covered": covered, "source_key": src.key, "source_pid": int(src.pid)})
+                     "covered": covered, "source_key": src.key, "source_pid": int(src.pid), "seed": int(spec.seed)})
     for g in gallery.itertuples(index=False):
         dst = out_root / "bounding_box_test" / Path(g.path).name
         if link_gallery:

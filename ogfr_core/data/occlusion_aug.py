@@ -11,13 +11,16 @@ batch and pasted at a uniformly random position:
   non-pedestrian/pedestrian occluders mixed; without FED's obstacle annotations this is our proxy).
 
 The label map under the obstacle becomes background (0), and z is recomputed with the `occlusion`
-stage's functions (``coarse_counts`` → ``occlusion_labels`` with λ rescaled by area to the label-map
-size). An obstacle can only hide parts, so ``z_occ = max(z, z_recomputed)`` (a part already labelled
-occluded stays occluded even if crop/flip shifted pixels).
+stage's rule (:func:`ogfr_core.occlusion.labels_after_cover`: ``pixels`` recounts Eq. 2 with λ
+rescaled by area to the label-map size; ``hidden_fraction`` scales the image's hidden shares by the
+share of its visible pixels the obstacle covered), so the z the student sees in training means what
+the parse of an occluded query means at test time. An obstacle can only hide parts, so
+``z_occ = max(z, z_recomputed)`` (a part already labelled occluded stays occluded even if crop/flip
+shifted pixels).
 
 Example::
 
-    >>> aug = occlusion_augment(images, label_maps, z, prob=0.5, area=(0.1, 0.4), lam=5.0,
+    >>> aug = occlusion_augment(images, label_maps, z, prob=0.5, area=(0.1, 0.4), rule=OcclusionRule(),
     ...                         generator=torch.Generator().manual_seed(0))   # doctest: +SKIP
     >>> aug.images.shape, aug.label_maps.shape, aug.z.shape, aug.applied.shape
 
@@ -44,7 +47,7 @@ from typing import Literal
 
 import torch
 
-from ..occlusion import coarse_counts, occlusion_labels, scaled_threshold
+from ..occlusion import OcclusionRule, coarse_counts, labels_after_cover
 
 NUM_CANDIDATES = 8
 LOG_ASPECT = (math.log(0.3), math.log(3.3))
@@ -53,13 +56,15 @@ LOG_ASPECT = (math.log(0.3), math.log(3.3))
 @dataclass
 class OcclusionBatch:
     """Result of :func:`occlusion_augment`: ``images [B,3,H,W]``, ``label_maps [B,H,W]``,
-    ``z [B,4]`` long, ``applied [B]`` bool, ``boxes [B,4]`` long (y, x, h, w; zeros if not applied)."""
+    ``z [B,4]`` long, ``applied [B]`` bool, ``boxes [B,4]`` long (y, x, h, w; zeros if not applied),
+    ``hidden [B,4]`` float hidden shares after the obstacle (None when none were given)."""
 
     images: torch.Tensor
     label_maps: torch.Tensor
     z: torch.Tensor
     applied: torch.Tensor
     boxes: torch.Tensor
+    hidden: torch.Tensor | None = None
 
 
 def _rand(generator: torch.Generator | None) -> float:
@@ -71,9 +76,10 @@ def _randint(high: int, generator: torch.Generator | None) -> int:
 
 
 def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, *, prob: float,
-                      area: tuple[float, float], lam: float,
+                      area: tuple[float, float], rule: OcclusionRule,
                       source: Literal["background", "fed"] = "background",
-                      generator: torch.Generator | None = None) -> OcclusionBatch:
+                      generator: torch.Generator | None = None,
+                      hidden: torch.Tensor | None = None) -> OcclusionBatch:
     """Paste an obstacle on a random region of each image with probability ``prob``.
 
     Args:
@@ -82,15 +88,18 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
         z: ``[B, 4]`` occlusion labels of the un-augmented images.
         prob: probability of occluding an image.
         area: (min, max) obstacle area as a fraction of H×W.
-        lam: λ of Eq. (2) at 256×128, rescaled to H×W by area.
+        rule: the occlusion rule of the ``occlusion`` stage (λ of Eq. 2 at 256×128 is rescaled to H×W).
         source: ``background`` or ``fed`` (see module docstring).
         generator: CPU generator for all random draws (reproducible on any device).
+        hidden: ``[B, 4]`` hidden shares of the un-augmented images (the occlusion table's
+            ``hidden_*``); required by the ``hidden_fraction`` rule.
 
     Returns:
         :class:`OcclusionBatch` (new tensors; inputs untouched).
 
     Raises:
-        ValueError: label maps not at the image resolution, or a bad area range.
+        ValueError: label maps not at the image resolution, a bad area range, or ``hidden`` missing
+            under the ``hidden_fraction`` rule.
     """
     b, _, h, w = images.shape
     _check_maps(images, label_maps)
@@ -112,7 +121,7 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
         cands = [(_randint(h - oh + 1, generator), _randint(w - ow + 1, generator)) for _ in range(n_cand)]
         target = (_randint(h - oh + 1, generator), _randint(w - ow + 1, generator))
         plans.append((i, j, oh, ow, cands, target))
-    return _paste(images, label_maps, z, plans, source, lam)
+    return _paste(images, label_maps, z, plans, source, rule, hidden)
 
 
 def _check_maps(images: torch.Tensor, label_maps: torch.Tensor) -> None:
@@ -127,7 +136,7 @@ def _check_source(source: str) -> None:
 
 
 def _paste(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, plans: list, source: str,
-           lam: float) -> OcclusionBatch:
+           rule: OcclusionRule, hidden: torch.Tensor | None) -> OcclusionBatch:
     """Cut and paste the planned obstacles, set the label map under them to background, recompute z.
 
     ``plans``: ``(i, j, oh, ow, candidates, (ty, tx))`` per occluded image ``i``: an ``oh × ow``
@@ -135,6 +144,9 @@ def _paste(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, plan
     ``source="background"``, else the first) and pasted at ``(ty, tx)``.
     """
     b, _, h, w = images.shape
+    if rule.needs_amodal and hidden is None:
+        raise ValueError("the hidden_fraction occlusion rule needs the images' hidden shares (`hidden`, "
+                         "the occlusion table's hidden_* columns)")
     out_img, out_lab = images.clone(), label_maps.clone()
     applied = torch.zeros(b, dtype=torch.bool)
     boxes = torch.zeros(b, 4, dtype=torch.long)
@@ -155,16 +167,19 @@ def _paste(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, plan
         out_lab[i, ty:ty + oh, tx:tx + ow] = 0
         applied[i] = True
         boxes[i] = torch.tensor([ty, tx, oh, ow])
-    z_new = occlusion_labels(coarse_counts(out_lab), scaled_threshold(lam, (h, w)))  # [B, 4]
-    z_occ = torch.maximum(z.long(), z_new.to(z.device))
-    z_occ = torch.where(applied.to(z.device)[:, None], z_occ, z.long())
-    return OcclusionBatch(out_img, out_lab, z_occ, applied.to(images.device), boxes)
+    hid = hidden.float() if hidden is not None else torch.zeros(z.shape, device=z.device)  # pixels rule: unused
+    z_new, hid_new = labels_after_cover(rule, z, hid, coarse_counts(label_maps), coarse_counts(out_lab), (h, w))
+    applied_d = applied.to(z.device)[:, None]
+    z_occ = torch.where(applied_d, z_new.to(z.device), z.long())  # [B, 4]
+    hid_occ = torch.where(applied_d, hid_new, hid) if hidden is not None else None
+    return OcclusionBatch(out_img, out_lab, z_occ, applied.to(images.device), boxes, hid_occ)
 
 
 def npo_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, *, prob: float = 1.0,
-                vertical_prob: float = 0.5, lam: float = 5.0,
+                vertical_prob: float = 0.5, rule: OcclusionRule = OcclusionRule(),
                 source: Literal["background", "fed"] = "background",
-                generator: torch.Generator | None = None) -> OcclusionBatch:
+                generator: torch.Generator | None = None,
+                hidden: torch.Tensor | None = None) -> OcclusionBatch:
     """FED's NPO augmentation (§3.1, "occlusion augmentation"): with probability ``prob`` paste a
     horizontal or vertical obstacle at a random corner of each image (module docstring: how it differs
     from FED's hand-cropped occlusion set).
@@ -173,7 +188,7 @@ def npo_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor,
     ``H × U{⌊W/4⌋..⌊W/2⌋}`` pixels — else horizontal — ``U{⌊H/4⌋..⌊H/2⌋} × W``; corner uniform
     among top-left, top-right, bottom-left, bottom-right. The obstacle is cut from another image of the
     batch (``source`` as in :func:`occlusion_augment`); the label map under it becomes background and
-    z is recomputed as there (λ = ``lam`` at 256×128).
+    z is recomputed as there (with ``rule``; ``hidden`` as there).
 
     Args:
         images: ``[B, 3, H, W]``; label_maps: ``[B, H, W]`` long at the image resolution;
@@ -208,7 +223,7 @@ def npo_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor,
         corner = _randint(4, generator)  # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
         target = (0 if corner < 2 else h - oh, 0 if corner % 2 == 0 else w - ow)
         plans.append((i, j, oh, ow, cands, target))
-    return _paste(images, label_maps, z, plans, source, lam)
+    return _paste(images, label_maps, z, plans, source, rule, hidden)
 
 
 def npo_stripe_targets(boxes: torch.Tensor, applied: torch.Tensor, height: int, width: int,

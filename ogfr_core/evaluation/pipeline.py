@@ -112,6 +112,8 @@ def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, nu
                                                       kind_of_set)
         results.update(extra_results)
         entry.update(extra_entries)
+    if cfg.oracle_occlusion and splits[0] == "query":
+        entry.update(oracle_rows(model, meta, frame, root, z, cfg, num_workers, device, index_path, gallery))
     entry.update(num_query=len(query), num_gallery=len(gallery),
                  num_query_occluded=int(sum(np.asarray(z[k]).any() for k in query.keys)),
                  num_parts=query.num_parts, rerank=cfg.rerank, splits=list(splits))
@@ -132,6 +134,52 @@ def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, nu
                                         cfg.mask_examples, device), dataset=name, root=str(root)),
         }
     return entry, cmc_rows(results, label), examples
+
+
+ORACLE_FLAG = "oracle_occlusion_labels"
+ORACLE_LABEL = "oracle occlusion labels: the queries' ground-truth z, not available at test time"
+
+
+def oracle_rows(model, meta, frame, root: Path, z: dict, cfg: EvaluateConfig, num_workers: int, device,
+                index_path: Path, gallery: FeatureSet) -> dict:
+    """The "oracle occlusion labels" rows of a derived occluded set (its ``root`` holds the ground truth
+    ``z_truth.parquet``, :mod:`ogfr_core.occlusion.truth`): the queries' features extracted again with
+    their *true* z under the occlusion rule the checkpoint was trained with (``meta["occlusion"]``;
+    Eq. 2 with λ = 5 for checkpoints older than that field), ranked against the same gallery features,
+    one flagged entry ``oracle_z:<distance>`` per distance. Separates "the labels are wrong" from "the
+    model cannot use them"; never a headline number. ``{}`` for a set without a ground truth.
+
+    Raises:
+        OcclusionTruthError: the truth table lacks some query (rerun ``dvc repro occlude``).
+    """
+    import pandas as pd
+
+    from ..occlusion import OcclusionRule
+    from ..occlusion.truth import TRUTH_FILE, OcclusionTruthError, true_z
+
+    path = Path(root) / TRUTH_FILE
+    if not path.is_file():
+        return {}
+    truth = pd.read_parquet(path).set_index("key")
+    rule = OcclusionRule(**(meta.get("occlusion") or {}))
+    queries = frame.loc[frame["split"] == "query", "key"].astype(str)
+    missing = queries[~queries.isin(truth.index)]
+    if len(missing):
+        raise OcclusionTruthError(f"{path}: {len(missing)} queries of {index_path} have no ground truth "
+                                  f"(e.g. {missing.iloc[0][:12]}…): rerun `dvc repro occlude`")
+    rows = truth.loc[queries]
+    zt = true_z(rule, rows, (int(rows["label_height"].iloc[0]), int(rows["label_width"].iloc[0])))  # [Q, 4]
+    oracle_z = {**z, **{k: row for k, row in zip(queries, zt)}}
+    query = extract_split(model, meta, frame, "query", root, oracle_z, cfg, num_workers, device, index_path)
+    rerank = RerankParams(cfg.rerank, cfg.k1, cfg.k2, cfg.lambda_value)
+    out = {}
+    for kind in cfg.distances:
+        res = evaluate_features(query, gallery, kind, cfg.max_rank, cfg.chunk_mb, cfg.feat_norm, rerank)
+        out[f"oracle_z:{kind}"] = dict(res.to_dict(), flags=[ORACLE_FLAG], flag_labels=[ORACLE_LABEL],
+                                       options={"rule": rule.describe(), "queries_with_true_occlusion":
+                                                int(zt.any(1).sum())})
+        log.info("%s / oracle z / %s: %s", index_path.stem, kind, res.to_dict())
+    return out
 
 
 def evaluate_extra(extra, model, meta, frame, splits: tuple[str, str], root: Path, z: dict,

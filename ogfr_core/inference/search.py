@@ -6,7 +6,7 @@ Steps:
 1. **z (Eq. 1–2)** for every query and every gallery image not in the feature cache: the configured
    parsing backend (``parse:`` params) through the parse stage's own driver and cache
    (:func:`ogfr_core.parsing.parse_dataset`, kept in ``<cache>/parsing/``), then the occlusion stage's
-   :func:`ogfr_core.occlusion.table.occlusion_table` with ``occlusion.lam``. ``assume_holistic`` skips
+   :func:`ogfr_core.occlusion.table.occlusion_table` with the ``occlusion:`` rule. ``assume_holistic`` skips
    parsing: z = 0 for every image. A query where the parser finds no person gets z = 1111 (type 15),
    as in the pipeline, with a warning.
 2. **Features** with ``model.extract`` (:func:`ogfr_core.evaluation.extract_features`); the part
@@ -34,6 +34,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..occlusion import OcclusionRule
+
 from ..config import ParseConfig
 from ..data.images import IMAGE_SUFFIXES
 from ..evaluation import DISTANCES, FeatureSet, compute_distance, extract_features
@@ -47,16 +49,16 @@ CACHE_VERSION = 1  # bump when what a cached row means changes
 
 @dataclass(frozen=True)
 class ZSource:
-    """Where the occlusion labels z come from: the parse backend + λ of Eq. (2), or z = 0.
+    """Where the occlusion labels z come from: the parse backend + the occlusion rule, or z = 0.
 
     Attributes:
         parse: ``parse:`` params; None = every image is assumed holistic (z = 0).
-        lam: λ of Eq. (2) (``occlusion.lam``), pixels at the label-map resolution.
+        rule: the ``occlusion:`` rule the model was trained with (:class:`~ogfr_core.occlusion.OcclusionRule`).
         workers: parse processes for the gallery (queries are parsed in-process).
     """
 
     parse: ParseConfig | None = None
-    lam: float = 5.0
+    rule: OcclusionRule = OcclusionRule()
     workers: int = 1
 
     @property
@@ -64,13 +66,13 @@ class ZSource:
         return self.parse is None
 
     def cache_id(self) -> str:
-        """Identifies the z values: ``holistic`` or ``<parse cache id>/lam=<λ>``."""
+        """Identifies the z values: ``holistic`` or ``<parse cache id>/<rule>`` (e.g. ``…/pixels λ=5``)."""
         if self.parse is None:
             return "holistic"
         from ..parsing import build_parser
         from ..parsing.cache import compute_cache_id
 
-        return f"{compute_cache_id(self.parse, build_parser(self.parse).model_id)}/lam={self.lam:g}"
+        return f"{compute_cache_id(self.parse, build_parser(self.parse).model_id)}/{self.rule.describe()}"
 
     def describe(self) -> str:
         if self.parse is None:
@@ -128,8 +130,8 @@ def occlusion_z(items: Sequence[tuple[str, str]], source: ZSource, parse_dir: Pa
     index = pd.DataFrame({"key": [k for k, _ in items], "path": [p for _, p in items]})
     cfg = dataclasses.replace(source.parse, workers=max(1, workers))
     summary = parse_dataset(index, Path("."), cfg, parse_dir, progress=progress)
-    parsing = read_parsing(parse_dir, summary.cache_id, columns=["label_map", "status"])
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], source.lam)
+    parsing = read_parsing(parse_dir, summary.cache_id, columns=["label_map", "amodal_map", "status"])
+    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], source.rule)
     return (dict(zip(table["key"], table[list(Z_COLUMNS)].to_numpy(np.int64))),
             dict(zip(table["key"], table["status"].astype(str))))
 

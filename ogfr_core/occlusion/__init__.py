@@ -1,4 +1,4 @@
-"""Occlusion labels from parsing label maps — OGFR Eq. (1)–(2).
+"""Occlusion labels from parsing label maps — OGFR Eq. (1)–(2), and the ``hidden_fraction`` rule.
 
 A 9-class label map (0 background, 1 head, 2/3 left/right arm, 4 torso, 5/6 left/right leg,
 7/8 left/right foot) is merged into C = 4 coarse parts {head, arms, torso, legs(+feet)}; the pixel
@@ -6,6 +6,23 @@ count y(c) of each coarse part (Eq. 1) gives l_c = 1 (occluded) when y(c) < λ (
 z = [l_head, l_arms, l_torso, l_legs] ∈ {0,1}^4. The occlusion type id packs z as a binary number
 with the head as the most significant bit: type = 8·z0 + 4·z1 + 2·z2 + z3 ∈ 0..15 (0 = holistic,
 15 = every part occluded / no person found).
+
+Two rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
+
+* ``pixels`` — the paper's Eq. (2): a part is occluded when fewer than λ of its pixels are visible.
+  With a keypoint parser that draws every part at its (possibly hallucinated) keypoints, this only
+  fires when a part has vanished completely.
+* ``hidden_fraction`` — ours: the parser's *amodal* map A (every part drawn from the whole predicted
+  skeleton, no person mask: where the part should be) against its visible map V (the label map:
+  confident keypoints, gated by the person mask); the hidden share of coarse part c is
+  h_c = 1 − min(1, |V_c| / |A_c|) (1 when |A_c| = 0: nothing of the part is in the crop), and
+  z_c = 1 when h_c > τ. Parts overlap in A (arms over the torso), so the ratio is clipped.
+
+After an obstacle covers some visible pixels (training augmentation, or an occluder of the
+benchmark whose ground truth is computed), :func:`labels_after_cover` updates z with the same rule:
+``pixels`` recounts the visible pixels; ``hidden_fraction`` scales the visible share by the
+fraction of visible pixels left uncovered, h' = 1 − (1 − h)·|V'_c| / |V_c|. Training and test z
+therefore mean the same thing.
 
 The same functions serve the `occlusion` stage (NumPy, one map at a time) and training (torch,
 batched), where the occlusion augmentation pastes an obstacle, sets the label map under it to
@@ -22,6 +39,7 @@ Example::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
 import numpy as np
@@ -130,6 +148,114 @@ def scaled_threshold(lam: float, shape: Sequence[int], reference: Sequence[int] 
     Counts scale with area, so a map at half the height and width needs λ/4 for the same decision.
     """
     return float(lam) * (shape[-2] * shape[-1]) / (reference[0] * reference[1])
+
+
+RULES = ("pixels", "hidden_fraction")
+
+
+@dataclass(frozen=True)
+class OcclusionRule:
+    """How z is decided from a parse (module docstring).
+
+    Attributes:
+        rule: ``pixels`` (Eq. 2, the paper) or ``hidden_fraction`` (amodal vs visible parts, ours).
+        lam: λ of Eq. (2) in pixels at 256×128 (rescaled by area to other map sizes); ``pixels`` only.
+        tau: hidden-share threshold in [0, 1): z_c = 1 when h_c > τ; ``hidden_fraction`` only.
+
+    Raises:
+        ValueError: an unknown rule, λ < 0 or τ outside [0, 1).
+    """
+
+    rule: str = "pixels"
+    lam: float = 5.0
+    tau: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"occlusion.rule must be one of {list(RULES)}, got {self.rule!r}")
+        if self.lam < 0 or not 0 <= self.tau < 1:
+            raise ValueError(f"occlusion.lam must be >= 0 and occlusion.tau in [0, 1), got {self.lam}, {self.tau}")
+
+    @property
+    def needs_amodal(self) -> bool:
+        """True when the rule reads the parser's amodal part map."""
+        return self.rule == "hidden_fraction"
+
+    def describe(self) -> str:
+        """Short text for logs and figure titles, e.g. ``hidden_fraction τ=0.5``."""
+        return f"pixels λ={self.lam:g}" if self.rule == "pixels" else f"hidden_fraction τ={self.tau:g}"
+
+    def labels(self, counts: ArrayT, hidden: ArrayT, shape: Sequence[int]) -> ArrayT:
+        """z ``[..., 4]`` int64 from the visible coarse counts (Eq. 1) and the hidden shares.
+
+        Args:
+            counts: visible coarse pixel counts ``[..., 4]`` (:func:`coarse_counts` of the label map).
+            hidden: hidden shares ``[..., 4]`` (:func:`hidden_fractions`); ignored by ``pixels``.
+            shape: (H, W) of the label map the counts come from (λ is rescaled to it).
+        """
+        if self.rule == "pixels":
+            return occlusion_labels(counts, scaled_threshold(self.lam, shape))
+        return (hidden > self.tau).long() if _is_torch(hidden) else (np.asarray(hidden) > self.tau).astype(np.int64)
+
+
+def rule_from_config(cfg) -> OcclusionRule:
+    """The rule of an ``occlusion:`` params section (:class:`ogfr_core.config.OcclusionConfig`)."""
+    return OcclusionRule(cfg.rule, float(cfg.lam), float(cfg.tau))
+
+
+def hidden_fractions(visible_counts: ArrayT, amodal_counts: ArrayT) -> ArrayT:
+    """Hidden share of each coarse part, h = 1 − min(1, |V_c| / |A_c|) (1 where |A_c| = 0).
+
+    Args:
+        visible_counts: coarse pixel counts of the visible label map ``[..., 4]``.
+        amodal_counts: coarse pixel counts of the amodal part map ``[..., 4]`` (same resolution).
+
+    Returns:
+        float ``[..., 4]`` in [0, 1] (float32 tensor or float64 array, as the input).
+
+    Example::
+
+        >>> hidden_fractions(np.array([50, 0, 80, 10]), np.array([100, 0, 60, 40])).tolist()
+        [0.5, 1.0, 0.0, 0.75]
+    """
+    if _is_torch(visible_counts):
+        v, a = visible_counts.float(), amodal_counts.float()
+        return (1 - (v / a.clamp_min(1)).clamp(0, 1)).where(a > 0, 1.0)
+    v, a = np.asarray(visible_counts, np.float64), np.asarray(amodal_counts, np.float64)
+    return np.where(a > 0, 1 - np.clip(v / np.maximum(a, 1), 0, 1), 1.0)
+
+
+def labels_after_cover(rule: OcclusionRule, z: ArrayT, hidden: ArrayT, before: ArrayT, after: ArrayT,
+                       shape: Sequence[int]) -> tuple[ArrayT, ArrayT]:
+    """z and hidden shares after an obstacle covered some visible pixels, under ``rule``.
+
+    ``pixels``: Eq. (2) on the visible counts left (``after``). ``hidden_fraction``: the visible share
+    shrinks by the uncovered fraction of the visible pixels, h' = 1 − (1 − h)·after/before (h' = h
+    where nothing was visible). Either way a part already occluded stays occluded: z' = max(z, new).
+
+    Args:
+        rule: the rule in force.
+        z: ``[..., 4]`` labels before the cover; hidden: ``[..., 4]`` hidden shares before it.
+        before, after: visible coarse pixel counts ``[..., 4]`` before / after the cover, on the same
+            label map (same crop, flip and resolution).
+        shape: (H, W) of that label map (λ rescaling).
+
+    Returns:
+        ``(z', h')``: int64 ``[..., 4]`` and float ``[..., 4]``; torch in, torch out.
+    """
+    torch_in = _is_torch(before)
+    if torch_in:
+        ratio = (after.float() / before.float().clamp_min(1)).where(before > 0, 1.0)
+    else:
+        b = np.asarray(before, np.float64)
+        ratio = np.where(b > 0, np.asarray(after, np.float64) / np.maximum(b, 1), 1.0)
+    new_hidden = 1 - (1 - hidden) * ratio
+    new_z = rule.labels(after, new_hidden, shape)
+    if torch_in:
+        import torch
+
+        return torch.maximum(z.long(), new_z), new_hidden
+    return np.maximum(np.asarray(z, np.int64), new_z), new_hidden
 
 
 def _is_torch(x: object) -> bool:

@@ -8,8 +8,11 @@ parsing of the occluded image. The unchanged gallery's parse results are copied 
 cache (:func:`~ogfr_core.parsing.cache.seed_cache`: same bytes, same configuration → same result),
 so only the new queries are parsed.
 
-Outputs (``<derived>`` = ``data.name + occlude.suffix``): ``data/derived/<derived>/``,
-``data/index/<derived>.parquet``, ``data/parsing/<derived>/``, ``data/occlusion/<derived>.parquet``.
+Outputs (``<derived>`` = ``data.name + occlude.suffix``): ``data/derived/<derived>/`` (with
+``occluders.parquet`` and the ground truth ``z_truth.parquet``), ``data/index/<derived>.parquet``,
+``data/parsing/<derived>/``, ``data/occlusion/<derived>.parquet``; the same for ``<derived>-val``,
+built from training identities (:func:`derive_validation_set`), where the rule is chosen
+(:func:`z_accuracy`).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import pandas as pd
 
 from ..config import DataConfig, OccludeConfig, ParseConfig
 from ..io import write_parquet
+from . import OcclusionRule, occlusion_type
 from .table import occlusion_table
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class DerivedSet:
     """What :func:`derive_occluded_set` made: the derived ``name`` and ``root``, its ``index``, the
-    ``occluders`` table, its ``occlusion`` table and a ``summary`` dict (for the stage's JSON)."""
+    ``occluders`` table, its ``occlusion`` table, a ``summary`` dict (for the stage's JSON) and the
+    ground truth of its queries (:func:`.truth.truth_table`, also ``<root>/z_truth.parquet``)."""
 
     name: str
     root: Path
@@ -38,6 +43,7 @@ class DerivedSet:
     occluders: pd.DataFrame
     occlusion: pd.DataFrame
     summary: dict
+    truth: pd.DataFrame
 
 
 def derived_name(data: DataConfig, cfg: OccludeConfig) -> str:
@@ -45,63 +51,178 @@ def derived_name(data: DataConfig, cfg: OccludeConfig) -> str:
     return f"{data.name}{cfg.suffix}"
 
 
-def derive_occluded_set(data: DataConfig, parse_cfg: ParseConfig, lam: float, cfg: OccludeConfig,
+def derive_occluded_set(data: DataConfig, parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig,
                         repo: Path = Path(".")) -> DerivedSet:
-    """Generate, index, parse and occlusion-label the occluded-query benchmark of ``data``.
+    """Generate, index, parse and occlusion-label the occluded-query benchmark of ``data`` (its test
+    queries, occluded by training identities; the test gallery unchanged), with its ground truth.
 
     Raises:
         MissingLabelsError / ParsingIncompleteError / IndexFileError: the source set's index, parsing or
             occlusion outputs are missing (names the stage to run).
         OccluderSourceError: no training image with a parsed person.
     """
-    from ..data.index import build_index, dataset_root, read_index
+    src = _Source.read(data, repo)
+    train = src.index[src.index["split"] == "train"]
+    return _derive(src, derived_name(data, cfg), src.index[src.index["split"] == "query"],
+                   src.index[src.index["split"] == "gallery"], src.usable(train), parse_cfg, rule, cfg, repo)
+
+
+def derive_validation_set(data: DataConfig, parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig,
+                          repo: Path = Path(".")) -> DerivedSet | None:
+    """The same kind of occluded set built from training identities, to choose the occlusion rule on
+    (``<derived>-val``; None when ``occlude.val_ids`` is 0): ``occlude.val_ids`` training identities
+    split as :func:`ogfr_core.data.index.hold_out_validation` does for ``data.val_ids`` (same seed:
+    one query per identity and camera, the rest gallery); the queries are occluded by the *other*
+    training identities.
+
+    Raises:
+        as :func:`derive_occluded_set`.
+    """
+    from ..data.index import hold_out_validation
+
+    if cfg.val_ids == 0:
+        return None
+    src = _Source.read(data, repo)
+    train = src.index[src.index["split"] == "train"]
+    held = hold_out_validation(train, cfg.val_ids)
+    queries, gallery = held[held["split"] == "val_query"], held[held["split"] == "val_gallery"]
+    sources = src.usable(held[held["split"] == "train"])
+    return _derive(src, derived_name(data, cfg) + VAL_SUFFIX, queries, gallery, sources, parse_cfg, rule, cfg, repo)
+
+
+VAL_SUFFIX = "-val"
+
+
+@dataclass
+class _Source:
+    """The holistic source set: its name, root, index, parse folder and parse status per key."""
+
+    name: str
+    root: Path
+    index: pd.DataFrame
+    parse_dir: Path
+    status: pd.Series
+
+    @classmethod
+    def read(cls, data: DataConfig, repo: Path) -> "_Source":
+        from ..data.index import dataset_root, read_index
+        from ..parsing import read_parsing
+        from ..parsing.cache import check_coverage
+
+        index = read_index(repo / "data/index" / f"{data.name}.parquet")
+        parse_dir = repo / "data/parsing" / data.name
+        check_coverage(parse_dir, index["key"], paths=index["path"])
+        status = read_parsing(parse_dir, columns=["status"]).set_index("key")["status"]
+        return cls(data.name, dataset_root(data, repo), index, parse_dir, status)
+
+    def usable(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` whose parse found a person: the occluder sources."""
+        return rows[rows["key"].map(self.status).eq("ok")]
+
+
+def _derive(src: _Source, name: str, queries: pd.DataFrame, gallery: pd.DataFrame, sources: pd.DataFrame,
+            parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig, repo: Path) -> DerivedSet:
+    """Occlude ``queries`` with ``sources``, link ``gallery``; index, parse, label and compute the truth."""
+    from ..data.index import build_index
     from ..data.occluded_benchmark import OccluderSpec, occlude_queries, summarize_occluders
     from ..parsing import load_label_maps, parse_dataset, read_parsing
-    from ..parsing.cache import check_coverage, seed_cache
+    from ..parsing.cache import seed_cache
+    from .truth import TRUTH_FILE, check_occluders, truth_table
 
-    repo = Path(repo)
-    name = derived_name(data, cfg)
-    src_root = dataset_root(data, repo)
-    src_index = read_index(repo / "data/index" / f"{data.name}.parquet")
-    src_parse = repo / "data/parsing" / data.name
-    check_coverage(src_parse, src_index["key"], paths=src_index["path"])
-    status = read_parsing(src_parse, columns=["status"]).set_index("key")["status"]
-    train = src_index[src_index["split"] == "train"]
-    sources = train[train["key"].map(status).eq("ok")][["key", "path", "pid"]]
-    queries = src_index[src_index["split"] == "query"][["key", "path", "pid"]]
-    gallery = src_index[src_index["split"] == "gallery"][["key", "path", "pid"]]
-    maps = load_label_maps(src_parse, keys=sources["key"])
-
+    cols = ["key", "path", "pid"]
+    maps = load_label_maps(src.parse_dir, keys=sources["key"])
     out_root = repo / "data/derived" / name
     spec = OccluderSpec(cfg.kind, tuple(cfg.area), tuple(cfg.edges), cfg.seed)
-    occluders = occlude_queries(src_root, out_root, queries, gallery, sources, maps.__getitem__, spec,
-                                link_gallery=cfg.link_gallery)
+    occluders = occlude_queries(src.root, out_root, queries[cols], gallery[cols], sources[cols], maps.__getitem__,
+                                spec, link_gallery=cfg.link_gallery)
 
-    derived_cfg = DataConfig(name=name, root=str(out_root.resolve()), layout="market1501_test",
-                             min_size=data.min_size)
+    derived_cfg = DataConfig(name=name, root=str(out_root.resolve()), layout="market1501_test")
     index = build_index(derived_cfg, repo).frame
     write_parquet(repo / "data/index" / f"{name}.parquet", index)
     parse_dir = repo / "data/parsing" / name
-    seeded = seed_cache(src_parse, parse_dir, index.loc[index["split"] == "gallery", "key"])
+    seeded = seed_cache(src.parse_dir, parse_dir, index.loc[index["split"] == "gallery", "key"])
     parse = parse_dataset(index, out_root, parse_cfg, parse_dir, progress=True)
-    parsing = read_parsing(parse_dir, columns=["label_map", "status"])
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], lam)
+    parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
+    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], rule)
     write_parquet(repo / "data/occlusion" / f"{name}.parquet", table)
 
-    z_before = _occluded_share(repo / "data/occlusion" / f"{data.name}.parquet", queries["key"])
+    label_hw = (parse_cfg.label_height, parse_cfg.label_width)
+    holistic_keys = occluders["key"]
+    lm = load_label_maps(src.parse_dir, keys=holistic_keys)
+    am = load_label_maps(src.parse_dir, keys=holistic_keys, column="amodal_map") if rule.needs_amodal or \
+        _has_amodal(src.parse_dir) else None
+    occluders = check_occluders(out_root / "occluders.parquet", cfg.seed)  # the file the truth is computed from
+    truth = truth_table(occluders, index, out_root, src.index.set_index("key")["path"], src.root, lm.__getitem__,
+                        am.__getitem__ if am is not None else None, label_hw, out_root / "occluders.parquet")
+    write_parquet(out_root / TRUTH_FILE, truth)
+
+    z_before = _occluded_share(repo / "data/occlusion" / f"{src.name}.parquet", queries["key"])
     q_keys = index.loc[index["split"] == "query", "key"]
     z_after = float((table.set_index("key").loc[q_keys, "occ_type"] > 0).mean())
     summary = {
-        "dataset": name, "source": data.name, "root": str(out_root), "kind": cfg.kind, "area": list(cfg.area),
+        "dataset": name, "source": src.name, "root": str(out_root), "kind": cfg.kind, "area": list(cfg.area),
         "edges": list(cfg.edges), "seed": cfg.seed,
-        "occluders": summarize_occluders(occluders, src_index.loc[src_index["split"] != "train", "pid"].unique()),
+        "occluders": summarize_occluders(occluders, src.index.loc[src.index["split"] != "train", "pid"].unique()),
         "index": {s: int((index["split"] == s).sum()) for s in ("query", "gallery")},
         "parse": {"gallery_rows_reused": seeded, "parsed_now": parse.parsed_now, "coverage": parse.coverage},
         "queries_occluded_by_parsing": {"source": round(z_before, 4), "derived": round(z_after, 4)},
     }
     log.info("occlude: %s — %d queries, parsing calls %.1f%% of them occluded (source queries: %.1f%%)",
              name, len(q_keys), 100 * z_after, 100 * z_before)
-    return DerivedSet(name, out_root, index, occluders, table, summary)
+    return DerivedSet(name, out_root, index, occluders, table, summary, truth)
+
+
+def _has_amodal(parse_dir: Path) -> bool:
+    from ..parsing import read_parsing
+
+    return bool((read_parsing(parse_dir, columns=["amodal_map"])["amodal_map"].str.len() > 0).all())
+
+
+def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.DataFrame,
+               label_hw: tuple[int, int], tau_grid: tuple[float, ...], validation: str | None) -> dict:
+    """``reports/occlude/z_accuracy.json``: per set, the rule in force and the paper's rule scored against
+    the ground truth (:func:`.truth.rule_report`); on the ``validation`` set also every τ of
+    ``tau_grid``, each rule's :func:`.truth.rule_score` and the rule the grid chooses
+    (:func:`.truth.choose_rule`). The test set never sees the grid; it reports the rule in force, the
+    paper's rule and the validation grid's best deviation.
+
+    Args:
+        rule: the rule in force (``occlusion:`` params).
+        sets: role (``validation`` / ``test``) → derived set.
+        holistic: the source set's occlusion table (the holistic originals' parses).
+        label_hw: label-map size (λ rescaling).
+        tau_grid: τ values scored on the validation set.
+        validation: the role name of the validation set in ``sets`` (None: no grid).
+    """
+    from .truth import choose_rule, rule_report, rule_score
+
+    paper = OcclusionRule("pixels", lam=rule.lam, tau=rule.tau)
+    out: dict = {"rule_in_force": {"rule": rule.rule, "lam": rule.lam, "tau": rule.tau},
+                 "label_size": list(label_hw), "sets": {}}
+    best_other = None  # the validation grid's best deviation: the test set reports it too (never chooses)
+    for role, derived in sets.items():
+        rules = [paper] + ([rule] if rule != paper else [])
+        if best_other is not None and best_other not in rules:
+            rules.append(best_other)
+        entry = {"dataset": derived.name, "queries": int(len(derived.truth)),
+                 "kinds": {str(k): int(n) for k, n in derived.truth["kind"].value_counts().sort_index().items()},
+                 "rules": [rule_report(r, derived.truth, derived.occlusion, holistic, label_hw) for r in rules]}
+        for rep in entry["rules"]:
+            rep["score"] = rule_score(rep)
+        if role == validation:
+            grid = [rule_report(OcclusionRule("hidden_fraction", rule.lam, t), derived.truth, derived.occlusion,
+                                holistic, label_hw) for t in tau_grid]
+            entry["tau_grid"] = grid
+            for rep in grid:
+                rep["score"] = rule_score(rep)
+            entry["chosen"] = choose_rule(entry["rules"][:1] + grid)
+            other = entry["chosen"]["best_other"]
+            best_other = OcclusionRule(other["rule"], rule.lam, other["tau"] if other["tau"] is not None else rule.tau)
+            entry["choice"] = ("score = mean F1 against 'the part is at least half covered' (parts with >= 20 "
+                               "such positives) minus the false-positive rate on the holistic originals; the "
+                               "paper's rule unless another scores more than 0.05 higher")
+        out["sets"][role] = entry
+    return out
 
 
 def _occluded_share(occlusion_path: Path, keys: pd.Series) -> float:
@@ -112,11 +233,14 @@ def _occluded_share(occlusion_path: Path, keys: pd.Series) -> float:
     return float((occ.reindex(keys.astype(str)).to_numpy() > 0).mean())
 
 
-def example_pairs(derived: DerivedSet, repo: Path, src_root: Path, n: int
-                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def example_pairs(derived: DerivedSet, repo: Path, src_root: Path, n: int, rule: OcclusionRule,
+                  label_hw: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """``n`` queries (one per kind/edge combination first, then by key) as (original, occluded) image
-    pairs with their parsing label maps and titles (occluder, box area, occlusion type), for the
-    examples figure."""
+    pairs with their parsing label maps and titles (occluder, box area, z parsed from the occluded
+    image vs its ground truth under ``rule``, as occluded-part letters H/A/T/L), for the examples figure."""
+    from .table import type_label
+    from .truth import true_z
+
     from ..data.images import load_rgb
     from ..parsing import load_label_maps
 
@@ -131,9 +255,12 @@ def example_pairs(derived: DerivedSet, repo: Path, src_root: Path, n: int
     new_maps = load_label_maps(repo / "data/parsing" / derived.name, keys=new_keys)
     src_path = pd.read_parquet(repo / "data/index" / f"{source}.parquet", columns=["key", "path"]).set_index("key")["path"]
     occ_type = derived.occlusion.set_index("key")["occ_type"]
+    truth = derived.truth.set_index("key")
+    true_type = dict(zip(truth.index, occlusion_type(true_z(rule, truth, label_hw))))
     images, maps, titles = [], [], []
     for row, nk in zip(picked.itertuples(index=False), new_keys):
         images += [np.asarray(load_rgb(src_root / src_path[row.key])), np.asarray(load_rgb(derived.root / row.path))]
         maps += [src_maps[row.key], new_maps[nk]]
-        titles += ["original", f"{row.kind}/{row.edge} {row.box_area:.0%} · type {int(occ_type[nk])}"]
+        titles += ["original", f"{row.kind}/{row.edge} {row.box_area:.0%}\nz {type_label(int(occ_type[nk]))}"
+                               f" · truth {type_label(int(true_type[nk]))}"]
     return images, maps, titles

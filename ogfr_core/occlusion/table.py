@@ -1,7 +1,8 @@
-"""The occlusion stage's table: parsing label maps → z and occlusion type per image (Eq. 1–2).
+"""The occlusion stage's table: parsing label maps → z and occlusion type per image (Eq. 1–2, or the
+``hidden_fraction`` rule).
 
-Uses :func:`ogfr_core.occlusion.coarse_counts` / :func:`occlusion_labels` / :func:`occlusion_type`
-on each cached label map. Images without a person (or unreadable) have an all-background map, so
+Uses :func:`ogfr_core.occlusion.coarse_counts` / :func:`hidden_fractions` / :class:`OcclusionRule` /
+:func:`occlusion_type` on each cached label map (and amodal map). Images without a person (or unreadable) have an all-background map, so
 every coarse part is occluded (type 15).
 """
 from __future__ import annotations
@@ -9,46 +10,65 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import COARSE_NAMES, coarse_counts, occlusion_labels, occlusion_type, scaled_threshold, type_to_z
+from . import COARSE_NAMES, OcclusionRule, coarse_counts, hidden_fractions, occlusion_type, type_to_z
 
 Z_COLUMNS = tuple(f"z_{c}" for c in COARSE_NAMES)  # z_head, z_arms, z_torso, z_legs
 COUNT_COLUMNS = tuple(f"count_{c}" for c in COARSE_NAMES)
-TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, "status")
+HIDDEN_COLUMNS = tuple(f"hidden_{c}" for c in COARSE_NAMES)  # hidden_head, ..., hidden_legs
+TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, *HIDDEN_COLUMNS, "status")
 _ABBREV = {"head": "H", "arms": "A", "torso": "T", "legs": "L"}
 
 
-def occlusion_table(parsing: pd.DataFrame, lam: float) -> pd.DataFrame:
-    """One row per parsed image: coarse pixel counts (Eq. 1), z (Eq. 2) and the type id.
+def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float) -> pd.DataFrame:
+    """One row per parsed image: coarse pixel counts (Eq. 1), hidden shares, z under ``rule`` and the type id.
 
     Args:
         parsing: rows of :func:`ogfr_core.parsing.read_parsing` (needs ``key``, ``label_map`` PNG
-            bytes, ``status``).
-        lam: λ of Eq. (2), pixels at the label maps' resolution (paper: 5 at 256×128).
+            bytes, ``status``; ``amodal_map`` PNG bytes for the hidden shares).
+        rule: the :class:`~ogfr_core.occlusion.OcclusionRule` in force; a number means the paper's
+            ``pixels`` rule with that λ (pixels at 256×128, rescaled by area to the maps' size).
 
     Returns:
         DataFrame with columns ``key``, ``z_head``, ``z_arms``, ``z_torso``, ``z_legs`` (int64 0/1,
         1 = occluded), ``occ_type`` (int64 0..15 = 8·z_head + 4·z_arms + 2·z_torso + z_legs),
-        ``count_head`` … ``count_legs`` (int64 pixels) and ``status`` (the parse status), sorted by key.
-    """
-    from ..parsing.cache import decode_label_map
+        ``count_head`` … ``count_legs`` (int64 visible pixels), ``hidden_head`` … ``hidden_legs``
+        (float64 hidden shares in [0, 1]; NaN without an amodal map) and ``status`` (the parse
+        status), sorted by key.
 
+    Raises:
+        ValueError: a required column is missing.
+        MissingAmodalMapError: the rule needs amodal maps and the parsing has none.
+    """
+    from ..parsing.cache import MissingAmodalMapError, decode_label_map
+
+    rule = rule if isinstance(rule, OcclusionRule) else OcclusionRule("pixels", lam=float(rule))
     missing = [c for c in ("key", "label_map", "status") if c not in parsing.columns]
     if missing:
         raise ValueError(f"parsing table lacks column(s) {missing}; pass the output of read_parsing()")
     if len(parsing) == 0:
-        return pd.DataFrame({c: pd.Series(dtype="str" if c in ("key", "status") else "int64") for c in TABLE_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="str" if c in ("key", "status") else
+                                          "float64" if c.startswith("hidden_") else "int64") for c in TABLE_COLUMNS})
     maps = [decode_label_map(b) for b in parsing["label_map"]]
     counts = np.stack([coarse_counts(m) for m in maps])  # [N, 4]
-    # λ is stated at 256×128 (the paper's input); rescale by area for maps stored at another size,
-    # exactly as the training-time occlusion augmentation does (scaled_threshold).
-    thresholds = np.array([scaled_threshold(lam, m.shape) for m in maps])[:, None]  # [N, 1]
-    z = occlusion_labels(counts, thresholds)  # Eq. (2), [N, 4]
+    amodal_bytes = parsing["amodal_map"] if "amodal_map" in parsing.columns else None
+    if amodal_bytes is not None and (amodal_bytes.str.len() > 0).all():
+        amodal = np.stack([coarse_counts(decode_label_map(b)) for b in amodal_bytes])  # [N, 4]
+        hidden = hidden_fractions(counts, amodal)  # [N, 4]
+    elif rule.needs_amodal:
+        raise MissingAmodalMapError("the parsing has no amodal part maps (parse backend without one, or a "
+                                    "cache written before they existed: rerun `dvc repro parse`); "
+                                    "set occlusion.rule: pixels to use Eq. (2)")
+    else:
+        hidden = np.full(counts.shape, np.nan)
+    z = np.stack([rule.labels(c, h, m.shape) for c, h, m in zip(counts, hidden, maps)])  # [N, 4]
     out = pd.DataFrame({"key": parsing["key"].to_numpy()})
     for i, name in enumerate(COARSE_NAMES):
         out[f"z_{name}"] = z[:, i].astype(np.int64)
     out["occ_type"] = np.asarray(occlusion_type(z), dtype=np.int64).reshape(-1)
     for i, name in enumerate(COARSE_NAMES):
         out[f"count_{name}"] = counts[:, i].astype(np.int64)
+    for i, name in enumerate(COARSE_NAMES):
+        out[f"hidden_{name}"] = hidden[:, i].astype(np.float64)
     out["status"] = parsing["status"].to_numpy()
     return out.sort_values("key", kind="stable").reset_index(drop=True)[list(TABLE_COLUMNS)]
 
@@ -76,7 +96,7 @@ def type_counts_by_split(table: pd.DataFrame, index: pd.DataFrame) -> pd.DataFra
     return counts.loc[order]
 
 
-def occlusion_summary(table: pd.DataFrame, index: pd.DataFrame, lam: float) -> dict:
+def occlusion_summary(table: pd.DataFrame, index: pd.DataFrame, rule: OcclusionRule) -> dict:
     """Metrics for ``reports/occlusion/summary.json``: per split, image count, fraction of each coarse
     part occluded, fraction holistic (type 0), and the 16 type counts."""
     counts = type_counts_by_split(table, index)
@@ -89,4 +109,4 @@ def occlusion_summary(table: pd.DataFrame, index: pd.DataFrame, lam: float) -> d
             "occluded_fraction": {c: round(float(group[f"z_{c}"].mean()), 4) for c in COARSE_NAMES},
             "type_counts": {f"{t:02d}": int(counts.loc[split, t]) for t in range(16)},
         }
-    return {"lam": lam, "images": int(len(table)), "splits": splits}
+    return {"rule": rule.rule, "lam": rule.lam, "tau": rule.tau, "images": int(len(table)), "splits": splits}

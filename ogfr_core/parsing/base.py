@@ -35,11 +35,17 @@ class ParseResult:
             confidence in [0, 1] (0 for keypoints the backend did not find).
         person_found: False when no person was detected; then ``label_map`` is all background and
             every keypoint confidence is 0.
+        amodal_map: uint8 ``[label_h, label_w]`` or None — the *amodal* part map: the same parts drawn
+            from every predicted keypoint whatever its confidence and without the person mask, i.e.
+            where the parser expects each part to be, seen or not (BlazePose predicts the whole
+            skeleton). ``label_map`` is its visible subset. None for backends that cannot tell
+            (PifPaf fields); the ``hidden_fraction`` occlusion rule needs it.
     """
 
     label_map: np.ndarray
     keypoints: np.ndarray
     person_found: bool
+    amodal_map: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.label_map.dtype != np.uint8 or self.label_map.ndim != 2:
@@ -48,11 +54,16 @@ class ParseResult:
             raise ValueError(f"keypoints must be [17, 3], got {self.keypoints.shape}")
         if self.label_map.size and int(self.label_map.max()) >= NUM_CLASSES:
             raise ValueError(f"label_map ids must be in 0..{NUM_CLASSES - 1}")
+        if self.amodal_map is not None and (self.amodal_map.dtype != np.uint8
+                                            or self.amodal_map.shape != self.label_map.shape):
+            raise ValueError(f"amodal_map must be uint8 {self.label_map.shape}, got "
+                             f"{self.amodal_map.dtype} {self.amodal_map.shape}")
 
     @classmethod
     def empty(cls, label_hw: tuple[int, int]) -> "ParseResult":
-        """No person: all-background ``[label_h, label_w]`` map, zero keypoints."""
-        return cls(np.zeros(label_hw, np.uint8), np.zeros((NUM_COCO_KEYPOINTS, 3), np.float32), False)
+        """No person: all-background ``[label_h, label_w]`` maps (visible and amodal), zero keypoints."""
+        return cls(np.zeros(label_hw, np.uint8), np.zeros((NUM_COCO_KEYPOINTS, 3), np.float32), False,
+                   np.zeros(label_hw, np.uint8))
 
 
 class PartParser(abc.ABC):

@@ -26,7 +26,9 @@ Columns: ``key`` str, ``cache_id`` str, ``backend`` str, ``model_id`` str, ``sta
 (``ok`` | ``no_person`` | ``unreadable`` = the bytes do not decode), ``person_found`` bool, ``label_map`` bytes (PNG, uint8
 ``[label_height, label_width]``, ids 0..8), ``label_height``/``label_width`` int64 (pixels),
 ``keypoints`` list of 51 float32 (COCO-17 ``x, y, confidence`` in label-map pixels, flattened),
-``part_counts`` list of 9 int64 (pixels per part id 0..8), ``error`` str ("" unless unreadable).
+``part_counts`` list of 9 int64 (pixels per part id 0..8), ``amodal_map`` bytes (PNG, the amodal part
+map of :class:`~.base.ParseResult`; empty bytes for backends without one), ``amodal_counts`` list of 9
+int64 (pixels per part id in the amodal map; empty without one), ``error`` str ("" unless unreadable).
 """
 from __future__ import annotations
 
@@ -51,11 +53,16 @@ class ParsingIncompleteError(ValueError):
     missing images, shows a few, and names the stage to rerun."""
 
 
-PARSE_CODE_VERSION = "1"  # bump when the keypoints→parts drawing or the row format changes
+class MissingAmodalMapError(ValueError):
+    """The parsing cache has no amodal part map (a backend that cannot predict unseen parts, e.g.
+    PifPaf fields), but the ``hidden_fraction`` occlusion rule needs one."""
+
+
+PARSE_CODE_VERSION = "2"  # bump when the keypoints→parts drawing or the row format changes (2: amodal map)
 MANIFEST = "manifest.json"
 STATUSES = ("ok", "no_person", "unreadable")
 COLUMNS = ("key", "cache_id", "backend", "model_id", "status", "person_found", "label_map",
-           "label_height", "label_width", "keypoints", "part_counts", "error")
+           "label_height", "label_width", "keypoints", "part_counts", "amodal_map", "amodal_counts", "error")
 # Params that change a parse result (workers, shard_size, device, overlay_grid do not).
 RESULT_PARAMS = ("label_height", "label_width", "min_keypoint_visibility", "pad_ratios", "pad_mode",
                  "mirror_retry", "limb_width_ratio", "mask_threshold", "field_threshold")
@@ -94,6 +101,9 @@ def make_row(key: str, cache_id: str, backend: str, model_id: str, result: Parse
         "label_height": int(result.label_map.shape[0]), "label_width": int(result.label_map.shape[1]),
         "keypoints": result.keypoints.astype(np.float32).reshape(-1).tolist(),
         "part_counts": np.bincount(result.label_map.ravel(), minlength=NUM_CLASSES).astype(np.int64).tolist(),
+        "amodal_map": b"" if result.amodal_map is None else encode_label_map(result.amodal_map),
+        "amodal_counts": [] if result.amodal_map is None else
+        np.bincount(result.amodal_map.ravel(), minlength=NUM_CLASSES).astype(np.int64).tolist(),
         "error": error,
     }
 
@@ -236,19 +246,23 @@ def read_parsing(parse_dir: str | Path, cache_id: str | None = None, columns: li
 
 
 def load_label_maps(parse_dir: str | Path, keys: Iterable[str] | None = None,
-                    cache_id: str | None = None) -> dict[str, np.ndarray]:
+                    cache_id: str | None = None, column: str = "label_map") -> dict[str, np.ndarray]:
     """Decoded label maps ``{key: uint8 [label_height, label_width]}`` (ids 0..8).
 
     Args:
         parse_dir: ``data/parsing/<dataset>``.
         keys: image keys to return (default: all rows).
         cache_id: parse configuration (default: the manifest's).
+        column: ``label_map`` (the visible parsing) or ``amodal_map`` (where the parts should be).
 
     Raises:
         ParsingIncompleteError: some requested keys are not in the cache (names how many and a few
             of them, and the stage to rerun).
+        MissingAmodalMapError: ``column="amodal_map"`` and the backend stored none.
     """
-    df = read_parsing(parse_dir, cache_id, columns=["label_map"])
+    if column not in ("label_map", "amodal_map"):
+        raise ValueError(f"column must be 'label_map' or 'amodal_map', got {column!r}")
+    df = read_parsing(parse_dir, cache_id, columns=[column]).rename(columns={column: "label_map"})
     if keys is not None:
         wanted = list(dict.fromkeys(keys))
         df = df.set_index("key")
@@ -258,4 +272,7 @@ def load_label_maps(parse_dir: str | Path, keys: Iterable[str] | None = None,
                 f"{parse_dir}: {len(missing)} of {len(wanted)} requested image(s) have no parsing result "
                 f"(e.g. {missing[:3]}); run `dvc repro parse` on this index")
         df = df.loc[wanted].reset_index()
+    if column == "amodal_map" and (df["label_map"].str.len() == 0).any():
+        raise MissingAmodalMapError(f"{parse_dir}: the parse backend stored no amodal part map; "
+                                    f"set occlusion.rule: pixels, or parse with mediapipe/torchvision")
     return {k: decode_label_map(b) for k, b in zip(df["key"], df["label_map"])}

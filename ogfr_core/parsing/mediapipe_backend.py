@@ -7,7 +7,10 @@ person in ~97 % of them. The first attempt that finds a person wins; a mirrored 
 back and its left/right landmarks swapped, so "left" stays the person's anatomical left.
 
 Landmarks → 9-class label map via :func:`ogfr_core.parsing.parts.draw_parts` (BlazePose
-``visibility`` is the confidence), gated by the segmentation mask (≥ ``mask_threshold``).
+``visibility`` is the confidence), gated by the segmentation mask (≥ ``mask_threshold``). The amodal
+map draws the same parts from all 33 landmarks (BlazePose predicts the whole skeleton, including
+the parts it cannot see) without the mask: where each part should be. The ``hidden_fraction``
+occlusion rule compares the two (:mod:`ogfr_core.occlusion`).
 Source: MediaPipe Pose legacy solution API (``mp.solutions.pose.Pose``, static_image_mode=True,
 model_complexity=1 = ``pose_landmark_full``, enable_segmentation=True), mediapipe 0.10.21.
 
@@ -28,7 +31,7 @@ from ..config import ParseConfig
 from .base import BackendUnavailableError, ParseResult, PartParser, check_image
 from .keypoints import BLAZEPOSE33_SWAP, blazepose_to_body21, body21_to_coco17
 from .native_logs import native_stderr_filtered
-from .parts import draw_parts
+from .parts import AMODAL_VISIBILITY, draw_parts
 
 MODEL_COMPLEXITY = 1
 _COMPLEXITY_NAMES = ("lite", "full", "heavy")
@@ -131,9 +134,10 @@ class MediaPipeParser(PartParser):
         mask_img = Image.fromarray(np.ascontiguousarray(seg, np.float32), mode="F")
         mask = np.asarray(mask_img.resize((lw, lh), Image.BILINEAR)) >= self.cfg.mask_threshold  # [lh, lw]
         body = blazepose_to_body21(pts)
-        label = draw_parts(body, self.label_hw, self.cfg.limb_width_ratio * lh,
-                           self.cfg.min_keypoint_visibility, person_mask=mask)
-        return ParseResult(label, body21_to_coco17(body), True)
+        width = self.cfg.limb_width_ratio * lh
+        label = draw_parts(body, self.label_hw, width, self.cfg.min_keypoint_visibility, person_mask=mask)
+        amodal = draw_parts(body, self.label_hw, width, AMODAL_VISIBILITY)  # every landmark, no mask
+        return ParseResult(label, body21_to_coco17(body), True, amodal)
 
     def close(self) -> None:
         if self._pose is not None:

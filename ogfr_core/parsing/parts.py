@@ -28,6 +28,8 @@ from .keypoints import BODY
 
 PART_ID = {name: i for i, name in enumerate(PART_NAMES)}
 FACE_POINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
+# min_visibility that draws every predicted keypoint: the amodal part map (ParseResult.amodal_map)
+AMODAL_VISIBILITY = float("-inf")
 
 
 class _Canvas:

@@ -18,7 +18,7 @@ from .base import ParseResult, PartParser, check_image
 from .keypoints import coco17_to_body21
 from .maskrcnn import (build_maskrcnn, load_state_dict_strict, person_mask, require_file, select_person,
                        weights_tag)
-from .parts import draw_parts
+from .parts import AMODAL_VISIBILITY, draw_parts
 
 
 def keypoints_to_result(keypoints17: np.ndarray, mask: np.ndarray | None, image_hw: tuple[int, int],
@@ -41,8 +41,10 @@ def keypoints_to_result(keypoints17: np.ndarray, mask: np.ndarray | None, image_
     if mask is not None:
         m = Image.fromarray(np.ascontiguousarray(mask, np.float32), mode="F").resize((lw, lh), Image.BILINEAR)
         gate = np.asarray(m) >= cfg.mask_threshold  # [lh, lw]
-    label = draw_parts(coco17_to_body21(pts), (lh, lw), cfg.limb_width_ratio * lh, cfg.min_keypoint_visibility, gate)
-    return ParseResult(label, pts, True)
+    body = coco17_to_body21(pts)
+    label = draw_parts(body, (lh, lw), cfg.limb_width_ratio * lh, cfg.min_keypoint_visibility, gate)
+    amodal = draw_parts(body, (lh, lw), cfg.limb_width_ratio * lh, AMODAL_VISIBILITY)  # all 17 keypoints, no mask
+    return ParseResult(label, pts, True, amodal)
 
 
 class TorchvisionParser(PartParser):

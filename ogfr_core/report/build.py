@@ -359,6 +359,59 @@ def _published(method: str, dataset: str, extra: bool = False) -> str:
     return " / ".join(f"{table[k]:.1f}" if k in table else "–" for k in ("rank-1", "mAP"))
 
 
+def z_accuracy_section(acc: dict | None) -> Section:
+    """"Occlusion labels against the ground truth": per set (validation = training identities, where the
+    rule is chosen; test = the occluded-query benchmark, which only reports), per rule, the per-part
+    F1 (precision / recall) of the parsed z of the occluded queries against their ground truth, by
+    occluder kind, the share of queries with any part occluded (parsed vs true) and the rule's
+    false-positive rate on the holistic originals (``reports/occlude/z_accuracy.json``)."""
+    s = Section("Occlusion labels against the ground truth")
+    if not acc:
+        return s.missing("`reports/occlude/z_accuracy.json`", "dvc repro occlude")
+    force = acc.get("rule_in_force", {})
+    s.p(f"Rule in force: `{force.get('rule')}` (λ = {force.get('lam')}, τ = {force.get('tau')}). The ground truth "
+        "of an occluded query is its holistic parse with the pixels the occluder changed hidden, under the same "
+        "rule — the z the training augmentation gives a pasted obstacle (`ogfr_core/occlusion/truth.py`). "
+        "F1 (precision / recall) per coarse part, support = true positives; FP = the rule's rate of "
+        "'occluded' on the holistic originals (no occluder).")
+    rows = []
+    for role, entry in acc.get("sets", {}).items():
+        reports = list(entry.get("rules", [])) + list(entry.get("tau_grid", []))
+        seen = set()
+        for rep in reports:
+            name = f"{rep['rule']} " + (f"λ={rep['lam']:g}" if rep["rule"] == "pixels" else f"τ={rep['tau']:g}")
+            if name in seen:
+                continue
+            seen.add(name)
+            chosen = entry.get("chosen") or {}
+            if (rep["rule"], rep["tau"] if rep["rule"] != "pixels" else None) == \
+                    (chosen.get("rule"), chosen.get("tau") if chosen.get("rule") != "pixels" else None):
+                name += " (chosen)"
+            for kind, parts in [("all", rep["parts"]), *sorted(rep["by_kind"].items())]:
+                cells = [f"{_num(v['f1'])} ({_num(v['precision'])}/{_num(v['recall'])}) n={v['support']}"
+                         for v in parts.values()]
+                any_ = rep["any_occluded"]
+                rows.append([f"{role} ({entry['dataset']}, {entry['queries']} q.)", name, kind, *cells,
+                             f"{any_['parsed']:.0%} / {any_['truth']:.0%}" if kind == "all" else "",
+                             f"{rep['holistic_false_positive_rate']['any']:.0%}" if kind == "all" else "",
+                             _num(rep["score"]) if kind == "all" and "score" in rep else ""])
+    s.table(["set", "rule", "occluder", "head F1 (P/R)", "arms F1 (P/R)", "torso F1 (P/R)", "legs F1 (P/R)",
+             "any occluded: parsed / true", "holistic FP (any part)", "score"], rows)
+    val = acc.get("sets", {}).get("validation")
+    if val and val.get("chosen"):
+        c = val["chosen"]
+        s.p(f"Chosen on the validation set ({val.get('choice', '')}): **{c['rule']}** "
+            f"({'λ = ' + format(c['lam'], 'g') if c['rule'] == 'pixels' else 'τ = ' + format(c['tau'], 'g')}; score "
+            f"{_num(c['score'])}, the paper's rule {_num(c['paper_score'])}, best other "
+            f"{c['best_other']['rule']} τ = {c['best_other']['tau']} at {_num(c['best_other']['score'])}). The test set "
+            "reports only the rule in force and the paper's rule.")
+    return s
+
+
+def _num(x: float) -> str:
+    return "–" if x != x else f"{x:.2f}"
+
+
 def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) -> Section:
     """Method comparison (an analogue of Table I): every configuration that differs from the reference
     run only in ``train.model.method`` (and that method's own params), on the holistic and the
@@ -559,6 +612,7 @@ class ReportPaths:
     parse_overlay: str = "reports/parse/overlay.png"
     occlude_summary: str = "reports/occlude/summary.json"
     occlude_examples: str = "reports/occlude/examples.png"
+    z_accuracy: str = "reports/occlude/z_accuracy.json"
     recipe_selection: str = "reports/recipe_selection.json"
     seed_runs: str = "reports/seed_runs.json"
     bench: str = "reports/bench_model.json"
@@ -707,11 +761,14 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
               f"{100 * o.get('queries_occluded_by_parsing', {}).get('source', float('nan')):.1f}%).")
         examples = at(paths.occlude_examples)
         if examples.is_file():
-            sec.fig(examples, "Original and occluded queries, each with its parsing overlay (occlusion type = "
-                              "Eq. 1-2 on the parsing of the occluded image).")
+            sec.fig(examples, "Original and occluded queries, each with its parsing overlay; z parsed from "
+                              "the occluded image vs its ground truth (occluded parts: H head, A arms, "
+                              "T torso, L legs).")
     else:
         sec.missing(f"`{paths.occlude_summary}`", "dvc repro occlude")
     sections.append(sec)
+    acc_path = at(paths.z_accuracy)
+    sections.append(z_accuracy_section(json.loads(acc_path.read_text()) if acc_path.is_file() else None))
 
     sec = Section("Rank-5 retrievals of occluded queries (Fig. 8)")
     ret_path = at(paths.retrievals)

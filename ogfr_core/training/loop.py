@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
+from ..occlusion import OcclusionRule
 from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
 from .optim import build_optimizer
 from .schedule import build_scheduler
@@ -58,17 +59,18 @@ class Trainer:
         cfg: ``train`` params.
         out_dir: where ``last.pt`` (every epoch, resume) and ``model.pt`` (final) go.
         meta: checkpoint meta (see :mod:`ogfr_core.training.checkpoint`); ``epochs_trained`` is filled in.
-        lam: λ of Eq. (2) (``occlusion.lam``), for recomputing z after occlusion augmentation.
+        occlusion: the occlusion rule (``occlusion:`` params, :class:`~ogfr_core.occlusion.OcclusionRule`)
+            that recomputes z after the student's occlusion augmentation; a number = Eq. (2) with that λ.
         steps_per_epoch: optimiser steps per epoch (for the schedule).
         device: torch device.
         live: a ``dvclive.Live`` (rank 0) or None.
 
     Batches are dicts with ``image [B,3,H,W]``, ``label_map [B,H,W]`` long, ``z [B,4]``, ``label [B]``,
-    ``camid [B]`` (extra keys ignored).
+    ``camid [B]``, and ``hidden [B,4]`` float under the ``hidden_fraction`` rule (extra keys ignored).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, out_dir: str | Path, meta: dict[str, Any],
-                 lam: float, steps_per_epoch: int, device: torch.device | str = "cpu", live: Any = None) -> None:
+                 occlusion: OcclusionRule | float, steps_per_epoch: int, device: torch.device | str = "cpu", live: Any = None) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
         self.rank, self.world, local_rank = distributed_context()
@@ -85,7 +87,7 @@ class Trainer:
         parts = run_fingerprint(self.meta)
         self.meta["fingerprint"] = parts["fingerprint"]
         self.meta["fingerprint_parts"] = {"config": parts["config"], "code": parts["code"]}
-        self.lam = float(lam)
+        self.occlusion = occlusion if isinstance(occlusion, OcclusionRule) else OcclusionRule("pixels", float(occlusion))
         self.steps_per_epoch = int(steps_per_epoch)
         if self.steps_per_epoch <= 0:
             raise ValueError("steps_per_epoch must be > 0 (is the training set empty?)")
@@ -159,9 +161,10 @@ class Trainer:
         out = {k: batch[k].to(self.device, non_blocking=True) for k in ("image", "label_map", "z", "label", "camid")}
         out["label_map"] = out["label_map"].long()
         aug = self.cfg.augment
+        hidden = batch["hidden"].to(self.device, non_blocking=True) if "hidden" in batch else None  # [B, 4]
         occ = occlusion_augment(out["image"], out["label_map"], out["z"], prob=aug.occlusion_prob,
-                                area=aug.occlusion_area, lam=self.lam, source=aug.occlusion_source,
-                                generator=self.generator)
+                                area=aug.occlusion_area, rule=self.occlusion, source=aug.occlusion_source,
+                                generator=self.generator, hidden=hidden)
         out.update(image_occ=occ.images, label_map_occ=occ.label_maps, z_occ=occ.z)
         return out
 

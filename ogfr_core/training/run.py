@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from ..config import DataConfig, TrainConfig, to_dict
+from ..occlusion import OcclusionRule
 from ..io import output_lock, remove_stale_temps
 from ..runtime import resolve_device, seed_everything
 from .checkpoint import files_hash, read_checkpoint
@@ -26,11 +27,17 @@ from .loop import Trainer, distributed_context
 log = logging.getLogger(__name__)
 
 Z_COLUMNS = ("z_head", "z_arms", "z_torso", "z_legs")
+HIDDEN_COLUMNS = ("hidden_head", "hidden_arms", "hidden_torso", "hidden_legs")
 
 
-def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: Path,
-                         dataset: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Parsing label maps and occlusion labels z for every training image (keyed by image key).
+def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: Path, dataset: str
+                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Parsing label maps, occlusion labels z and hidden shares for every training image (keyed by image key).
+
+    Returns:
+        ``(label_maps, z, hidden)``: uint8 ``[h, w]`` maps, int64 ``[4]`` labels, float32 ``[4]`` hidden
+        shares (``hidden_*`` of the occlusion table; None when the table has none, e.g. a parse
+        backend without amodal maps).
 
     Raises:
         MissingLabelsError: the parsing folder / occlusion parquet is absent, or some training images
@@ -46,15 +53,19 @@ def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: P
 
     keys = train["key"].astype(str).tolist()
     parsed = read_parsing(parse_dir, columns=["key"])["key"]
-    occ = pd.read_parquet(occlusion_path, columns=["key", *Z_COLUMNS])
+    occ = pd.read_parquet(occlusion_path)
     check_training_labels(keys, parsed, occ["key"].astype(str), dataset)
     label_maps = load_label_maps(parse_dir, keys=keys)
     z_rows = occ[list(Z_COLUMNS)].to_numpy(np.int64).copy()  # writable (pandas CoW arrays are read-only)
     z = dict(zip(occ["key"].astype(str), z_rows))
-    return label_maps, z
+    hidden = None
+    if set(HIDDEN_COLUMNS) <= set(occ.columns) and not occ[list(HIDDEN_COLUMNS)].isna().any().any():
+        h_rows = occ[list(HIDDEN_COLUMNS)].to_numpy(np.float32).copy()  # [N, 4]
+        hidden = dict(zip(occ["key"].astype(str), h_rows))
+    return label_maps, z, hidden
 
 
-def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, index_path: Path, parse_dir: Path,
+def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, occlusion: OcclusionRule, *, index_path: Path, parse_dir: Path,
                      occlusion_path: Path, out_dir: Path, live_dir: Path | None = "dvclive") -> dict[str, Any]:
     """Train on the ``train`` split of the index and write ``out_dir/{last,model}.pt``.
 
@@ -74,11 +85,11 @@ def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, inde
     with output_lock(out_dir, "train") if rank == 0 else contextlib.nullcontext():
         if rank == 0:
             remove_stale_temps(out_dir)
-        return _train_from_files(data_cfg, cfg, lam, index_path=index_path, parse_dir=parse_dir,
+        return _train_from_files(data_cfg, cfg, occlusion, index_path=index_path, parse_dir=parse_dir,
                                  occlusion_path=occlusion_path, out_dir=out_dir, live_dir=live_dir)
 
 
-def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, index_path: Path, parse_dir: Path,
+def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, occlusion: OcclusionRule, *, index_path: Path, parse_dir: Path,
                       occlusion_path: Path, out_dir: Path, live_dir: Path | None = "dvclive") -> dict[str, Any]:
     """:func:`train_from_files` with ``out_dir``'s lock held (rank 0)."""
     from ..data import IndexFileError, ReIDImageDataset, TrainTransform, build_train_loader, read_index
@@ -98,12 +109,16 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, ind
     if train.empty:
         raise IndexFileError(f"{index_path} has no training images (split == 'train'); train on a dataset "
                              f"with a train split (data.name / data.layout), or rerun `dvc repro index`")
-    label_maps, z = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name)
+    label_maps, z, hidden = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name)
+    if occlusion.needs_amodal and hidden is None:
+        raise MissingLabelsError(f"{occlusion_path} has no hidden_* columns, which occlusion.rule "
+                                 f"{occlusion.rule} needs: rerun `dvc repro occlusion`")
     num_classes = int(train["label"].max()) + 1
     num_cameras = int(train["camid"].max()) + 1
 
     transform = TrainTransform(data_cfg.height, data_cfg.width, cfg.augment)
-    dataset = ReIDImageDataset(train, Path(data_cfg.root), transform, label_maps=label_maps, z=z)
+    dataset = ReIDImageDataset(train, Path(data_cfg.root), transform, label_maps=label_maps, z=z,
+                               hidden=hidden if occlusion.needs_amodal else None)
     labels = train["label"].to_numpy(np.int64)
     # under DDP each rank has its own PK sampler over ALL identities, seeded seed + 1000·rank (an
     # independent random PK order, not a shard); 1/world of its batches make one epoch in total
@@ -125,6 +140,7 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, ind
     meta = {
         "model": to_dict(cfg.model), "data": to_dict(data_cfg), "train": to_dict(cfg),
         "num_classes": num_classes, "num_cameras": num_cameras,
+        "occlusion": dataclasses.asdict(occlusion),
         "height": data_cfg.height, "width": data_cfg.width, "epochs_trained": 0,
         "pretrained_weights": cfg.model.pretrained, "init_warning": model.init_warning,
         "method": cfg.model.method, "num_parameters": model.count_parameters(),
@@ -146,7 +162,7 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, lam: float, *, ind
         phase_cfg = cfg if single else dataclasses.replace(cfg, epochs=phase.epochs, lr=phase.lr,
                                                            warmup_epochs=phase.warmup_epochs)
         phase_dir = out_dir if i == len(phases) - 1 else out_dir / "phases" / phase.name
-        trainer = Trainer(model, phase_cfg, phase_dir, meta if single else dict(meta, phase=phase.name), lam,
+        trainer = Trainer(model, phase_cfg, phase_dir, meta if single else dict(meta, phase=phase.name), occlusion,
                           steps, device)
         phase_resumed = trainer.resume()
         resumed = resumed or phase_resumed
