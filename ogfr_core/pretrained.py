@@ -113,10 +113,11 @@ def save_stable(path: str | Path, state: dict[str, torch.Tensor]) -> None:
     Raises:
         OutputWriteError: disk full, read-only, permissions (names ``path``).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save  # bytes: written into atomic_path's temp file (keeps its mode)
 
+    data = save({k: v.detach().contiguous() for k, v in state.items()}, metadata=STABLE_METADATA)
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=STABLE_METADATA)
+        tmp.write_bytes(data)
 
 
 def load_stable(path: str | Path) -> dict[str, torch.Tensor]:
