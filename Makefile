@@ -1,6 +1,8 @@
 # Two entry points for a new user (see README):
 #   make repro   — set up .venv and run the whole DVC pipeline on the real data (`dvc repro`)
 #   make test    — set up .venv and run the test suite
+# and, to share the expensive outputs through the DVC remote (.dvc/config; README "Sharing the cache"):
+#   make push    — dvc push --run-cache (after make repro)     make pull — dvc pull --run-cache
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,20 +10,43 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup repro test ci-gate bench gpu-check clean-venv
+.PHONY: setup repro test ci-gate bench gpu-check clean-venv push pull lock
 
-# Re-installs only when pyproject.toml changes. torch/torchvision come from PyPI (CPU use works;
-# the wheel also carries CUDA for machines that have a GPU).
-$(STAMP): pyproject.toml
+# Installs the pinned environment (requirements.lock: every package of `.[dev,export]` at one version,
+# compiled by pip-tools for CPython 3.11 on Linux x86_64), then the project itself without
+# dependencies. Re-installs only when the lock or pyproject.toml changes. torch/torchvision come from
+# PyPI (CPU use works; the wheel also carries CUDA for machines that have a GPU).
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,export]"
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+
+# The DVC remote (default: ../ogfr-dvc-store beside the repository; ogfr_core/remote.py): push the
+# cached outputs and the run cache; pull them (what the remote lacks is listed as stages to rerun).
+# A missing / read-only local remote: one ERROR line, exit 1, nothing written.
+push: $(STAMP)
+	$(BIN)/python -m ogfr_core.remote push
+
+pull: $(STAMP)
+	$(BIN)/python -m ogfr_core.remote pull
+
+# Refresh requirements.lock (pip-tools in its own venv, .lock-venv/; never in .venv). Keeps the current
+# pins where they still satisfy pyproject.toml + lock-constraints.txt; `make lock LOCK_ARGS=--upgrade`
+# moves everything to the newest allowed release (then re-measure). Commit the lock with the change.
+LOCK_VENV := .lock-venv
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/python -m pip install -q "pip-tools==7.7.0"; }
+	$(LOCK_VENV)/bin/pip-compile -q --extra dev --extra export --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -c lock-constraints.txt $(LOCK_ARGS) \
+	  -o requirements.lock pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

