@@ -128,10 +128,13 @@ class FEDConfig:
 class PGFLKDConfig:
     """``model.pgfl_kd:`` — PGFL-KD (Zheng et al., ACM MM 2021), method ``pgfl_kd``
     (:mod:`ogfr_core.model.pgfl_kd`): weights λ_cl of the consistent loss (Eq. 4) and λ_mcl of the
-    multi-part contrastive loss (Eq. 5) in Eq. (10) (Fig. 3: 0.25 each)."""
+    multi-part contrastive loss (Eq. 5) in Eq. (10) (Fig. 3: 0.25 each); ``cl_form``: Eq. (4) on the raw
+    features as written (``literal``) or on L2-normalised ones (``normalized``, our reading of an
+    ambiguous scale; :func:`ogfr_core.losses.pgfl_kd.consistent_loss`)."""
 
     lambda_cl: float = 0.25
     lambda_mcl: float = 0.25
+    cl_form: Literal["literal", "normalized"] = "literal"
 
 
 @dataclass(frozen=True)
