@@ -145,7 +145,11 @@ class FPCConfig:
     the paper's "layers 3, 6 and 9"), mapped proportionally to ``depth`` blocks. ``keep_rate`` γ and
     ``alpha`` α of Eq. (10) are §3.4's values; ``neighbours`` K and ``shortlist`` are the training
     values (the test-time consolidation reads ``evaluate.fpc``). ``consolidation: false`` trains the
-    sparse encoder alone (Table 4 row 2).
+    sparse encoder alone (Table 4 row 2). ``decoder_input``: what the consolidation decoder (and the
+    neighbour search) reads — ``final`` (the encoder's normed output: the consolidated query sits one
+    block deeper than the gallery features) or ``parallel`` (the un-normed tokens before the last
+    block: the decoder is a parallel copy of the last block, as the official code's ``rec_b`` beside
+    ``b1``, so query and gallery features come out at the same depth).
     """
 
     keep_rate: float = 0.8
@@ -157,6 +161,7 @@ class FPCConfig:
     alpha: float = 0.4
     sinkhorn_iters: int = 100
     sinkhorn_eps: float = 0.05
+    decoder_input: Literal["final", "parallel"] = "final"
 
 
 @dataclass(frozen=True)
