@@ -110,6 +110,15 @@ class FEDConfig:
     (0.05); ``num_neighbours`` K nearest other-identity centres (Table 4: 8); ``num_heads`` of the FDM
     cross-attention over N·D channels (§4.2: 8); ``ffn_ratio``: hidden width of FFN1/FFN2 (× D, FED's
     code: 4).
+
+    Diagnostic switches (issue 24; defaults = the recorded runs): ``memory_init`` ``first_batch`` (a
+    centre := its identity's batch mean when first seen) | ``train_pass`` (FED's code: one eval-mode
+    pass over the training set before training, every centre the mean OEM feature of its identity);
+    ``memory_update`` ``batch_mean`` (Eq. 3 with the batch mean per identity) | ``per_sample`` (FED's
+    code: one momentum step per image, in batch order); ``label_smoothing`` of FED's ID losses (null =
+    ``train.loss.label_smoothing``; FED's code: 0); ``triplet_weight``: weight of a batch-hard triplet
+    loss on the [cls] and OEM features before their BNNecks (0 = FED; its Table 3 rows 0–4 train ID +
+    triplet).
     """
 
     num_stripes: int = 4
@@ -122,6 +131,10 @@ class FEDConfig:
     num_neighbours: int = 8
     num_heads: int = 8
     ffn_ratio: int = 4
+    memory_init: Literal["first_batch", "train_pass"] = "first_batch"
+    memory_update: Literal["batch_mean", "per_sample"] = "batch_mean"
+    label_smoothing: float | None = None
+    triplet_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -505,6 +518,8 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
         "num_stripes": AT_LEAST_1, "oem_reduction": AT_LEAST_1, "stripe_threshold": PROB, "npo_prob": PROB,
         "npo_vertical_prob": PROB, "memory_momentum": Range(0, 1, hi_open=True), "temperature": POSITIVE,
         "num_neighbours": AT_LEAST_1, "num_heads": AT_LEAST_1, "ffn_ratio": AT_LEAST_1,
+        "label_smoothing": lambda v, k: None if v is None else Range(0, 1, hi_open=True)(v, k),
+        "triplet_weight": NONNEG,
     },
     PGFLKDConfig: {"lambda_cl": NONNEG, "lambda_mcl": NONNEG},
     LossConfig: {
