@@ -299,7 +299,8 @@ def test_fed_objective_optional_triplet_and_label_smoothing():
                             2, 2, (H, W)).train()
         o = model(b, torch.Generator().manual_seed(0))
         got = model.loss(o, b, LossConfig(label_smoothing=0.1))
-        assert float(got["id"].detach()) == pytest.approx(float(fed_objective(o, b["label"], 0.05, expect)["id"].detach()))
+        want = fed_objective(o, b["label"], 0.05, expect)["id"]
+        assert float(got["id"].detach()) == pytest.approx(float(want.detach()))
 
 
 # ------------------------------------------------------------------------------------------------

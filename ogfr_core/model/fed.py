@@ -286,9 +286,9 @@ class FED(ReIDMethod):
         Returns (rows: B holistic, then B NPO-augmented): ``global_logits``, ``oem_logits``,
         ``fdm_logits`` ``[2B, C]``; ``scores``/``score_targets`` ``[2B, N]``; ``oem_feats``/``fdm_feats``
         ``[2B, N·D]``; ``global_feats`` ``[2B, D]`` and ``oem_feats_raw`` ``[2B, N·D]`` (before the
-        BNNecks, for the optional triplet loss); ``memory_oem``/``memory_fdm`` ``[C, N·D]`` and their ``_valid`` ``[C]`` (the
-        memories the losses compare with: after initialising this batch's new identities, before the
-        momentum update); ``npo_boxes`` ``[B, 4]`` (y, x, h, w of each obstacle) and ``npo_applied``
+        BNNecks, for the optional triplet loss); ``memory_oem``/``memory_fdm`` ``[C, N·D]`` and their
+        ``_valid`` ``[C]`` (the memories the losses compare with: after initialising this batch's new
+        identities, before the momentum update); ``npo_boxes`` ``[B, 4]`` (y, x, h, w of each obstacle) and ``npo_applied``
         ``[B]``; ``stats``. In training the memories are then updated (Eq. 3).
         """
         fc = self.fcfg

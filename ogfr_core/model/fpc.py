@@ -270,7 +270,8 @@ class FPC(ReIDMethod):
                 was = self.encoder.training
                 self.encoder.eval()  # a memory, as the gallery's at test time: no drop-path, no BN update
                 try:
-                    memory = self.consolidation_tokens(*self.encode(batch["image"], batch["camid"], 1.0))  # [B, 1 + N, D]
+                    dense = self.encode(batch["image"], batch["camid"], 1.0)
+                    memory = self.consolidation_tokens(*dense)  # [B, 1 + N, D]
                 finally:
                     self.encoder.train(was)
                 b = images.shape[0]
