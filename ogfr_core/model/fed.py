@@ -288,8 +288,8 @@ class FED(ReIDMethod):
         ``[2B, N·D]``; ``global_feats`` ``[2B, D]`` and ``oem_feats_raw`` ``[2B, N·D]`` (before the
         BNNecks, for the optional triplet loss); ``memory_oem``/``memory_fdm`` ``[C, N·D]`` and their
         ``_valid`` ``[C]`` (the memories the losses compare with: after initialising this batch's new
-        identities, before the momentum update); ``npo_boxes`` ``[B, 4]`` (y, x, h, w of each obstacle) and ``npo_applied``
-        ``[B]``; ``stats``. In training the memories are then updated (Eq. 3).
+        identities, before the momentum update); ``npo_boxes`` ``[B, 4]`` (y, x, h, w of each obstacle)
+        and ``npo_applied`` ``[B]``; ``stats``. In training the memories are then updated (Eq. 3).
         """
         fc = self.fcfg
         x, labels, camids = batch["image"], batch["label"], batch["camid"]
