@@ -114,6 +114,15 @@ class FEDConfig:
     (0.05); ``num_neighbours`` K nearest other-identity centres (Table 4: 8); ``num_heads`` of the FDM
     cross-attention over N·D channels (§4.2: 8); ``ffn_ratio``: hidden width of FFN1/FFN2 (× D, FED's
     code: 4).
+
+    Diagnostic switches (issue 24; defaults = the recorded runs): ``memory_init`` ``first_batch`` (a
+    centre := its identity's batch mean when first seen) | ``train_pass`` (FED's code: one eval-mode
+    pass over the training set before training, every centre the mean OEM feature of its identity);
+    ``memory_update`` ``batch_mean`` (Eq. 3 with the batch mean per identity) | ``per_sample`` (FED's
+    code: one momentum step per image, in batch order); ``label_smoothing`` of FED's ID losses (null =
+    ``train.loss.label_smoothing``; FED's code: 0); ``triplet_weight``: weight of a batch-hard triplet
+    loss on the [cls] and OEM features before their BNNecks (0 = FED; its Table 3 rows 0–4 train ID +
+    triplet).
     """
 
     num_stripes: int = 4
@@ -126,16 +135,23 @@ class FEDConfig:
     num_neighbours: int = 8
     num_heads: int = 8
     ffn_ratio: int = 4
+    memory_init: Literal["first_batch", "train_pass"] = "first_batch"
+    memory_update: Literal["batch_mean", "per_sample"] = "batch_mean"
+    label_smoothing: float | None = None
+    triplet_weight: float = 0.0
 
 
 @dataclass(frozen=True)
 class PGFLKDConfig:
     """``model.pgfl_kd:`` — PGFL-KD (Zheng et al., ACM MM 2021), method ``pgfl_kd``
     (:mod:`ogfr_core.model.pgfl_kd`): weights λ_cl of the consistent loss (Eq. 4) and λ_mcl of the
-    multi-part contrastive loss (Eq. 5) in Eq. (10) (Fig. 3: 0.25 each)."""
+    multi-part contrastive loss (Eq. 5) in Eq. (10) (Fig. 3: 0.25 each); ``cl_form``: Eq. (4) on the raw
+    features as written (``literal``) or on L2-normalised ones (``normalized``, our reading of an
+    ambiguous scale; :func:`ogfr_core.losses.pgfl_kd.consistent_loss`)."""
 
     lambda_cl: float = 0.25
     lambda_mcl: float = 0.25
+    cl_form: Literal["literal", "normalized"] = "literal"
 
 
 @dataclass(frozen=True)
@@ -146,7 +162,11 @@ class FPCConfig:
     the paper's "layers 3, 6 and 9"), mapped proportionally to ``depth`` blocks. ``keep_rate`` γ and
     ``alpha`` α of Eq. (10) are §3.4's values; ``neighbours`` K and ``shortlist`` are the training
     values (the test-time consolidation reads ``evaluate.fpc``). ``consolidation: false`` trains the
-    sparse encoder alone (Table 4 row 2).
+    sparse encoder alone (Table 4 row 2). ``decoder_input``: what the consolidation decoder (and the
+    neighbour search) reads — ``final`` (the encoder's normed output: the consolidated query sits one
+    block deeper than the gallery features) or ``parallel`` (the un-normed tokens before the last
+    block: the decoder is a parallel copy of the last block, as the official code's ``rec_b`` beside
+    ``b1``, so query and gallery features come out at the same depth).
     """
 
     keep_rate: float = 0.8
@@ -158,6 +178,7 @@ class FPCConfig:
     alpha: float = 0.4
     sinkhorn_iters: int = 100
     sinkhorn_eps: float = 0.05
+    decoder_input: Literal["final", "parallel"] = "final"
 
 
 @dataclass(frozen=True)
@@ -510,6 +531,8 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
         "num_stripes": AT_LEAST_1, "oem_reduction": AT_LEAST_1, "stripe_threshold": PROB, "npo_prob": PROB,
         "npo_vertical_prob": PROB, "memory_momentum": Range(0, 1, hi_open=True), "temperature": POSITIVE,
         "num_neighbours": AT_LEAST_1, "num_heads": AT_LEAST_1, "ffn_ratio": AT_LEAST_1,
+        "label_smoothing": lambda v, k: None if v is None else Range(0, 1, hi_open=True)(v, k),
+        "triplet_weight": NONNEG,
     },
     PGFLKDConfig: {"lambda_cl": NONNEG, "lambda_mcl": NONNEG},
     LossConfig: {

@@ -151,6 +151,54 @@ def test_memory_initialisation_and_momentum_update_eq3():
     assert mem.features[2].tolist() == pytest.approx([0.4, 8.0])  # 0.2·[2, 0] + 0.8·[0, 10]
 
 
+def test_per_sample_momentum_update_as_feds_code():
+    """memory_update: per_sample — one Eq. (3) step per image in batch order (FED's HybridMemory)."""
+    mem = FeatureMemory(num_classes=2, num_features=2, momentum=0.2, per_sample=True)
+    mem.set_centres(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([True, False]))
+    mem.update(torch.tensor([[3.0, 4.0], [5.0, 6.0], [2.0, 0.0]]), torch.tensor([0, 0, 1]))
+    # c_0: 0.2·[1, 0] + 0.8·[3, 4] = [2.6, 3.2]; then 0.2·[2.6, 3.2] + 0.8·[5, 6] = [4.52, 5.44]
+    assert mem.features[0].tolist() == pytest.approx([4.52, 5.44])
+    # c_1 unseen: initialised to its batch mean [2, 0], then one step towards [2, 0] stays there
+    assert mem.features[1].tolist() == pytest.approx([2.0, 0.0]) and mem.valid.all()
+    batch_mean = FeatureMemory(num_classes=2, num_features=2, momentum=0.2)
+    batch_mean.set_centres(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([True, False]))
+    batch_mean.update(torch.tensor([[3.0, 4.0], [5.0, 6.0]]), torch.tensor([0, 0]))
+    assert batch_mean.features[0].tolist() == pytest.approx([3.4, 4.0])  # 0.2·[1, 0] + 0.8·[4, 5]
+
+
+def test_memory_init_pass_fills_every_centre_from_the_training_set():
+    """memory_init: train_pass — before training, every identity's centre is the mean eval-mode OEM
+    feature of ALL its training images (both memories, as FED's code), not the first batch's; the
+    first training batch then only moves the centres by Eq. (3)."""
+    cfg = dataclasses.replace(TINY, fed=dataclasses.replace(TINY.fed, memory_init="train_pass"))
+    torch.manual_seed(0)
+    model = build_model(cfg, 3, 2, (H, W)).train()
+    assert model.wants_training_set_pass() and not build_model(TINY, 3, 2, (H, W)).wants_training_set_pass()
+    g = torch.Generator().manual_seed(3)
+    images, labels = torch.randn(9, 3, H, W, generator=g), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    camids = torch.arange(9) % 2
+    batches = [{"image": images[s], "camid": camids[s], "label": labels[s]} for s in (slice(0, 4), slice(4, 9))]
+    model.initialize_from_training_set(iter(batches))
+    assert model.training  # mode restored
+    feats = model.extract(images, None, camids)["global"]  # [9, N·D]
+    for k in range(3):
+        expect = feats[labels == k].mean(0)
+        assert torch.allclose(model.memory_oem.features[k], expect, atol=1e-5)
+        assert torch.allclose(model.memory_fdm.features[k], expect, atol=1e-5)
+    assert model.memory_oem.valid.all() and model.memory_fdm.valid.all()
+    before = model.memory_oem.features.clone()
+    b = _batch(4)  # ids 0, 1: their centres move by one momentum step, id 2's stays
+    out = model(b, torch.Generator().manual_seed(0))
+    assert torch.equal(out["memory_oem"], before)  # the loss compares with the pass's centres
+    m = model.fcfg.memory_momentum
+    for k in (0, 1):
+        expect = m * before[k] + (1 - m) * out["oem_feats"][:4][b["label"] == k].detach().mean(0)
+        assert torch.allclose(model.memory_oem.features[k], expect, atol=1e-5)
+    assert torch.equal(model.memory_oem.features[2], before[2])
+    with pytest.raises(ValueError, match="no image"):
+        model.initialize_from_training_set(iter([]))
+
+
 def test_memory_search_skips_own_identity_and_uninitialised_centres():
     memory = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
     valid = torch.tensor([True, True, True, False])
@@ -221,6 +269,40 @@ def test_fed_objective_eq10():
     assert float(terms["total"]) == pytest.approx(0.5 * (mse + ids + contrast))
 
 
+def test_fed_objective_optional_triplet_and_label_smoothing():
+    """triplet_weight w adds ½·w·Σ₄ L_tri (the [cls] and OEM features before the BNNecks, both
+    branches); 0 leaves Eq. (10) as it was; the model reads its own label smoothing (null: train.loss's)."""
+    from ogfr_core.losses import triplet_loss
+
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1])
+    b2 = 8
+    out = {"scores": torch.rand(b2, 2), "score_targets": torch.ones(b2, 2),
+           "global_logits": torch.randn(b2, 2), "oem_logits": torch.randn(b2, 2), "fdm_logits": torch.randn(b2, 2),
+           "oem_feats": torch.randn(b2, 4), "fdm_feats": torch.randn(b2, 4), "memory_oem": torch.randn(2, 4),
+           "memory_fdm": torch.randn(2, 4), "memory_oem_valid": torch.ones(2, dtype=torch.bool),
+           "memory_fdm_valid": torch.ones(2, dtype=torch.bool),
+           "global_feats": torch.randn(b2, 3), "oem_feats_raw": torch.randn(b2, 4)}
+    plain = fed_objective(out, labels, 0.05)
+    assert "triplet" not in plain
+    with_tri = fed_objective(out, labels, 0.05, triplet_weight=2.0, margin=0.3)
+    labels2 = torch.cat([labels, labels])
+    tri = sum(triplet_loss(out[f][r], labels2[r], 0.3) for f in ("global_feats", "oem_feats_raw")
+              for r in (slice(0, 4), slice(4, 8)))
+    assert float(with_tri["triplet"]) == pytest.approx(float(tri))
+    assert float(with_tri["total"]) == pytest.approx(float(plain["total"]) + 0.5 * 2.0 * float(tri))
+    smooth = fed_objective(out, labels, 0.05, label_smoothing=0.1)
+    assert float(smooth["id"]) != pytest.approx(float(plain["id"]))
+    b = _batch()
+    for fed_ls, expect in ((None, 0.1), (0.0, 0.0)):
+        model = build_model(dataclasses.replace(TINY, fed=dataclasses.replace(TINY.fed, label_smoothing=fed_ls)),
+                            2, 2, (H, W)).train()
+        o = model(b, torch.Generator().manual_seed(0))
+        got = model.loss(o, b, LossConfig(label_smoothing=0.1))
+        want = fed_objective(o, b["label"], 0.05, expect)["id"]
+        assert float(got["id"].detach()) == pytest.approx(float(want.detach()))
+
+
 # ------------------------------------------------------------------------------------------------
 # the model
 # ------------------------------------------------------------------------------------------------
@@ -250,7 +332,8 @@ def test_fed_shapes_memory_and_inference_feature():
     assert "memory_oem.features" in model.state_dict()  # the memories travel with the checkpoint
 
 
-@pytest.mark.parametrize("overrides", [{}, HYBRID])
+@pytest.mark.parametrize("overrides", [{}, HYBRID, {"fed": dataclasses.replace(TINY.fed, triplet_weight=1.0,
+                                                                               memory_update="per_sample")}])
 def test_every_trainable_parameter_gets_a_gradient(overrides):
     model = build_model(dataclasses.replace(TINY, **overrides), 2, 2, (H, W)).train()
     b = _batch()

@@ -45,18 +45,24 @@ def test_method_params_are_validated(section, key, value, needle):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["fed", "pgfl_kd"])
-def test_train_and_evaluate_stages_end_to_end(tmp_path, method):
-    repo = make_toy_repo(tmp_path, overrides={"train": {"model": {"method": method}},
+@pytest.mark.parametrize("method, extra", [("fed", {}), ("pgfl_kd", {}),
+                                           ("fed", {"fed": {"memory_init": "train_pass",
+                                                            "memory_update": "per_sample"}})])
+def test_train_and_evaluate_stages_end_to_end(tmp_path, method, extra):
+    repo = make_toy_repo(tmp_path, overrides={"train": {"model": {"method": method, **extra}},
                                               "evaluate": {"batch_size": 4, "fep_images": 0,
                                                            "retrieval_queries": 1, "mask_examples": 1}})
     prepare_labels(repo)
+    logs = {}
     for stage in ("train", "evaluate"):
         proc = subprocess.run([PYTHON, "-m", f"stages.{stage}"], cwd=repo, env=stage_env(), capture_output=True,
                               text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        logs[stage] = proc.stderr + proc.stdout
     ck = torch.load(repo / "models" / "toy" / "model.pt", map_location="cpu", weights_only=True)
     assert ck["meta"]["method"] == method and len(ck["meta"]["history"]) == 2
+    # the training-set pass runs before the first epoch exactly when memory_init is train_pass
+    assert ("a pass over the" in logs["train"]) == bool(extra), logs["train"][-2000:]
     assert all(math.isfinite(v) for h in ck["meta"]["history"] for v in h.values())
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert metrics["method"] == method

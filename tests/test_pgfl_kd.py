@@ -14,7 +14,7 @@ from ogfr_core.config import LossConfig, ModelConfig, PGFLKDConfig, TrainConfig
 from ogfr_core.losses import id_loss, triplet_loss
 from ogfr_core.losses.pgfl_kd import consistent_loss, multi_part_contrastive_loss, pgfl_kd_objective, reid_loss
 from ogfr_core.model import build_model
-from ogfr_core.model.pgfl_kd import positive_sets
+from ogfr_core.model.pgfl_kd import foreground_enhanced, positive_sets
 
 TINY = ModelConfig(backbone="vit_tiny_patch16_224", depth=1, stride=16, patch_size=16, drop_path=0.0,
                    method="pgfl_kd")
@@ -64,6 +64,43 @@ def test_consistent_loss_eq4_and_its_gradient():
     f_f = torch.tensor([[3.0, 4.0]])
     for g in (torch.zeros(1, 2), torch.tensor([[10.0, -7.0]])):
         assert float(consistent_loss(g, g + f_f)) == pytest.approx(25.0)
+
+
+def test_consistent_loss_normalized_form():
+    """The normalised reading of Eq. (4): ‖n(f_G) − sg(n(f_E))‖² = 2 − 2 cos, scale-free, and (unlike the
+    literal form) it depends on f_G, so it can be lowered."""
+    f_g = torch.tensor([[3.0, 4.0]], requires_grad=True)
+    f_e = torch.tensor([[4.0, 3.0]], requires_grad=True)
+    loss = consistent_loss(f_g, f_e, "normalized")
+    assert float(loss.detach()) == pytest.approx(0.08)  # [0.6, 0.8] − [0.8, 0.6] = [−0.2, 0.2]; 2 − 2·24/25
+    assert float(consistent_loss(10 * f_g, 0.1 * f_e, "normalized").detach()) == pytest.approx(0.08)
+    assert float(consistent_loss(f_g, f_e, "literal").detach()) == pytest.approx(2.0)  # the raw scale
+    loss.backward()
+    assert f_e.grad is None
+    # d/dg ‖g/|g| − e'‖² = 2 (I − n nᵀ)(n − e') / |g|, n = [0.6, 0.8], e' = [0.8, 0.6]: orthogonal to g
+    n, e = torch.tensor([0.6, 0.8]), torch.tensor([0.8, 0.6])
+    expect = 2 * (torch.eye(2) - torch.outer(n, n)) @ (n - e) / 5.0
+    assert torch.allclose(f_g.grad[0], expect, atol=1e-6) and abs(float(f_g.grad[0] @ n)) < 1e-6
+    f_f = torch.tensor([[3.0, 4.0]])  # f_E = f_F + f_G: now f_G matters
+    values = [float(consistent_loss(g, g + f_f, "normalized")) for g in (torch.tensor([[1.0, 0.0]]),
+                                                                          torch.tensor([[30.0, 40.0]]))]
+    assert values[0] > 0.3 and values[1] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="cl_form"):
+        consistent_loss(f_g, f_e, "cosine")
+
+
+def test_foreground_enhanced_branch_eq1_to_eq3_by_hand():
+    """Eq. (1)–(3) on N = 2 tokens, D = 2, K = 2 parts."""
+    fmap = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # F_1, F_2
+    heat = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])  # part 1 on token 1, part 2 spread
+    f_g = torch.tensor([[2.0, 3.0]])
+    f_l, att, f_f, f_e = foreground_enhanced(fmap, heat, f_g)
+    assert f_l.tolist() == [[[1.0, 0.0], [0.5, 0.5]]]  # Eq. (1)
+    # f_L = [0.75, 0.25]; F_n · f_L / √2 = [0.75, 0.25] / √2
+    a1 = 1 / (1 + math.exp(-0.5 / math.sqrt(2)))
+    assert att[0].tolist() == pytest.approx([a1, 1 - a1])  # Eq. (2)
+    assert f_f[0].tolist() == pytest.approx([a1, 1 - a1])  # f_F = Σ a_n F_n
+    assert f_e[0].tolist() == pytest.approx([2 + a1, 4 - a1])  # Eq. (3): f_E = f_F + f_G
 
 
 def test_multi_part_contrastive_loss_eq5():
@@ -138,8 +175,9 @@ def _steps(shared_root, tmp_path, pcfg: PGFLKDConfig, steps: int = 12) -> list[d
 
 
 def test_a_few_steps_on_a_real_batch_lower_the_loss(shared_root, tmp_path):
-    """With the paper's λ's the ReID terms fall (L_CL's value ‖f_F‖² is not what its gradient lowers,
-    see the model docstring); without L_CL (Table 6 row 5) the whole Eq. (10) falls."""
+    """With the paper's λ's the ReID terms fall (L_CL's literal value ‖f_F‖² is not what its gradient
+    lowers, see :func:`consistent_loss`); without L_CL (Table 6 row 5) or with its normalised reading the
+    whole Eq. (10) falls."""
     first, last = (lambda h, k: np.mean([x[k] for x in h[:3]])), (lambda h, k: np.mean([x[k] for x in h[-3:]]))
     hist = _steps(shared_root, tmp_path / "paper", PGFLKDConfig())
     reid = lambda h, pick: sum(pick(h, f"loss/reid_{k}") for k in "gev")  # noqa: E731
@@ -147,3 +185,6 @@ def test_a_few_steps_on_a_real_batch_lower_the_loss(shared_root, tmp_path):
     hist = _steps(shared_root, tmp_path / "no_cl", PGFLKDConfig(lambda_cl=0.0))
     assert last(hist, "loss/total") < 0.7 * first(hist, "loss/total"), [x["loss/total"] for x in hist]
     assert last(hist, "loss/mcl") < first(hist, "loss/mcl")
+    hist = _steps(shared_root, tmp_path / "normalized", PGFLKDConfig(cl_form="normalized"))
+    assert all(0.0 <= x["loss/cl"] <= 4.0 for x in hist)  # 2 − 2 cos: bounded, unlike ‖f_F‖²
+    assert last(hist, "loss/total") < 0.7 * first(hist, "loss/total"), [x["loss/total"] for x in hist]

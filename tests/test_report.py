@@ -241,6 +241,21 @@ def test_validation_table_lists_each_swept_extra_under_its_run():
         ["", "", "", "", "+ cpacol_rescore@w=1 (re-scores the top-k; weight=1.0)", "v-cpacol", "62.0", "57.0"]]
 
 
+def test_cpacol_test_set_probe_is_disclosed_where_its_choice_is_shown():
+    """The CpaCol stage-II length was probed on the test set before the validation comparison (commit
+    88db609): the report says so under the validation table (and only when a CpaCol run is listed)."""
+    val = f"datasets.{DATASET}:val"
+    m = {f"{val}.visibility.rank-1": 0.59, f"{val}.visibility.mAP": 0.57}
+    cpacol = {"name": "v-cpacol", "params": {"train.seed": 0, "data.val_ids": 100, "train.model.method": "cpacol"},
+              "metrics": m}
+    other = {"name": "v-base", "params": {"train.seed": 0, "data.val_ids": 100, "train.model.method": "baseline"},
+             "metrics": m}
+    texts = lambda runs: [b[1] for b in ablation_section(runs, "", DATASET).blocks if b[0] == "p"]  # noqa: E731
+    with_cpacol = [t for t in texts([_run("workspace", 0, 0.3, 0.2), cpacol]) if "88db609" in t]
+    assert len(with_cpacol) == 1 and "test set" in with_cpacol[0] and "stage2_epochs" in with_cpacol[0]
+    assert not any("88db609" in t for t in texts([_run("workspace", 0, 0.3, 0.2), other]))
+
+
 def test_repeated_runs_collapse_to_one_row():
     from ogfr_core.report.build import parse_experiments
 

@@ -9,7 +9,8 @@ tests/test_fed.py):
 :func:`memory_logits`          ⟨f, c_j⟩ / τ of Eq. (9): cosine similarity of features and memory
                                centres over the temperature; centres not yet initialised are −inf
 :func:`memory_contrastive_loss` Eq. (9)  −log softmax_j(⟨f, c_j⟩/τ)[y], batch mean
-:func:`fed_objective`          Eq. (10) ½ Σ₂ L_MSE + ½ Σ₆ L_ID + ½ Σ₄ L_C
+:func:`fed_objective`          Eq. (10) ½ Σ₂ L_MSE + ½ Σ₆ L_ID + ½ Σ₄ L_C (+ ½ w Σ₄ L_tri, optional,
+                               not FED's)
 ============================  ====================================================================
 
 ⟨·,·⟩ in Eq. (9) is the cosine similarity: FED's code (``HybridMemory``) normalises both the features
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import id_loss
+from . import id_loss, triplet_loss
 
 
 def oem_mse_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -52,8 +53,8 @@ def memory_contrastive_loss(feats: torch.Tensor, memory: torch.Tensor, labels: t
     return F.cross_entropy(memory_logits(feats, memory.detach(), temperature, valid), labels)
 
 
-def fed_objective(out: dict, labels: torch.Tensor, temperature: float,
-                  label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+def fed_objective(out: dict, labels: torch.Tensor, temperature: float, label_smoothing: float = 0.0,
+                  triplet_weight: float = 0.0, margin: float = 0.3) -> dict[str, torch.Tensor]:
     """Eq. (10): ``L = ½ Σ_{2} L_MSE + ½ Σ_{6} L_ID + ½ Σ_{4} L_C`` from :meth:`ogfr_core.model.fed.FED.forward`.
 
     The two branches (holistic, NPO-augmented: ``2B`` rows, holistic first) each give one L_MSE (OEM
@@ -62,6 +63,10 @@ def fed_objective(out: dict, labels: torch.Tensor, temperature: float,
     L_C (the OEM feature against the OEM-feature memory, the FDM feature against the FDM memory).
     FED's code weighs these differently (L_MSE summed, the augmented branch's OEM L_C × 0.3); we follow
     the paper. Returns the unweighted group sums ``mse``, ``id``, ``contrast`` and ``total``.
+
+    With ``triplet_weight`` w > 0 (a diagnostic, not FED: issue 24) the batch-hard triplet loss (margin
+    ``margin``) on ``global_feats`` and ``oem_feats_raw`` (before the BNNecks), each branch, is added
+    as ``triplet`` (unweighted sum of the four) and ``total`` gains ``½ w · triplet``.
     """
     b = labels.shape[0]
     labels2 = torch.cat([labels, labels])
@@ -74,4 +79,8 @@ def fed_objective(out: dict, labels: torch.Tensor, temperature: float,
                    for rows in (slice(0, b), slice(b, None)))
     terms = {"mse": mse, "id": ids, "contrast": contrast}
     terms["total"] = 0.5 * (mse + ids + contrast)
+    if triplet_weight > 0:
+        terms["triplet"] = sum(triplet_loss(out[f][rows], labels2[rows], margin)
+                               for f in ("global_feats", "oem_feats_raw") for rows in (slice(0, b), slice(b, None)))
+        terms["total"] = terms["total"] + 0.5 * triplet_weight * terms["triplet"]
     return terms

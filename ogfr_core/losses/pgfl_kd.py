@@ -4,7 +4,9 @@ hand-computed values in tests/test_pgfl_kd.py):
 
 ================================  ================================================================
 :func:`consistent_loss`            Eq. (4)  ‖f_G − sg(f_E)‖²₂ (squared L2 norm), batch mean; the FEB's
-                                   foreground-enhanced feature is the detached teacher
+                                   foreground-enhanced feature is the detached teacher; ``form``
+                                   ``literal`` (raw features, as written) or ``normalized`` (both
+                                   L2-normalised first: our reading of an ambiguous scale)
 :func:`multi_part_contrastive_loss` Eq. (5)  −Σ_i log Σ_{j∈P(i)} exp(f_g,j·f_p,i) / Σ_j exp(f_g,j·f_p,i),
                                    batch mean; part features detached (teacher)
 :func:`reid_loss`                  L_ReID = ID (cross-entropy on the BNNeck's logits) + batch-hard
@@ -15,13 +17,40 @@ hand-computed values in tests/test_pgfl_kd.py):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from . import id_loss, triplet_loss
 
 
-def consistent_loss(f_g: torch.Tensor, f_e: torch.Tensor) -> torch.Tensor:
-    """Eq. (4): ``‖f_G − f_E‖²₂`` per image (sum over channels), mean over the batch; ``f_E`` detached."""
-    return (f_g.float() - f_e.detach().float()).pow(2).sum(1).mean()
+#: the readings of Eq. (4) ``train.model.pgfl_kd.cl_form`` selects
+CL_FORMS = ("literal", "normalized")
+
+
+def consistent_loss(f_g: torch.Tensor, f_e: torch.Tensor, form: str = "literal") -> torch.Tensor:
+    """Eq. (4), the consistent loss, ``f_E`` detached (the teacher).
+
+    Args:
+        f_g: global feature ``[B, D]``; f_e: foreground-enhanced feature ``[B, D]`` (Eq. 3).
+        form: ``"literal"`` — ``‖f_G − sg(f_E)‖²₂`` on the raw features, as Eq. (4) is written (its
+            value is ‖f_F‖² since f_E = f_F + f_G, and its scale follows the features' norm: ≈ 28 for
+            our [cls] tokens); ``"normalized"`` — ``‖n(f_G) − sg(n(f_E))‖²₂`` with ``n`` the L2
+            normalisation (``= 2 − 2 cos(f_G, f_E)``, in [0, 4]): our reading of an ambiguous scale (the
+            text calls Eq. 2 a cosine similarity and Fig. 3 tunes λ_cl together with λ_mcl, which
+            suggests an order-1 term); the paper does not say.
+
+    Returns:
+        The per-image squared distance (sum over channels), mean over the batch (a scalar).
+
+    Raises:
+        ValueError: an unknown ``form``.
+    """
+    if form not in CL_FORMS:
+        raise ValueError(f"consistent_loss: form {form!r} is not one of {list(CL_FORMS)} "
+                         f"(train.model.pgfl_kd.cl_form)")
+    g, e = f_g.float(), f_e.detach().float()
+    if form == "normalized":
+        g, e = F.normalize(g, dim=1), F.normalize(e, dim=1)
+    return (g - e).pow(2).sum(1).mean()
 
 
 def multi_part_contrastive_loss(f_g: torch.Tensor, f_p: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -51,12 +80,14 @@ def reid_loss(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, m
 
 
 def pgfl_kd_objective(out: dict, labels: torch.Tensor, positives: torch.Tensor, lambda_cl: float,
-                      lambda_mcl: float, margin: float = 0.3, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+                      lambda_mcl: float, margin: float = 0.3, label_smoothing: float = 0.0,
+                      cl_form: str = "literal") -> dict[str, torch.Tensor]:
     """Eq. (10) from :meth:`ogfr_core.model.pgfl_kd.PGFLKD.forward`: ``reid_g``, ``reid_e``, ``reid_v``,
-    ``cl`` (Eq. 4), ``mcl`` (Eq. 5) unweighted, and ``total``."""
+    ``cl`` (Eq. 4 in the reading ``cl_form``, :func:`consistent_loss`), ``mcl`` (Eq. 5) unweighted, and
+    ``total``."""
     f, lg = out["feats"], out["logits"]
     terms = {f"reid_{n}": reid_loss(f[n], lg[n], labels, margin, label_smoothing) for n in ("g", "e", "v")}
-    terms["cl"] = consistent_loss(f["g"], f["e"])
+    terms["cl"] = consistent_loss(f["g"], f["e"], cl_form)
     terms["mcl"] = multi_part_contrastive_loss(f["g"], f["p"], positives)
     terms["total"] = (terms["reid_g"] + terms["reid_e"] + terms["reid_v"]
                       + lambda_cl * terms["cl"] + lambda_mcl * terms["mcl"])

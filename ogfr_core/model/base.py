@@ -16,6 +16,9 @@ method-specific branch exists outside the method's own module:
                                         camids)`` instead and inherits ``extract``
 ``erasing_mask(images, z, camids)``     Fig. 7's retain probability ``[B, Hp, Wp]``, or None
 ``on_epoch_start(epoch)``               per-epoch bookkeeping (OGFR: refresh the frozen p^b network)
+``wants_training_set_pass()``           whether the training stage should run
+``initialize_from_training_set(b)``     once before a fresh run: a pass over the training set (FED's
+                                        memory initialisation); neither by default
 ``trainable_parameters()``              what the optimiser updates
 ``count_parameters()``                  the model's size (frozen training-only copies excluded)
 ``training_phases(train_cfg)``          the training run's phases (:class:`TrainingPhase`; one by
@@ -102,6 +105,16 @@ class ReIDMethod(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the training loop before epoch ``epoch`` (0-based); nothing by default."""
+
+    def wants_training_set_pass(self) -> bool:
+        """Whether the training stage calls :meth:`initialize_from_training_set` before the first epoch
+        of a fresh (not resumed) run; False by default."""
+        return False
+
+    def initialize_from_training_set(self, batches) -> None:
+        """One pass over the training set (``batches``: dicts with ``image [B, 3, H, W]`` (test
+        transform), ``camid [B]``, ``label [B]``, on the model's device) before training; nothing by
+        default."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser updates (``requires_grad``)."""

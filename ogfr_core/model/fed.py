@@ -19,11 +19,16 @@ Training (Fig. 2), two weight-sharing branches run as one encoder pass over ``2B
    Each ``f'_i`` gets a BNNeck (as FED's code); their concatenation ``f' [N·D]`` is the OEM feature:
    ID loss (one classifier over N·D), memory content, FDM query, and the inference feature.
 4. **Memory** (Eq. 3): identity centres ``c_k ← m c_k + (1−m) mean_{b: y_b = k} f'_b`` (m = 0.2), from the
-   holistic branch only (§3.3). FED initialises the centres with a pass over the training set before
-   training; we initialise a centre with its identity's batch mean the first time the identity is
-   seen (the training loop has no such pass; with the PK sampler every identity is seen in the first
-   epoch), and centres not yet seen take no part in the search or in Eq. (9). FED's code updates
-   per sample, in batch order; we follow Eq. (3) (batch mean per identity).
+   holistic branch only (§3.3). Initialisation (``model.fed.memory_init``): ``first_batch`` (default,
+   the recorded runs) sets a centre to its identity's batch mean the first time the identity is seen
+   (with the PK sampler every identity is seen in the first epoch; centres not yet seen take no part
+   in the search or in Eq. 9) — that centre then contains the sample itself, a trivial positive;
+   ``train_pass`` is FED's code: before training, one eval-mode pass over the whole training set
+   (test transform) sets every centre to the mean OEM feature of its identity
+   (:meth:`FED.initialize_from_training_set`; FED's code gives the FDM memory the same OEM centres).
+   Update (``model.fed.memory_update``): ``batch_mean`` (default) follows Eq. (3) with the batch mean
+   per identity; ``per_sample`` is FED's code (one momentum step per image, in batch order, so an
+   identity with K images in the batch moves K steps).
 5. **FDM** (Eq. 4–7, :class:`FeatureDiffusionModule`): the K = 8 most cosine-similar centres of *other*
    identities (memory searching) are keys/values of a multi-head cross-attention (8 heads over N·D
    channels) from ``f'``; the output, per stripe, goes through FFN1, is weighted by the OEM scores and
@@ -34,7 +39,11 @@ Training (Fig. 2), two weight-sharing branches run as one encoder pass over ``2B
    code reuses the OEM's, which mixes both features in the running statistics used at inference).
 6. **Losses** (Eq. 10, :func:`~ogfr_core.losses.fed.fed_objective`): ½ Σ L_MSE + ½ Σ L_ID (the [cls]
    feature through a BNNeck, the OEM and the FDM features; two branches) + ½ Σ L_C. No triplet loss
-   (neither the paper nor FED's code has one).
+   (neither FED's method nor its code has one; its Table 3 rows 0–4, the baselines, train ID +
+   triplet): ``model.fed.triplet_weight > 0`` adds ``½ w Σ L_tri`` on the [cls] and OEM features
+   before their BNNecks, both branches (a diagnostic). The ID losses' label smoothing is
+   ``model.fed.label_smoothing`` (null: ``train.loss.label_smoothing``, 0.1 on the default profile;
+   FED's code: 0).
 
 Inference (:meth:`FED.extract`): the FDM is dropped (§3.2); the feature is the concatenated OEM
 feature ``f' [B, N·D]`` after the BNNecks — FED's code evaluates exactly this vector (its [cls] feature
@@ -48,7 +57,7 @@ rank 0's memories, so every centre moves with 1/world of the batches (not gather
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +66,7 @@ from torch import nn
 from ..data.occlusion_aug import npo_augment, npo_stripe_targets
 from ..losses.fed import fed_objective
 from .backbone import build_encoder
-from .base import ReIDMethod
+from .base import ReIDMethod, eval_mode
 from .neck import make_bnneck, make_classifier
 from .registry import ModelConfigError, register_method
 
@@ -149,9 +158,10 @@ class FeatureMemory(nn.Module):
     ([2.0, 0.0], [False, True, False])
     """
 
-    def __init__(self, num_classes: int, num_features: int, momentum: float = 0.2) -> None:
+    def __init__(self, num_classes: int, num_features: int, momentum: float = 0.2, per_sample: bool = False) -> None:
         super().__init__()
         self.momentum = float(momentum)
+        self.per_sample = bool(per_sample)
         self.register_buffer("features", torch.zeros(num_classes, num_features))
         self.register_buffer("valid", torch.zeros(num_classes, dtype=torch.bool))
 
@@ -171,10 +181,29 @@ class FeatureMemory(nn.Module):
         self.valid |= new
 
     @torch.no_grad()
+    def set_centres(self, centres: torch.Tensor, present: torch.Tensor) -> None:
+        """Overwrite the centres of the identities with ``present [C]`` True by ``centres [C, F]`` and
+        mark exactly those initialised (a pass over the training set)."""
+        self.features[present] = centres[present].to(self.features)
+        self.valid.copy_(present)
+
+    @torch.no_grad()
     def update(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. (3): ``c_k ← m c_k + (1 − m) · mean_{b: y_b = k} f_b`` for every identity k in the batch
-        (an identity seen for the first time is initialised to its mean instead)."""
+        (an identity seen for the first time is initialised to its mean first). With ``per_sample``
+        (FED's code): ``c_{y_b} ← m c_{y_b} + (1 − m) f_b`` for b = 1..B in order.
+
+        >>> mem = FeatureMemory(1, 1, momentum=0.2, per_sample=True)
+        >>> mem.set_centres(torch.zeros(1, 1), torch.tensor([True]))
+        >>> mem.update(torch.tensor([[1.], [2.]]), torch.tensor([0, 0]))
+        >>> round(float(mem.features[0, 0]), 4)  # 0.2·(0.2·0 + 0.8·1) + 0.8·2
+        1.76
+        """
         self.initialize(feats, labels)
+        if self.per_sample:
+            for f, y in zip(feats.detach().float(), labels.tolist()):
+                self.features[y] = self.momentum * self.features[y] + (1 - self.momentum) * f
+            return
         means, present = self.class_means(feats.detach().float(), labels, self.features.shape[0])
         self.features[present] = self.momentum * self.features[present] + (1 - self.momentum) * means[present]
 
@@ -225,8 +254,9 @@ class FED(ReIDMethod):
         self.fdm = FeatureDiffusionModule(dim, n, self.fcfg.num_heads, self.fcfg.ffn_ratio)
         self.fdm_necks = nn.ModuleList([make_bnneck(dim) for _ in range(n)])
         self.fdm_classifier = make_classifier(n * dim, num_classes)
-        self.memory_oem = FeatureMemory(num_classes, n * dim, self.fcfg.memory_momentum)
-        self.memory_fdm = FeatureMemory(num_classes, n * dim, self.fcfg.memory_momentum)
+        per_sample = self.fcfg.memory_update == "per_sample"
+        self.memory_oem = FeatureMemory(num_classes, n * dim, self.fcfg.memory_momentum, per_sample)
+        self.memory_fdm = FeatureMemory(num_classes, n * dim, self.fcfg.memory_momentum, per_sample)
 
     # ------------------------------------------------------------------------------------------
     def stripes(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -241,22 +271,25 @@ class FED(ReIDMethod):
         """BNNeck per stripe: ``[B, N, D] → [B, N, D]``."""
         return torch.stack([neck(parts[:, i]) for i, neck in enumerate(necks)], 1)
 
-    def erase(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stripes → OEM (Eq. 1) → BNNecks: ``(scores [B, N], parts_bn [B, N, D], f' [B, N·D])``."""
+    def erase(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stripes → OEM (Eq. 1) → BNNecks: ``(scores [B, N], parts_bn [B, N, D], f' [B, N·D], the
+        weighted stripes before the BNNecks [B, N·D])``."""
         parts = self.stripes(tokens)
         scores = self.oem(parts)  # [B, N]
-        parts_bn = self._necks(self.oem_necks, scores[..., None] * parts)
-        return scores, parts_bn, parts_bn.flatten(1)
+        weighted = scores[..., None] * parts  # [B, N, D]
+        parts_bn = self._necks(self.oem_necks, weighted)
+        return scores, parts_bn, parts_bn.flatten(1), weighted.flatten(1)
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, Any]:
         """Training forward on ``image`` (holistic), ``label_map``, ``z``, ``label``, ``camid``.
 
         Returns (rows: B holistic, then B NPO-augmented): ``global_logits``, ``oem_logits``,
         ``fdm_logits`` ``[2B, C]``; ``scores``/``score_targets`` ``[2B, N]``; ``oem_feats``/``fdm_feats``
-        ``[2B, N·D]``; ``memory_oem``/``memory_fdm`` ``[C, N·D]`` and their ``_valid`` ``[C]`` (the
-        memories the losses compare with: after initialising this batch's new identities, before the
-        momentum update); ``npo_boxes`` ``[B, 4]`` (y, x, h, w of each obstacle) and ``npo_applied``
-        ``[B]``; ``stats``. In training the memories are then updated (Eq. 3).
+        ``[2B, N·D]``; ``global_feats`` ``[2B, D]`` and ``oem_feats_raw`` ``[2B, N·D]`` (before the
+        BNNecks, for the optional triplet loss); ``memory_oem``/``memory_fdm`` ``[C, N·D]`` and their
+        ``_valid`` ``[C]`` (the memories the losses compare with: after initialising this batch's new
+        identities, before the momentum update); ``npo_boxes`` ``[B, 4]`` (y, x, h, w of each obstacle)
+        and ``npo_applied`` ``[B]``; ``stats``. In training the memories are then updated (Eq. 3).
         """
         fc = self.fcfg
         x, labels, camids = batch["image"], batch["label"], batch["camid"]
@@ -266,7 +299,7 @@ class FED(ReIDMethod):
         masks = npo_stripe_targets(occ.boxes, occ.applied, h, w, fc.num_stripes, fc.stripe_threshold)  # [B, N]
         targets = torch.cat([x.new_ones(b, fc.num_stripes), masks.to(x)])  # holistic rows: all human parts
         tokens = self.encoder(torch.cat([x, occ.images]), None, torch.cat([camids, camids]))  # [2B, L, D]
-        scores, parts_bn, f_oem = self.erase(tokens)
+        scores, parts_bn, f_oem, f_oem_raw = self.erase(tokens)
         labels2 = torch.cat([labels, labels])
         if self.training:
             self.memory_oem.initialize(f_oem[:b], labels)
@@ -285,13 +318,49 @@ class FED(ReIDMethod):
         return {"global_logits": self.global_classifier(self.global_neck(tokens[:, 0])),
                 "oem_logits": self.oem_classifier(f_oem), "fdm_logits": self.fdm_classifier(f_fdm),
                 "scores": scores, "score_targets": targets, "oem_feats": f_oem, "fdm_feats": f_fdm,
+                "global_feats": tokens[:, 0], "oem_feats_raw": f_oem_raw,
                 "memory_oem": mem_oem, "memory_oem_valid": valid_oem, "memory_fdm": mem_fdm,
                 "memory_fdm_valid": valid_fdm, "npo_boxes": occ.boxes, "npo_applied": occ.applied,
                 "stats": stats}
 
     def loss(self, out: dict[str, Any], batch: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
-        """Eq. (10) (:func:`~ogfr_core.losses.fed.fed_objective`), label smoothing from ``train.loss``."""
-        return fed_objective(out, batch["label"], self.fcfg.temperature, cfg.label_smoothing)
+        """Eq. (10) (:func:`~ogfr_core.losses.fed.fed_objective`); label smoothing ``model.fed.label_smoothing``
+        (null: ``train.loss.label_smoothing``), optional triplet (``model.fed.triplet_weight``, margin
+        ``train.loss.triplet_margin``)."""
+        ls = cfg.label_smoothing if self.fcfg.label_smoothing is None else self.fcfg.label_smoothing
+        return fed_objective(out, batch["label"], self.fcfg.temperature, ls, self.fcfg.triplet_weight,
+                             cfg.triplet_margin)
+
+    def wants_training_set_pass(self) -> bool:
+        """True with ``model.fed.memory_init: train_pass`` (the training stage then calls
+        :meth:`initialize_from_training_set` before the first epoch of a fresh run)."""
+        return self.fcfg.memory_init == "train_pass"
+
+    @torch.no_grad()
+    def initialize_from_training_set(self, batches: Iterable[dict[str, torch.Tensor]]) -> None:
+        """FED's code's memory initialisation: every centre := the mean OEM feature f' ``[N·D]`` (the
+        inference feature, eval mode) of its identity's training images, in both memories (FED's code
+        gives the FDM memory the same OEM centres). ``batches``: dicts with ``image [B, 3, H, W]``,
+        ``camid [B]``, ``label [B]`` over the training set (test transform, no augmentation).
+        Identities absent from ``batches`` stay uninitialised.
+
+        Raises:
+            ValueError: ``batches`` yielded no image.
+        """
+        mem = self.memory_oem
+        sums = torch.zeros_like(mem.features)  # [C, N·D]
+        counts = torch.zeros(mem.features.shape[0], dtype=torch.long, device=mem.features.device)
+        with eval_mode(self):
+            for b in batches:
+                labels = b["label"].to(counts.device)
+                sums.index_add_(0, labels, self.global_feature(b["image"], b["camid"]).float())
+                counts += torch.bincount(labels, minlength=counts.shape[0])
+        if int(counts.sum()) == 0:
+            raise ValueError("FED.initialize_from_training_set: the training-set pass yielded no image")
+        present = counts > 0
+        centres = sums / counts.clamp_min(1)[:, None].to(sums.dtype)
+        self.memory_oem.set_centres(centres, present)
+        self.memory_fdm.set_centres(centres, present)
 
     def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """Inference without the FDM: f' ``[B, N·D]`` (OEM-weighted stripes after their BNNecks,

@@ -23,7 +23,18 @@ then one transformer layer (a copy of the encoder's last block + LayerNorm, as t
 ``rec_b``) reads ``[f_c; f_q; f_g^(1..K)]`` (Eq. 11: f_c the mean of the query's and the neighbours'
 [cls] tokens, then the query's and the neighbours' patch tokens) and its [cls] output, after its own
 BNNeck, is the query's feature. Gallery features are then the dense encoder's (the official
-evaluation code: gallery at keep rate 1.0). This is ``evaluate.fpc.consolidation`` (default off),
+evaluation code: gallery at keep rate 1.0).
+
+**Depth of the consolidated feature** (``model.fpc.decoder_input``, issue 24). In the official code
+the global head ``b1`` and the consolidation decoder ``rec_b`` are parallel copies of the last block
+(+ LayerNorm), both reading the un-normed tokens of the blocks before it; memory, search and decoder
+all use those tokens, so the consolidated query and the gallery features come out at the same depth.
+``parallel`` does that here (the encoder's own last block + norm plays ``b1``; the decoder reads the
+tokens before the last block, as does the neighbour search). ``final`` (the default, what the
+recorded runs used) feeds the encoder's normed output to the decoder, which stacks one more block
+on top: the consolidated query then sits one block deeper than the gallery features it is compared
+with, and no loss ties the two spaces (L_C trains the decoder's own classifier). The sparse encoder
+(the comparable row) is the same in both. This is ``evaluate.fpc.consolidation`` (default off),
 reported as "uses the test gallery": the standard protocol never lets a query see other gallery
 images. See :class:`FPCConsolidation` for its memory bound.
 
@@ -185,6 +196,7 @@ class FPC(ReIDMethod):
         self.neck = make_bnneck(dim)
         self.classifier = make_classifier(dim, num_classes)
         self.consolidates = bool(fc.consolidation)
+        self.decoder_input = fc.decoder_input
         if self.consolidates:  # the official code's rec_b: a copy of the (pretrained) last block + norm
             self.decoder = copy.deepcopy(self.encoder.blocks[-1])
             self.decoder_norm = copy.deepcopy(self.encoder.norm)
@@ -192,15 +204,32 @@ class FPC(ReIDMethod):
             self.rec_classifier = make_classifier(dim, num_classes)
 
     # ---------------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor, camids: torch.Tensor, keep_rate: float | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sparse encoder S at ``keep_rate`` (default γ): ``images [B, 3, H, W]`` → ``(trunk, final)``:
+        ``trunk [B, 1 + N'', D]`` the un-normed tokens after every block but the last (the input of the
+        official code's parallel heads ``b1`` / ``rec_b``), ``final [B, 1 + N', D]`` after the last block
+        and the final LayerNorm ([cls] first; kept tokens, then the fused token, after each pruning)."""
+        keep = self.keep_rate if keep_rate is None else keep_rate
+        fuse, last = self.cfg.fpc.fuse_token, len(self.encoder.blocks) - 1
+        x = input_tokens(self.encoder, images, None, camids)  # [B, 1 + N, D]
+        for i, blk in enumerate(self.encoder.blocks[:-1]):
+            x, _ = block_forward(blk, x, keep if i in self.prune_blocks else 1.0, fuse)
+        y, _ = block_forward(self.encoder.blocks[-1], x, keep if last in self.prune_blocks else 1.0, fuse)
+        return x, self.encoder.norm(y)
+
     def sparse_tokens(self, images: torch.Tensor, camids: torch.Tensor, keep_rate: float | None = None
                       ) -> torch.Tensor:
         """The sparse encoder S: ``images [B, 3, H, W]`` → tokens after the final LayerNorm
-        ``[B, 1 + N', D]`` ([cls] first; kept tokens, then the fused token, after each pruning)."""
-        keep = self.keep_rate if keep_rate is None else keep_rate
-        x = input_tokens(self.encoder, images, None, camids)  # [B, 1 + N, D]
-        for i, blk in enumerate(self.encoder.blocks):
-            x, _ = block_forward(blk, x, keep if i in self.prune_blocks else 1.0, self.cfg.fpc.fuse_token)
-        return self.encoder.norm(x)
+        ``[B, 1 + N', D]`` (the ``final`` of :meth:`encode`)."""
+        return self.encode(images, camids, keep_rate)[1]
+
+    def consolidation_tokens(self, trunk: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+        """The tokens the neighbour search and the decoder read, by ``model.fpc.decoder_input``:
+        ``final`` (the encoder's normed output; the decoder then sits one block deeper than the gallery
+        features) or ``parallel`` (``trunk``: the decoder is a parallel copy of the last block, as the
+        official code's ``rec_b`` beside ``b1``, so query and gallery features come out at one depth)."""
+        return trunk if self.decoder_input == "parallel" else final
 
     def dense_tokens(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """The memory's tokens: the encoder at keep rate 1, ``[B, 1 + N, D]``."""
@@ -230,7 +259,7 @@ class FPC(ReIDMethod):
         """S on the occlusion-augmented view; with consolidation also the decoder, whose neighbours are
         the batch's other images (dense tokens of the holistic view, no gradient)."""
         images = batch.get("image_occ", batch["image"])
-        tokens = self.sparse_tokens(images, batch["camid"])  # [B, 1 + N', D]
+        trunk, tokens = self.encode(images, batch["camid"])  # [B, 1 + N'', D], [B, 1 + N', D]
         f = tokens[:, 0]
         f_bn = self.neck(f)
         out: dict[str, Any] = {"sparse": {"feats": f, "feats_bn": f_bn, "logits": self.classifier(f_bn),
@@ -241,14 +270,16 @@ class FPC(ReIDMethod):
                 was = self.encoder.training
                 self.encoder.eval()  # a memory, as the gallery's at test time: no drop-path, no BN update
                 try:
-                    memory = self.dense_tokens(batch["image"], batch["camid"])  # [B, 1 + N, D]
+                    dense = self.encode(batch["image"], batch["camid"], 1.0)
+                    memory = self.consolidation_tokens(*dense)  # [B, 1 + N, D]
                 finally:
                     self.encoder.train(was)
                 b = images.shape[0]
-                idx = self.neighbours(tokens.detach(), memory[:, 0], lambda i: memory[:, 1:][i],
+                query = self.consolidation_tokens(trunk, tokens)  # [B, 1 + M, D]
+                idx = self.neighbours(query.detach(), memory[:, 0], lambda i: memory[:, 1:][i],
                                       self.cfg.fpc.neighbours, self.cfg.fpc.shortlist,
                                       exclude=torch.arange(b, device=images.device))  # [B, K]
-            rec = self.consolidate(tokens, memory[idx])  # [B, D]
+            rec = self.consolidate(self.consolidation_tokens(trunk, tokens), memory[idx])  # [B, D]
             rec_bn = self.rec_neck(rec)
             same = (batch["label"][idx] == batch["label"][:, None]).float().mean()
             out["consolidated"] = {"feats": rec, "feats_bn": rec_bn, "logits": self.rec_classifier(rec_bn),
@@ -319,6 +350,7 @@ class FPCConsolidation:
         fc = self.model.cfg.fpc
         return {"neighbours": self.k, "shortlist": self.shortlist, "alpha": fc.alpha, "keep_rate": fc.keep_rate,
                 "gallery_features": "dense (keep rate 1), as the official evaluation code",
+                "decoder_input": fc.decoder_input,
                 "compare_with": "the global row: the sparse encoder alone, FPC's number under the standard protocol"}
 
     def distance_blocks(self, ctx):
@@ -334,9 +366,10 @@ class FPCConsolidation:
         mem_cls = torch.empty(n_g, dim)
         g_feat = torch.empty(n_g, dim)
         for rows, b in ctx.batches("gallery"):
-            tok = m.dense_tokens(b["image"], b["camid"])  # [b, 1 + N, D]
+            trunk, final = m.encode(b["image"], b["camid"], 1.0)  # dense: [b, 1 + N, D] each
+            tok = m.consolidation_tokens(trunk, final)
             mem_cls[rows] = tok[:, 0].float().cpu()
-            g_feat[rows] = m.neck(tok[:, 0]).float().cpu()
+            g_feat[rows] = m.neck(final[:, 0]).float().cpu()
             store.write(rows, tok[:, 1:])
         mem_cls_dev = mem_cls.to(dev)
         s = min(self.shortlist, n_g)
@@ -344,7 +377,7 @@ class FPCConsolidation:
         sub = rows_per_chunk(per_query, ctx.chunk_mb)
         q_feat = torch.empty(n_q, dim)
         for rows, b in ctx.batches("query"):
-            tokens = m.sparse_tokens(b["image"], b["camid"])  # [b, 1 + M, D]
+            tokens = m.consolidation_tokens(*m.encode(b["image"], b["camid"]))  # [b, 1 + M, D]
             for s0 in range(0, tokens.shape[0], sub):
                 t = tokens[s0:s0 + sub]
                 idx = m.neighbours(t, mem_cls_dev, lambda i: store.read(i).to(dev), self.k, self.shortlist)

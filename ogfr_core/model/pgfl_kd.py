@@ -23,7 +23,9 @@ same augmentation as the baseline; the paper trains a ResNet-50 with random eras
   ``f_V = f_G + f_P`` (Eq. 6).
 
 Losses (Eq. 10, :func:`~ogfr_core.losses.pgfl_kd.pgfl_kd_objective`): L_ReID (ID on a BNNeck + batch-hard
-triplet before it) on f_G, f_E and f_V; λ_cl·L_CL (Eq. 4, f_E detached) + λ_mcl·L_MCL (Eq. 5, f_P
+triplet before it) on f_G, f_E and f_V; λ_cl·L_CL (Eq. 4, f_E detached; ``cl_form`` picks the raw
+features as written or L2-normalised ones, an ambiguity of scale, see
+:func:`~ogfr_core.losses.pgfl_kd.consistent_loss`) + λ_mcl·L_MCL (Eq. 5, f_P
 detached; positives: the part itself and its left/right mirror). Inference: only the MB — f_G after
 its BNNeck ``[B, D]``, no parts (§3.5), so the pose/parsing input is not needed at test time.
 
@@ -55,6 +57,23 @@ def positive_sets(mirror: tuple[int, ...] = MIRROR) -> torch.Tensor:
     pos = torch.eye(k, dtype=torch.bool)
     pos[torch.arange(k), torch.tensor(mirror)] = True
     return pos
+
+
+def foreground_enhanced(fmap: torch.Tensor, heat: torch.Tensor, f_g: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The FEB (Eq. 1–3) on the patch tokens ``fmap [B, N, D]`` with part heatmaps ``heat [B, K, N]``
+    and the global feature ``f_g [B, D]``.
+
+    Returns:
+        ``(f_l [B, K, D], a [B, N], f_F [B, D], f_E [B, D])``: part features ``f_l,k = Σ_n H_k[n] F_n``
+        (Eq. 1); attention ``a = softmax_n(F_n · f_L / √D)`` with ``f_L = mean_k f_l,k`` (Eq. 2; the
+        1/√D scale is ours, see the module docstring); ``f_F = Σ_n a_n F_n``; ``f_E = f_F + f_G`` (Eq. 3).
+    """
+    f_l = heat @ fmap  # [B, K, D], Eq. (1)
+    f_L = f_l.mean(1)  # [B, D]
+    att = torch.softmax((fmap @ f_L[:, :, None]).squeeze(-1) * fmap.shape[-1] ** -0.5, dim=1)  # [B, N], Eq. (2)
+    f_f = (att[..., None] * fmap).sum(1)  # [B, D]
+    return f_l, att, f_f, f_f + f_g  # f_E = f_F + f_G, Eq. (3)
 
 
 @register_method("pgfl_kd")
@@ -113,10 +132,7 @@ class PGFLKD(ReIDMethod):
         tokens = self.encoder(images, None, batch["camid"])  # [B, 1 + N, D]
         f_g, fmap = tokens[:, 0], tokens[:, 1:]  # [B, D], [B, N, D]
         heat = self.part_heatmaps(label_map).to(fmap.dtype)  # [B, K, N]
-        f_l = heat @ fmap  # [B, K, D], Eq. (1)
-        f_L = f_l.mean(1)  # [B, D]
-        att = torch.softmax((fmap @ f_L[:, :, None]).squeeze(-1) * fmap.shape[-1] ** -0.5, dim=1)  # [B, N], Eq. (2)
-        f_e = (att[..., None] * fmap).sum(1) + f_g  # f_E = f_F + f_G, Eq. (3)
+        f_l, att, _, f_e = foreground_enhanced(fmap, heat, f_g)  # Eq. (1)-(3)
         f_p = torch.cat([sab(f_l[:, i]) for i, sab in enumerate(self.sab)], dim=1)  # [B, D]
         feats = {"g": f_g, "e": f_e, "v": f_g + f_p, "p": f_p}  # Eq. (6)
         logits = {n: self.classifiers[n](self.necks[n](feats[n])) for n in ("g", "e", "v")}
@@ -124,9 +140,9 @@ class PGFLKD(ReIDMethod):
 
     def loss(self, out: dict[str, Any], batch: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
         """Eq. (10) (:func:`~ogfr_core.losses.pgfl_kd.pgfl_kd_objective`); triplet margin and label
-        smoothing from ``train.loss``."""
+        smoothing from ``train.loss``, the Eq. (4) reading from ``train.model.pgfl_kd.cl_form``."""
         return pgfl_kd_objective(out, batch["label"], self.positives, self.pcfg.lambda_cl, self.pcfg.lambda_mcl,
-                                 cfg.triplet_margin, cfg.label_smoothing)
+                                 cfg.triplet_margin, cfg.label_smoothing, self.pcfg.cl_form)
 
     def global_feature(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
         """MB only (§3.5): f_G after its BNNeck ``[B, D]``; :meth:`extract` wraps it."""

@@ -65,6 +65,21 @@ def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: P
     return label_maps, z, hidden
 
 
+def training_set_pass(model, train: pd.DataFrame, data_cfg: DataConfig, cfg: TrainConfig, device) -> None:
+    """Run ``model.initialize_from_training_set`` over every training image once, in index order, with
+    the test transform (resize + normalise, no augmentation) in batches of P×K (FED's memory
+    initialisation, ``train.model.fed.memory_init: train_pass``)."""
+    from ..data.dataset import ReIDImageDataset, build_test_loader
+    from ..data.transforms import TestTransform
+
+    aug = cfg.augment
+    dataset = ReIDImageDataset(train, Path(data_cfg.root), TestTransform(data_cfg.height, data_cfg.width,
+                                                                          aug.mean, aug.std))
+    loader = build_test_loader(dataset, cfg.ids_per_batch * cfg.images_per_id, data_cfg.num_workers)
+    log.info("%s: a pass over the %d training images before training", cfg.model.method, len(train))
+    model.initialize_from_training_set({k: b[k].to(device) for k in ("image", "camid", "label")} for b in loader)
+
+
 def train_from_files(data_cfg: DataConfig, cfg: TrainConfig, occlusion: OcclusionRule, *, index_path: Path, parse_dir: Path,
                      occlusion_path: Path, out_dir: Path, live_dir: Path | None = "dvclive") -> dict[str, Any]:
     """Train on the ``train`` split of the index and write ``out_dir/{last,model}.pt``.
@@ -166,6 +181,8 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, occlusion: Occlusi
                           steps, device)
         phase_resumed = trainer.resume()
         resumed = resumed or phase_resumed
+        if i == 0 and not phase_resumed and model.wants_training_set_pass():
+            training_set_pass(model, train, data_cfg, cfg, trainer.device)
         if i == 0 and rank == 0 and live_dir is not None:
             from dvclive import Live
 
