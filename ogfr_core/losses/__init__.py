@@ -14,6 +14,7 @@ Every term is a named function (tested against hand-computed values in tests/tes
                         margin ranking loss, margin 0.3), on features before BNNeck
 :func:`part_triplet_loss` Eq. (20) L_tri(f^g) + mean_i L_tri(f^i)
 :func:`policy_gradient_loss` Eq. (9) −mean_{b, images} R_b · Σ_t log π(a_{b,t} | s_{b,t})
+:func:`policy_advantage` R_b of Eq. (9) as an advantage: leave-one-out baseline, batch standardisation
 :func:`objective`       Eq. (21) (or the baseline / single-branch objectives), returns every term
 ======================  =====================================================================
 """
@@ -123,6 +124,32 @@ def policy_gradient_loss(log_prob: torch.Tensor, reward: torch.Tensor) -> torch.
     return -(reward.detach() * log_prob).mean()
 
 
+def policy_advantage(reward: torch.Tensor, leave_one_out: bool = False, standardise: bool = False,
+                     eps: float = 1e-8) -> torch.Tensor:
+    """Advantage of each episode for Eq. (9), rewards ``[E, B]`` → ``[E, B]`` (no gradient).
+
+    * ``leave_one_out`` (RLOO, Kool et al. 2019): ``A_e = r_e − 1/(E−1) Σ_{e'≠e} r_{e'}`` per image —
+      an unbiased baseline that removes what all masks of an image share (how far the network moved,
+      how hard the image is), leaving what this mask did better than the others. Needs ``E ≥ 2``.
+    * ``standardise``: ``(A − mean(A)) / (std(A) + eps)`` over all ``E·B`` entries (population std),
+      so the policy loss has unit scale whatever the reward's scale.
+
+    With neither the advantage is the reward itself (Eq. 9 as written).
+
+    Raises:
+        ValueError: ``leave_one_out`` with a single episode.
+    """
+    a = reward.detach()
+    if leave_one_out:
+        e = a.shape[0]
+        if e < 2:
+            raise ValueError("a leave-one-out baseline needs >= 2 episodes per image (model.num_episodes)")
+        a = a - (a.sum(0, keepdim=True) - a) / (e - 1)
+    if standardise:
+        a = (a - a.mean()) / (a.std(unbiased=False) + eps)
+    return a
+
+
 def _non_background_tokens(tokens: torch.Tensor, num_prefix: int) -> torch.Tensor:
     """F = {f^g, f^1..f^K, f^p} of Eq. (15): all tokens except the background part token f^0."""
     if num_prefix <= 1:
@@ -179,9 +206,13 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         if masks:
             terms["mask"] = sum(mask_loss(c, grid, lm) for c, lm in masks) / len(masks)
             total = total + terms["mask"]
-    pg = [policy_gradient_loss(b["log_prob"], b["reward"]) for b in (s, t) if b is not None and "log_prob" in b]
+    pg = [policy_gradient_loss(b["log_prob"], b.get("advantage", b["reward"])) for b in (s, t)
+          if b is not None and "log_prob" in b]
     if pg:
         terms["policy"] = sum(pg)
         total = total + cfg.policy_weight * terms["policy"]
+        if cfg.policy_entropy_weight > 0:  # entropy bonus: − w · mean_b Σ_t H(m_t)
+            terms["entropy"] = sum(b["entropy"].mean() for b in (s, t) if b is not None and "entropy" in b)
+            total = total - cfg.policy_entropy_weight * terms["entropy"]
     terms["total"] = total
     return terms

@@ -96,6 +96,12 @@ class ErasingAgent(nn.Module):
         a = actions.float()
         return (a * m.log() + (1 - a) * (1 - m).log()).sum(-1)
 
+    @staticmethod
+    def entropy(m: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """Entropy of the Bernoulli policy ``Σ_t H(m_t)`` (nats), ``[B, N] → [B]``; differentiable in m."""
+        m = m.float().clamp(eps, 1 - eps)
+        return -(m * m.log() + (1 - m) * (1 - m).log()).sum(-1)
+
 
 class MHSAFix(Attention):
     """MHSA_fix of Eq. (11)–(14), a timm ``Attention`` whose first ``num_fixed`` tokens (global + part
