@@ -245,6 +245,8 @@ class LossConfig:
     policy_weight: float = 1.0
     kd_detach_teacher: bool = False  # stop-gradient on the teacher in L_mse/L_cos (KL always detaches it)
     policy_entropy_weight: float = 0.0  # entropy bonus of the agent's Bernoulli policy (ours; 0 = off)
+    mse_reduction: Literal["mean", "channel_sum"] = "mean"  # Eq. (15): mean over channels | their sum (paper)
+    teacher_id_weight: float = 0.0  # ID loss on the teacher's logits (shared classifiers fit f_hp; ours, 0 = off)
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,8 @@ class EvaluateConfig:
     retrieval_queries: int = 16
     mask_examples: int = 8
     fep_images: int = 1000
+    visibility: Literal["pixel", "token"] = "pixel"  # Eq. (22): a part wins >= 1 upsampled pixel | >= 1 token
+    part_map: bool = False  # also rank by each part feature alone (mAP per part) + visible-part histograms
     sets: tuple[Literal["test", "val"], ...] = ("test", "val")
     extra_datasets: tuple[EvalDatasetConfig, ...] = ()
     fpc: FPCEvalConfig = field(default_factory=FPCEvalConfig)  # test-time extras of method fpc
@@ -509,7 +513,7 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     LossConfig: {
         "alpha": NONNEG, "beta": NONNEG, "mu1": NONNEG, "mu2": NONNEG, "triplet_margin": NONNEG,
         "kd_temperature": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True), "policy_weight": NONNEG,
-        "policy_entropy_weight": NONNEG,
+        "policy_entropy_weight": NONNEG, "teacher_id_weight": NONNEG,
     },
     AugmentConfig: {
         "flip_prob": PROB, "pad": NONNEG, "erasing_prob": PROB, "occlusion_prob": PROB,

@@ -3,7 +3,8 @@
 Every term is a named function (tested against hand-computed values in tests/test_losses.py):
 
 ======================  =====================================================================
-:func:`mse_loss`        Eq. (15)  ‖F_hp − F_op‖², mean over tokens and channels (torch ``MSELoss``)
+:func:`mse_loss`        Eq. (15)  ‖F_hp − F_op‖², mean over tokens and channels (torch ``MSELoss``) or,
+                        ``loss.mse_reduction: channel_sum``, summed over channels, mean over tokens
 :func:`cosine_loss`     Eq. (16)  mean over i ∈ {g,1..K} (and the batch) of 1 − cos(f_hp^i, f_op^i)
 :func:`kd_loss`         Eq. (17)  mean over i of α·CE(student logits) + β·T²·KL(p_teacher ‖ p_student)
 :func:`id_loss`         cross-entropy (optionally label-smoothed) on classifier logits
@@ -26,9 +27,23 @@ import torch.nn.functional as F
 from ..config import LossConfig
 
 
-def mse_loss(f_hp: torch.Tensor, f_op: torch.Tensor) -> torch.Tensor:
-    """Eq. (15): mean squared error between teacher and student token features ``[B, T, D]``."""
-    return F.mse_loss(f_op, f_hp)
+def mse_loss(f_hp: torch.Tensor, f_op: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Eq. (15) ``‖F_hp − F_op‖²₂`` between teacher and student token features ``[B, T, D]``.
+
+    ``reduction``: ``mean`` — torch's ``MSELoss``, the mean over batch, tokens and channels (the
+    original implementation: 1/D of the paper's norm); ``channel_sum`` — the squared L2 norm of each
+    token's difference (sum over the D channels, as Eq. 15 writes it), averaged over the T tokens and
+    the batch (the mean over tokens keeps the term's scale independent of the patch grid, as Eq. 16–17
+    average over their K+1 features; ours, the paper does not say how tokens are reduced).
+
+    Raises:
+        ValueError: an unknown reduction.
+    """
+    if reduction == "mean":
+        return F.mse_loss(f_op, f_hp)
+    if reduction != "channel_sum":
+        raise ValueError(f"loss.mse_reduction must be mean or channel_sum, got {reduction!r}")
+    return (f_op.float() - f_hp.float()).pow(2).sum(-1).mean()
 
 
 def cosine_loss(f_hp: torch.Tensor, f_op: torch.Tensor) -> torch.Tensor:
@@ -180,7 +195,7 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         t_feats = t["feats"].detach() if cfg.kd_detach_teacher else t["feats"]
         if cfg.use_mse:
             terms["mse"] = mse_loss(_non_background_tokens(t_tokens, num_prefix),
-                                    _non_background_tokens(s["tokens"], num_prefix))
+                                    _non_background_tokens(s["tokens"], num_prefix), cfg.mse_reduction)
             total = total + terms["mse"]
         if cfg.use_cos:
             terms["cos"] = cosine_loss(t_feats, s["feats"])
@@ -193,6 +208,10 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         total = total + terms["kd"]
         terms["en"] = ensemble_id_loss(s["enc_logits"], t["enc_logits"], labels, cfg.label_smoothing)
         terms["tr"] = part_triplet_loss(t["feats"], labels, cfg.triplet_margin)
+        if cfg.teacher_id_weight > 0:  # ours: the shared classifiers also fit the teacher's features f_hp^i
+            terms["id_teacher"] = sum(id_loss(t["logits"][:, i], labels, cfg.label_smoothing)
+                                      for i in range(t["logits"].shape[1])) / t["logits"].shape[1]
+            total = total + cfg.teacher_id_weight * terms["id_teacher"]
     else:
         terms["id"] = sum(id_loss(s["logits"][:, i], labels, cfg.label_smoothing)
                           for i in range(s["logits"].shape[1])) / s["logits"].shape[1]

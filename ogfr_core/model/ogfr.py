@@ -119,6 +119,9 @@ class OGFR(ReIDMethod):
         self.reward_baselines.eval()
 
     # ------------------------------------------------------------------------------------------
+    #: Eq. (22) reading used by :meth:`extract`: ``pixel`` (upsampled map) or ``token`` (see ``part_visibility``)
+    visibility_rule: str = "pixel"
+
     def train(self, mode: bool = True) -> "OGFR":
         super().train(mode)
         self.reward_baselines.eval()  # the p^b network is always frozen
@@ -305,13 +308,14 @@ class OGFR(ReIDMethod):
             camids: ``[B]`` long, within the training cameras.
 
         Returns:
-            ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}``. Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W.
+            ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}``. Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W
+            (``visibility_rule = "token"``: on the token grid; the evaluation sets it from ``evaluate.visibility``).
             The model is put in eval mode for the call and restored after.
         """
         with eval_mode(self):
             out = self.branch("student", images, z, camids)
         feats = out["feats_bn"]  # [B, K+1, D]
-        vis = part_visibility(out["corr"], self.grid_size, self.img_size)  # [B, K]
+        vis = part_visibility(out["corr"], self.grid_size, self.img_size, self.visibility_rule)  # [B, K]
         return {"global": feats[:, 0], "parts": feats[:, 1:], "visibility": vis}
 
     @torch.no_grad()
