@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'mask':<11} {'erased':>7} {'p^m':>16} {'reward Eq.8':>20} {'- random':>20}")
     for k, e in result["masks"].items():
-        d = e.get("reward_eq8_minus_random", {"mean": float("nan"), "se": float("nan")})
+        d = e.get("reward_eq8_minus_random")
+        vs = f"{d['mean']:+11.5f}±{d['se']:.5f}" if d else f"{'–':>20}"
         print(f"{k:<11} {e['erased_fraction']:7.3f} {e['p_m']['mean']:9.4f}±{e['p_m']['se']:.4f} "
-              f"{e['reward_eq8']['mean']:+11.5f}±{e['reward_eq8']['se']:.5f} {d['mean']:+11.5f}±{d['se']:.5f}")
+              f"{e['reward_eq8']['mean']:+11.5f}±{e['reward_eq8']['se']:.5f} {vs}")
     print(f"p^b {result['p_b']['mean']:.4f} on {result['images']} images -> {args.out}")
     return 0
 
