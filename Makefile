@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup repro test ci-gate bench gpu-check clean-venv seeds record-seeds
+.PHONY: setup repro test ci-gate bench gpu-check clean-venv
 
 # Re-installs only when pyproject.toml changes. torch/torchvision come from PyPI (CPU use works;
 # the wheel also carries CUDA for machines that have a GPU).
@@ -40,6 +40,7 @@ SEEDS  ?= 0 1 2
 JOBS   ?= 2
 TAG    ?=
 SET    ?= train.threads=1
+.PHONY: seeds record-seeds
 seeds: $(STAMP)
 	$(BIN)/python -m ogfr_core.report.seed_runs queue --method $(METHOD) --seeds $(SEEDS) \
 		$(if $(TAG),--tag $(TAG)) $(foreach s,$(SET),--set $(s)) --jobs $(JOBS) --start
