@@ -30,7 +30,7 @@ test: $(STAMP)
 ci-gate: $(STAMP)
 	$(BIN)/python -m stages.ci_gate $(CI_GATE_ARGS)
 
-# Seed / ablation grid with DVC's queue (README "Seed runs"): one experiment per seed, METHOD's defaults
+# Seed / ablation grid with DVC's queue (README "OGFR's mechanism"): one experiment per seed, METHOD's defaults
 # plus SET's -S overrides, TAG in the run name; JOBS workers (2 cores: 2 runs of 1 torch thread).
 #   make seeds METHOD=ogfr SEEDS="0 1 2"            then, when `dvc queue status` shows them done:
 #   make record-seeds                                 (finished t-* experiments -> reports/seed_runs.json)
