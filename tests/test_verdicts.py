@@ -67,3 +67,13 @@ def test_claims_section_renders_a_row_per_claim():
     sec = claims_section([], D, O)
     table = [b for b in sec.blocks if b[0] == "table"][0]
     assert len(table[2]) == 4 and all("no runs" in r[4] or "no FEP" in r[4] for r in table[2])
+
+
+def test_agent_claim_uses_the_per_image_gap_interval_when_recorded():
+    og = [rec(f"t-ogfr-s{i}", 0.36, 0.2, fep={"retain_gap": g, "retain_gap_ci95": c, "retain_mean": 0.8,
+                                                "retain_mean_background": 0.7, "retain_mean_body": 0.9})
+          for i, (g, c) in enumerate([(0.05, 0.01), (0.04, 0.01), (0.03, 0.02)])]
+    c = claims(og, D, O)[2]
+    assert c["verdict"] == "holds" and c["diff"] == pytest.approx(4.0) and "+5.0 ± 1.0" in c["detail"]
+    og[2]["metrics"][f"datasets.{D}.fep.retain_gap_ci95"] = 0.04  # seed 2's interval includes 0
+    assert claims(og, D, O)[2]["verdict"] == "within noise"

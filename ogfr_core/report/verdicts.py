@@ -7,8 +7,9 @@ Four claims, each judged on the seed runs of OGFR and of the baseline (``t-ogfr-
     distance (Eq. 23 for OGFR; the global feature for the baseline, whose two distances coincide);
 (b) OGFR's relative drop from holistic to occluded queries (``1 − mAP_occ / mAP_hol``, per seed) ≤ the
     baseline's;
-(c) the FEP agent erases background more than body on every seed (``retain_body − retain_background``
-    of the evaluation's FEP diagnostics > 0, with the agent "on": ≥ 2 % of the tokens erased), with the
+(c) the FEP agent erases background more than body on every seed (the evaluation's FEP diagnostics:
+    the per-image ``retain_gap`` with its 95 % interval above 0 where recorded, else the pooled
+    ``retain_mean_body − retain_mean_background`` > 0; the agent "on": ≥ 2 % of the tokens erased), with the
     fixed-mask probe (``reports/fep_probe.json``: background vs random reward) beside it;
 (d) the Eq. 23 distance ≥ the global distance for OGFR on both protocols (paired per seed).
 
@@ -133,18 +134,28 @@ def claims(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
                 "detail": f"drop OGFR {100 * np.mean(dr_o):.1f} % vs baseline {100 * np.mean(dr_b):.1f} %"
                 if dr_o and dr_b else "no runs"})
 
-    gaps, erased = [], []
+    gaps, cis, erased = [], [], []
     for _, m in sorted(og.items()):
-        bg, body = m.get(f"datasets.{dataset}.fep.retain_mean_background"), m.get(f"datasets.{dataset}.fep.retain_mean_body")
-        if bg is not None and body is not None:
-            gaps.append(float(body) - float(bg))  # erase(background) − erase(body)
-            erased.append(1 - float(m.get(f"datasets.{dataset}.fep.retain_mean", 1.0)))
+        fep = f"datasets.{dataset}.fep."
+        bg, body = m.get(fep + "retain_mean_background"), m.get(fep + "retain_mean_body")
+        if m.get(fep + "retain_gap") is not None:  # per-image gap with its 95 % interval (newer runs)
+            gaps.append(float(m[fep + "retain_gap"]))
+            cis.append(float(m.get(fep + "retain_gap_ci95", float("nan"))))
+        elif bg is not None and body is not None:
+            gaps.append(float(body) - float(bg))  # erase(background) − erase(body), pooled over patches
+            cis.append(float("nan"))
+        else:
+            continue
+        erased.append(1 - float(m.get(fep + "retain_mean", 1.0)))
     d, se = paired(gaps)
-    good = sum(g > 0 and e >= AGENT_OFF for g, e in zip(gaps, erased))  # seeds where the claim holds
+    # a seed supports the claim when the agent is on and its gap is > 0 (its 95 % interval above 0
+    # where the run recorded one)
+    good = sum((g - c > 0 if math.isfinite(c) else g > 0) and e >= AGENT_OFF for g, c, e in zip(gaps, cis, erased))
     positive = sum(g > 0 for g in gaps)
     off = sum(e < AGENT_OFF for e in erased)
     v = agent_verdict(good, len(gaps), verdict(d, se))
-    detail = (f"background − body erased, per seed: {', '.join(f'{100 * g:+.1f}' for g in gaps)} points; "
+    detail = (f"background − body erased, per seed: "
+              f"{', '.join(f'{100 * g:+.1f}' + (f' ± {100 * c:.1f}' if math.isfinite(c) else '') for g, c in zip(gaps, cis))} points; "
               f"erased overall {', '.join(f'{100 * e:.1f} %' for e in erased)}; {positive}/{len(gaps)} seeds > 0, "
               f"{off} agent(s) off (< {100 * AGENT_OFF:.0f} % erased)") if gaps else "no FEP diagnostics"
     if probe and "background" in (probe.get("masks") or {}):
