@@ -246,6 +246,7 @@ class LossConfig:
     kd_detach_teacher: bool = False  # stop-gradient on the teacher in L_mse/L_cos (KL always detaches it)
     policy_entropy_weight: float = 0.0  # entropy bonus of the agent's Bernoulli policy (ours; 0 = off)
     mse_reduction: Literal["mean", "channel_sum"] = "mean"  # Eq. (15): mean over channels | their sum (paper)
+    mse_weight: float = 1.0  # weight of L_mse in Eq. (21) (paper: 1)
     teacher_id_weight: float = 0.0  # ID loss on the teacher's logits (shared classifiers fit f_hp; ours, 0 = off)
 
 
@@ -513,7 +514,7 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     LossConfig: {
         "alpha": NONNEG, "beta": NONNEG, "mu1": NONNEG, "mu2": NONNEG, "triplet_margin": NONNEG,
         "kd_temperature": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True), "policy_weight": NONNEG,
-        "policy_entropy_weight": NONNEG, "teacher_id_weight": NONNEG,
+        "policy_entropy_weight": NONNEG, "teacher_id_weight": NONNEG, "mse_weight": NONNEG,
     },
     AugmentConfig: {
         "flip_prob": PROB, "pad": NONNEG, "erasing_prob": PROB, "occlusion_prob": PROB,

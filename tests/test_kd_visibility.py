@@ -47,6 +47,8 @@ def test_objective_mse_reduction_and_teacher_id_term():
     cs = objective(out, b["label"], LossConfig(mse_reduction="channel_sum"), *args[2:])
     assert cs["mse"].item() == pytest.approx(192 * base["mse"].item(), rel=1e-4)  # D = 192 channels
     assert "id_teacher" not in base
+    half = objective(out, b["label"], LossConfig(mse_weight=0.5), *args[2:])
+    assert half["total"].item() == pytest.approx(base["total"].item() - 0.5 * base["mse"].item(), rel=1e-5)
     tid = objective(out, b["label"], LossConfig(teacher_id_weight=0.3), *args[2:])
     t = out["teacher"]["logits"]
     expect = sum(id_loss(t[:, i], b["label"], 0.0) for i in range(t.shape[1])) / t.shape[1]

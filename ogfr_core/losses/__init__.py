@@ -196,7 +196,7 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         if cfg.use_mse:
             terms["mse"] = mse_loss(_non_background_tokens(t_tokens, num_prefix),
                                     _non_background_tokens(s["tokens"], num_prefix), cfg.mse_reduction)
-            total = total + terms["mse"]
+            total = total + cfg.mse_weight * terms["mse"]
         if cfg.use_cos:
             terms["cos"] = cosine_loss(t_feats, s["feats"])
             total = total + cfg.mu1 * terms["cos"]
