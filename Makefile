@@ -55,6 +55,24 @@ test: $(STAMP)
 ci-gate: $(STAMP)
 	$(BIN)/python -m stages.ci_gate $(CI_GATE_ARGS)
 
+# Seed / ablation grid with DVC's queue (README "OGFR's mechanism"): one experiment per seed, METHOD's defaults
+# plus SET's -S overrides, TAG in the run name; JOBS workers (2 cores: 2 runs of 1 torch thread).
+#   make seeds METHOD=ogfr SEEDS="0 1 2"            then, when `dvc queue status` shows them done:
+#   make record-seeds                                 (finished t-* experiments -> reports/seed_runs.json)
+#   make seeds METHOD=ogfr TAG=kd-off SET="train.threads=1 train.model.kd=false"
+METHOD ?= ogfr
+SEEDS  ?= 0 1 2
+JOBS   ?= 2
+TAG    ?=
+SET    ?= train.threads=1
+.PHONY: seeds record-seeds
+seeds: $(STAMP)
+	$(BIN)/python -m ogfr_core.report.seed_runs queue --method $(METHOD) --seeds $(SEEDS) \
+		$(if $(TAG),--tag $(TAG)) $(foreach s,$(SET),--set $(s)) --jobs $(JOBS) --start
+
+record-seeds: $(STAMP)
+	$(BIN)/python -m ogfr_core.report.seed_runs record
+
 bench: $(STAMP)
 	for b in data parse model eval; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
 

@@ -240,6 +240,12 @@ class ModelConfig:
     num_episodes: int = 1
     baseline_refresh_epochs: int = 2
     reward_clip: float = 1.0  # |r| of Eq. (8) clipped (our choice, 0 = off); p^b near 1 makes r explode
+    # policy gradient of the FEP agent (issue 23; defaults = the original implementation):
+    reward_baseline: Literal["frozen", "live"] = "frozen"  # p^b of Eq. (8): frozen copy refreshed every
+    #   baseline_refresh_epochs (paper: "every several epochs") | live = the same no-grad pass without a mask
+    reward_kind: Literal["eq8", "log_ratio"] = "eq8"  # Eq. (8) (p^m-p^b)/(1-p^b) | log p^m - log p^b (ours)
+    pg_baseline: Literal["none", "leave_one_out"] = "none"  # advantage = r | r - mean of the other episodes
+    advantage_norm: bool = False  # standardise the advantages over the batch (all episodes x images)
     fed: FEDConfig = field(default_factory=FEDConfig)  # method fed only
     pgfl_kd: PGFLKDConfig = field(default_factory=PGFLKDConfig)  # method pgfl_kd only
     fpc: FPCConfig = field(default_factory=FPCConfig)  # method fpc
@@ -263,6 +269,10 @@ class LossConfig:
     use_mask: bool = True
     policy_weight: float = 1.0
     kd_detach_teacher: bool = False  # stop-gradient on the teacher in L_mse/L_cos (KL always detaches it)
+    policy_entropy_weight: float = 0.0  # entropy bonus of the agent's Bernoulli policy (ours; 0 = off)
+    mse_reduction: Literal["mean", "channel_sum"] = "mean"  # Eq. (15): mean over channels | their sum (paper)
+    mse_weight: float = 1.0  # weight of L_mse in Eq. (21) (paper: 1)
+    teacher_id_weight: float = 0.0  # ID loss on the teacher's logits (shared classifiers fit f_hp; ours, 0 = off)
 
 
 @dataclass(frozen=True)
@@ -388,6 +398,8 @@ class EvaluateConfig:
     retrieval_queries: int = 16
     mask_examples: int = 8
     fep_images: int = 1000
+    visibility: Literal["pixel", "token"] = "pixel"  # Eq. (22): a part wins >= 1 upsampled pixel | >= 1 token
+    part_map: bool = False  # also rank by each part feature alone (mAP per part) + visible-part histograms
     sets: tuple[Literal["test", "val"], ...] = ("test", "val")
     oracle_occlusion: bool = True
     extra_datasets: tuple[EvalDatasetConfig, ...] = ()
@@ -538,6 +550,7 @@ CHECKS: dict[type, dict[str, Callable[[Any, str], None]]] = {
     LossConfig: {
         "alpha": NONNEG, "beta": NONNEG, "mu1": NONNEG, "mu2": NONNEG, "triplet_margin": NONNEG,
         "kd_temperature": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True), "policy_weight": NONNEG,
+        "policy_entropy_weight": NONNEG, "teacher_id_weight": NONNEG, "mse_weight": NONNEG,
     },
     AugmentConfig: {
         "flip_prob": PROB, "pad": NONNEG, "erasing_prob": PROB, "occlusion_prob": PROB,

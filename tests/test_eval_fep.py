@@ -27,3 +27,14 @@ def test_hand_made_mask_separates_background():
     assert summarize_retain(retain, ~background)["auc_background"] == 0.0
     const = summarize_retain(np.full(8, 0.8808), background)
     assert const["auc_background"] == 0.5 and const["retain_std"] == 0.0
+
+
+def test_retain_gap_per_image_hand_computed():
+    from ogfr_core.evaluation.fep_diagnostics import retain_gap
+
+    m = np.array([[0.9, 0.5, 0.5], [0.8, 0.6, 0.7], [0.7, 0.7, 0.7]])
+    bg = np.array([[0, 1, 1], [0, 1, 1], [1, 1, 1]], bool)  # image 3 has no body patch: left out
+    out = retain_gap(m, bg)
+    # gaps: 0.9 − 0.5 = 0.4, 0.8 − 0.65 = 0.15; mean 0.275, s = 0.1768, ci = 1.96 · s / √2
+    assert out["retain_gap"] == pytest.approx(0.275) and out["retain_gap_images"] == 2
+    assert out["retain_gap_ci95"] == pytest.approx(round(1.96 * 0.25 / np.sqrt(2) / np.sqrt(2), 4), abs=1e-4)

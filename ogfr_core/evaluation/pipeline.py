@@ -114,6 +114,15 @@ def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, nu
         entry.update(extra_entries)
     if cfg.oracle_occlusion and splits[0] == "query":
         entry.update(oracle_rows(model, meta, frame, root, z, cfg, num_workers, device, index_path, gallery))
+    if cfg.part_map and query.num_parts:  # each part feature alone, and Eq. (22)'s visible-part counts
+        from .parts import per_part_map, visible_part_histogram
+
+        entry["part_map"] = per_part_map(query, gallery, cfg.max_rank, cfg.chunk_mb, cfg.feat_norm)
+        occ_q = np.array([np.asarray(z[k]).any() for k in query.keys], bool)
+        entry["visible_parts"] = {"rule": cfg.visibility,
+                                  "holistic_queries": visible_part_histogram(query.visibility[~occ_q]),
+                                  "occluded_queries": visible_part_histogram(query.visibility[occ_q]),
+                                  "gallery": visible_part_histogram(gallery.visibility)}
     entry.update(num_query=len(query), num_gallery=len(gallery),
                  num_query_occluded=int(sum(np.asarray(z[k]).any() for k in query.keys)),
                  num_parts=query.num_parts, rerank=cfg.rerank, splits=list(splits))
@@ -280,6 +289,8 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found; run `dvc repro train`")
     model, meta = load_model(checkpoint, device)
     check_meta(meta, checkpoint, data.name)
+    if hasattr(model, "visibility_rule"):  # Eq. (22) reading (evaluate.visibility)
+        model.visibility_rule = cfg.visibility
 
     sets = [EvalDatasetConfig(data.name, data.root, data.layout, data.query_camid, data.gallery_camid),
             *cfg.extra_datasets]

@@ -3,7 +3,8 @@
 Every term is a named function (tested against hand-computed values in tests/test_losses.py):
 
 ======================  =====================================================================
-:func:`mse_loss`        Eq. (15)  ‖F_hp − F_op‖², mean over tokens and channels (torch ``MSELoss``)
+:func:`mse_loss`        Eq. (15)  ‖F_hp − F_op‖², mean over tokens and channels (torch ``MSELoss``) or,
+                        ``loss.mse_reduction: channel_sum``, summed over channels, mean over tokens
 :func:`cosine_loss`     Eq. (16)  mean over i ∈ {g,1..K} (and the batch) of 1 − cos(f_hp^i, f_op^i)
 :func:`kd_loss`         Eq. (17)  mean over i of α·CE(student logits) + β·T²·KL(p_teacher ‖ p_student)
 :func:`id_loss`         cross-entropy (optionally label-smoothed) on classifier logits
@@ -14,6 +15,7 @@ Every term is a named function (tested against hand-computed values in tests/tes
                         margin ranking loss, margin 0.3), on features before BNNeck
 :func:`part_triplet_loss` Eq. (20) L_tri(f^g) + mean_i L_tri(f^i)
 :func:`policy_gradient_loss` Eq. (9) −mean_{b, images} R_b · Σ_t log π(a_{b,t} | s_{b,t})
+:func:`policy_advantage` R_b of Eq. (9) as an advantage: leave-one-out baseline, batch standardisation
 :func:`objective`       Eq. (21) (or the baseline / single-branch objectives), returns every term
 ======================  =====================================================================
 """
@@ -25,9 +27,23 @@ import torch.nn.functional as F
 from ..config import LossConfig
 
 
-def mse_loss(f_hp: torch.Tensor, f_op: torch.Tensor) -> torch.Tensor:
-    """Eq. (15): mean squared error between teacher and student token features ``[B, T, D]``."""
-    return F.mse_loss(f_op, f_hp)
+def mse_loss(f_hp: torch.Tensor, f_op: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Eq. (15) ``‖F_hp − F_op‖²₂`` between teacher and student token features ``[B, T, D]``.
+
+    ``reduction``: ``mean`` — torch's ``MSELoss``, the mean over batch, tokens and channels (the
+    original implementation: 1/D of the paper's norm); ``channel_sum`` — the squared L2 norm of each
+    token's difference (sum over the D channels, as Eq. 15 writes it), averaged over the T tokens and
+    the batch (the mean over tokens keeps the term's scale independent of the patch grid, as Eq. 16–17
+    average over their K+1 features; ours, the paper does not say how tokens are reduced).
+
+    Raises:
+        ValueError: an unknown reduction.
+    """
+    if reduction == "mean":
+        return F.mse_loss(f_op, f_hp)
+    if reduction != "channel_sum":
+        raise ValueError(f"loss.mse_reduction must be mean or channel_sum, got {reduction!r}")
+    return (f_op.float() - f_hp.float()).pow(2).sum(-1).mean()
 
 
 def cosine_loss(f_hp: torch.Tensor, f_op: torch.Tensor) -> torch.Tensor:
@@ -123,6 +139,32 @@ def policy_gradient_loss(log_prob: torch.Tensor, reward: torch.Tensor) -> torch.
     return -(reward.detach() * log_prob).mean()
 
 
+def policy_advantage(reward: torch.Tensor, leave_one_out: bool = False, standardise: bool = False,
+                     eps: float = 1e-8) -> torch.Tensor:
+    """Advantage of each episode for Eq. (9), rewards ``[E, B]`` → ``[E, B]`` (no gradient).
+
+    * ``leave_one_out`` (RLOO, Kool et al. 2019): ``A_e = r_e − 1/(E−1) Σ_{e'≠e} r_{e'}`` per image —
+      an unbiased baseline that removes what all masks of an image share (how far the network moved,
+      how hard the image is), leaving what this mask did better than the others. Needs ``E ≥ 2``.
+    * ``standardise``: ``(A − mean(A)) / (std(A) + eps)`` over all ``E·B`` entries (population std),
+      so the policy loss has unit scale whatever the reward's scale.
+
+    With neither the advantage is the reward itself (Eq. 9 as written).
+
+    Raises:
+        ValueError: ``leave_one_out`` with a single episode.
+    """
+    a = reward.detach()
+    if leave_one_out:
+        e = a.shape[0]
+        if e < 2:
+            raise ValueError("a leave-one-out baseline needs >= 2 episodes per image (model.num_episodes)")
+        a = a - (a.sum(0, keepdim=True) - a) / (e - 1)
+    if standardise:
+        a = (a - a.mean()) / (a.std(unbiased=False) + eps)
+    return a
+
+
 def _non_background_tokens(tokens: torch.Tensor, num_prefix: int) -> torch.Tensor:
     """F = {f^g, f^1..f^K, f^p} of Eq. (15): all tokens except the background part token f^0."""
     if num_prefix <= 1:
@@ -153,8 +195,8 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         t_feats = t["feats"].detach() if cfg.kd_detach_teacher else t["feats"]
         if cfg.use_mse:
             terms["mse"] = mse_loss(_non_background_tokens(t_tokens, num_prefix),
-                                    _non_background_tokens(s["tokens"], num_prefix))
-            total = total + terms["mse"]
+                                    _non_background_tokens(s["tokens"], num_prefix), cfg.mse_reduction)
+            total = total + cfg.mse_weight * terms["mse"]
         if cfg.use_cos:
             terms["cos"] = cosine_loss(t_feats, s["feats"])
             total = total + cfg.mu1 * terms["cos"]
@@ -166,6 +208,10 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         total = total + terms["kd"]
         terms["en"] = ensemble_id_loss(s["enc_logits"], t["enc_logits"], labels, cfg.label_smoothing)
         terms["tr"] = part_triplet_loss(t["feats"], labels, cfg.triplet_margin)
+        if cfg.teacher_id_weight > 0:  # ours: the shared classifiers also fit the teacher's features f_hp^i
+            terms["id_teacher"] = sum(id_loss(t["logits"][:, i], labels, cfg.label_smoothing)
+                                      for i in range(t["logits"].shape[1])) / t["logits"].shape[1]
+            total = total + cfg.teacher_id_weight * terms["id_teacher"]
     else:
         terms["id"] = sum(id_loss(s["logits"][:, i], labels, cfg.label_smoothing)
                           for i in range(s["logits"].shape[1])) / s["logits"].shape[1]
@@ -179,9 +225,13 @@ def objective(out: dict, labels: torch.Tensor, cfg: LossConfig, grid: tuple[int,
         if masks:
             terms["mask"] = sum(mask_loss(c, grid, lm) for c, lm in masks) / len(masks)
             total = total + terms["mask"]
-    pg = [policy_gradient_loss(b["log_prob"], b["reward"]) for b in (s, t) if b is not None and "log_prob" in b]
+    pg = [policy_gradient_loss(b["log_prob"], b.get("advantage", b["reward"])) for b in (s, t)
+          if b is not None and "log_prob" in b]
     if pg:
         terms["policy"] = sum(pg)
         total = total + cfg.policy_weight * terms["policy"]
+        if cfg.policy_entropy_weight > 0:  # entropy bonus: − w · mean_b Σ_t H(m_t)
+            terms["entropy"] = sum(b["entropy"].mean() for b in (s, t) if b is not None and "entropy" in b)
+            total = total - cfg.policy_entropy_weight * terms["entropy"]
     terms["total"] = total
     return terms

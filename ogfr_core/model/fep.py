@@ -55,19 +55,35 @@ def upsample_correlation(corr: torch.Tensor, grid: tuple[int, int], size: tuple[
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
-def part_visibility(corr: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def part_visibility(corr: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
+                    rule: str = "pixel") -> torch.Tensor:
     """Eq. (22): part i ∈ 1..K is visible if it is the arg-max class at some pixel of ``Ĩ``.
 
     Eq. (22) reads "max pixel value of Ĩ_i exceeds 0"; a softmax probability is always > 0, so we read
     Ĩ_i as the part's share of the per-pixel arg-max map (pixel value 1 where part i wins, else 0),
-    i.e. "part i wins at least one pixel".
+    i.e. "part i wins at least one pixel" (``rule: pixel``). Bilinear upsampling creates pixels where
+    a part that wins no token still wins (between two tokens it is second in), so this reading is the
+    most permissive; ``rule: token`` reads Eq. (22) on the token grid itself: part i is visible if it
+    is the arg-max class of at least one token (row of ``I``).
+
+    Args:
+        corr: ``I [B, N, K+1]``; grid: ``(Hp, Wp)``; size: ``(H, W)`` pixels (``pixel`` rule only).
+        rule: ``pixel`` | ``token``.
 
     Returns:
         ``[B, K]`` bool (background excluded).
+
+    Raises:
+        ValueError: an unknown rule.
     """
+    if rule not in ("pixel", "token"):
+        raise ValueError(f"evaluate.visibility must be pixel or token, got {rule!r}")
+    k1 = corr.shape[-1]
+    if rule == "token":
+        winner = corr.argmax(dim=-1)  # [B, N]
+        return F.one_hot(winner, k1).amax(dim=1).bool()[:, 1:]
     up = upsample_correlation(corr, grid, size)  # [B, K+1, H, W]
     winner = up.argmax(dim=1)  # [B, H, W]
-    k1 = corr.shape[-1]
     present = F.one_hot(winner.flatten(1), k1).amax(dim=1).bool()  # [B, K+1]
     return present[:, 1:]
 
@@ -95,6 +111,12 @@ class ErasingAgent(nn.Module):
         m = m.float().clamp(eps, 1 - eps)  # fp32: under fp16 autocast 1 - m underflows
         a = actions.float()
         return (a * m.log() + (1 - a) * (1 - m).log()).sum(-1)
+
+    @staticmethod
+    def entropy(m: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """Entropy of the Bernoulli policy ``Σ_t H(m_t)`` (nats), ``[B, N] → [B]``; differentiable in m."""
+        m = m.float().clamp(eps, 1 - eps)
+        return -(m * m.log() + (1 - m) * (1 - m).log()).sum(-1)
 
 
 class MHSAFix(Attention):

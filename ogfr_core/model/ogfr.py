@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..losses import objective
+from ..losses import objective, policy_advantage
 from .backbone import build_encoder
 from .base import ReIDMethod, eval_mode
 from .fep import ConventionalHead, ErasingAgent, FEPModule, correlation_matrix, part_visibility
@@ -70,6 +70,9 @@ class OGFR(ReIDMethod):
         # Table IV's single-branch model (rows 2-3), whatever fep_teacher says
         if cfg.num_episodes < 1:
             raise ModelConfigError(f"model.num_episodes must be >= 1, got {cfg.num_episodes}")
+        if cfg.pg_baseline == "leave_one_out" and cfg.num_episodes < 2:
+            raise ModelConfigError("model.pg_baseline: leave_one_out needs model.num_episodes >= 2 (the baseline of "
+                                   f"an episode is the mean reward of the others), got {cfg.num_episodes}")
         self.num_parts = cfg.num_parts  # K
         self.num_classes = num_classes
         self.img_size = (int(img_size[0]), int(img_size[1]))
@@ -101,10 +104,14 @@ class OGFR(ReIDMethod):
         self.classifiers = nn.ModuleList([make_classifier(dim, num_classes) for _ in range(k + 1)])
         self.encoder_neck = make_bnneck(dim)  # Eq. (18) on the encoder's global outputs
         self.encoder_classifier = make_classifier(dim, num_classes)
+        # branches whose learned agent is trained by REINFORCE (Eq. 8-9)
+        self.agent_branches = [name for name, head in self.heads.items()
+                               if isinstance(head, FEPModule) and head.agent is not None]
         # frozen copies giving p^b (Eq. 8), one per branch with a learned agent; never trained
+        # (reward_baseline: live reads p^b from the live network instead: no copy)
         self.reward_baselines = nn.ModuleDict()
         for name, head in self.heads.items():
-            if isinstance(head, FEPModule) and head.agent is not None:
+            if name in self.agent_branches and cfg.reward_baseline == "frozen":
                 self.reward_baselines[name] = nn.ModuleDict({"head": copy.deepcopy(head),
                                                              "neck": copy.deepcopy(self.necks[name][0]),
                                                              "classifier": copy.deepcopy(self.classifiers[0])})
@@ -112,6 +119,9 @@ class OGFR(ReIDMethod):
         self.reward_baselines.eval()
 
     # ------------------------------------------------------------------------------------------
+    #: Eq. (22) reading used by :meth:`extract`: ``pixel`` (upsampled map) or ``token`` (see ``part_visibility``)
+    visibility_rule: str = "pixel"
+
     def train(self, mode: bool = True) -> "OGFR":
         super().train(mode)
         self.reward_baselines.eval()  # the p^b network is always frozen
@@ -172,17 +182,25 @@ class OGFR(ReIDMethod):
         feats = tokens[:, self.feat_index]  # [B, K+1, D]
         feats_bn, logits = self._logits(name, feats)
         out.update(tokens=tokens, feats=feats, feats_bn=feats_bn, logits=logits)
-        if self.training and labels is not None and out.get("m") is not None and name in self.reward_baselines:
+        if self.training and labels is not None and out.get("m") is not None and name in self.agent_branches:
             out.update(self._reinforce(name, enc, out, labels, generator))
         return out
 
     def _reinforce(self, name: str, enc: torch.Tensor, out: dict, labels: torch.Tensor,
                    generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """Eq. (8)–(9): rewards and log-probabilities of ``num_episodes`` sampled erasing masks."""
+        """Eq. (8)–(9): rewards and log-probabilities of ``num_episodes`` sampled erasing masks.
+
+        Returns ``reward``, ``advantage``, ``log_prob`` ``[E, B]``, ``p_m`` ``[E, B]``, ``p_b`` ``[B]``,
+        ``entropy`` ``[B]`` (the policy's Bernoulli entropy summed over tokens, with gradient to G).
+        With ``reward_baseline: live`` p^b is one more [cls]-only decode of the live decoder, batched
+        with the episodes (an all-keep mask: the same values as no mask); ``reward_kind``,
+        ``pg_baseline`` and ``advantage_norm`` select :func:`policy_reward` and
+        :func:`~ogfr_core.losses.policy_advantage` (defaults: Eq. 8, advantage = reward).
+        """
         head: FEPModule = self.heads[name]
         m, actions = out["m"], out["actions"]
         idx = labels.long()[:, None]
-        rb = self.reward_baselines[name]
+        live_p_b = self.cfg.reward_baseline == "live"
         live = (head, self.necks[name][0], self.classifiers[0])
         modes = [mod.training for mod in live]
         with torch.no_grad():
@@ -190,24 +208,31 @@ class OGFR(ReIDMethod):
                 for mod in live:
                     mod.eval()
                 enc = enc.detach()
-                # only the [cls] output is read: the decoders' last layer runs for that query alone
-                base_g = rb["head"].decode(enc, None, num_queries=1)[:, 0]  # [B, D] unmasked, frozen params
-                p_b = rb["classifier"](bn_batch_stats(rb["neck"], base_g)).float().softmax(-1).gather(1, idx)[:, 0]  # [B]
                 episodes = [actions]
+                if not live_p_b:
+                    rb = self.reward_baselines[name]
+                    # only the [cls] output is read: the decoders' last layer runs for that query alone
+                    base_g = rb["head"].decode(enc, None, num_queries=1)[:, 0]  # [B, D] unmasked, frozen params
+                    p_b = rb["classifier"](bn_batch_stats(rb["neck"], base_g)).float().softmax(-1).gather(1, idx)[:, 0]  # [B]
                 for _ in range(self.cfg.num_episodes - 1):
                     u = torch.rand(m.shape, generator=generator, device="cpu").to(m.device)
                     episodes.append((u < m.detach()).to(m.dtype))
                 e = len(episodes)
-                g = head.decode(enc.repeat(e, 1, 1), torch.cat(episodes), num_queries=1)[:, 0]  # [E*B, D]
+                masks = ([torch.ones_like(actions)] if live_p_b else []) + episodes  # live p^b: keep-all first
+                g = head.decode(enc.repeat(len(masks), 1, 1), torch.cat(masks), num_queries=1)[:, 0]  # [(E|E+1)*B, D]
                 p_ms = [self.classifiers[0](bn_batch_stats(self.necks[name][0], g_e)).float().softmax(-1)
-                        .gather(1, idx)[:, 0] for g_e in g.chunk(e)]  # E × [B], BN statistics per episode
+                        .gather(1, idx)[:, 0] for g_e in g.chunk(len(masks))]  # BN statistics per episode
+                if live_p_b:
+                    p_b, p_ms = p_ms[0], p_ms[1:]
             finally:
                 for mod, mode in zip(live, modes):
                     mod.train(mode)
             p_m = torch.stack(p_ms)  # [E, B]
-            reward = reinforce_reward(p_m, p_b[None], self.cfg.reward_clip)  # [E, B]
+            reward = policy_reward(p_m, p_b[None], self.cfg.reward_kind, self.cfg.reward_clip)  # [E, B]
+            advantage = policy_advantage(reward, self.cfg.pg_baseline == "leave_one_out", self.cfg.advantage_norm)
         log_prob = torch.stack([ErasingAgent.log_prob(m, a) for a in episodes])  # [E, B]
-        return {"reward": reward, "log_prob": log_prob, "p_m": p_m, "p_b": p_b}
+        return {"reward": reward, "advantage": advantage, "log_prob": log_prob, "p_m": p_m, "p_b": p_b,
+                "entropy": ErasingAgent.entropy(m)}
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, Any]:
         """Training forward.
@@ -251,7 +276,26 @@ class OGFR(ReIDMethod):
                 stats[f"{name}/reward"] = float(branch["reward"].mean())
             if branch.get("actions") is not None:
                 stats[f"{name}/retained_ratio"] = float(branch["actions"].float().mean())
+            if branch.get("m") is not None:
+                stats.update(self.erasing_stats(name, branch, batch))
         return terms
+
+    @torch.no_grad()
+    def erasing_stats(self, name: str, branch: dict, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """What a learned agent erased in this step (issue 23): the erased fraction of the background
+        tokens and of the body tokens (a token is background when < half of its cell is a body part in
+        the branch's parsing label map: holistic for the teacher, occluded for the student) and the
+        mean policy entropy per token. An agent erasing < 2 % of the tokens is "off" whatever its AUC."""
+        lm = batch.get("label_map") if name == "teacher" else batch.get("label_map_occ", batch.get("label_map"))
+        out: dict[str, float] = {}
+        if lm is not None:
+            bg = (self.patch_foreground(lm) < 0.5).float()  # [B, N]
+            erased = 1 - branch["actions"].float()  # [B, N]
+            out[f"{name}/erased_background"] = float((erased * bg).sum() / bg.sum().clamp_min(1))
+            out[f"{name}/erased_body"] = float((erased * (1 - bg)).sum() / (1 - bg).sum().clamp_min(1))
+        if "entropy" in branch:
+            out[f"{name}/entropy"] = float(branch["entropy"].mean()) / branch["m"].shape[1]
+        return out
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -264,13 +308,14 @@ class OGFR(ReIDMethod):
             camids: ``[B]`` long, within the training cameras.
 
         Returns:
-            ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}``. Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W.
+            ``{"global": [B, D], "parts": [B, K, D], "visibility": [B, K] bool}``. Visibility is Eq. (22) on the student's correlation matrix upsampled to H×W
+            (``visibility_rule = "token"``: on the token grid; the evaluation sets it from ``evaluate.visibility``).
             The model is put in eval mode for the call and restored after.
         """
         with eval_mode(self):
             out = self.branch("student", images, z, camids)
         feats = out["feats_bn"]  # [B, K+1, D]
-        vis = part_visibility(out["corr"], self.grid_size, self.img_size)  # [B, K]
+        vis = part_visibility(out["corr"], self.grid_size, self.img_size, self.visibility_rule)  # [B, K]
         return {"global": feats[:, 0], "parts": feats[:, 1:], "visibility": vis}
 
     @torch.no_grad()
@@ -284,6 +329,24 @@ class OGFR(ReIDMethod):
                     m = head.agent(self.correlation(self.encoder(images, z, camids)))  # [B, N]
                 return m.reshape(images.shape[0], *self.grid_size)
         return None
+
+
+def policy_reward(p_m: torch.Tensor, p_b: torch.Tensor, kind: str = "eq8", clip: float = 0.0,
+                  eps: float = 1e-6) -> torch.Tensor:
+    """The agent's reward: ``eq8`` = :func:`reinforce_reward` (Eq. 8); ``log_ratio`` =
+    ``log p^m − log p^b`` (probabilities floored at ``eps``; ours: its scale does not depend on the
+    number of classes, where Eq. 8's ~p^m − p^b shrinks as 1/C). Clipped to ``[−clip, clip]`` when
+    ``clip > 0``. Shapes broadcast.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    if kind == "eq8":
+        return reinforce_reward(p_m, p_b, clip, eps)
+    if kind != "log_ratio":
+        raise ValueError(f"model.reward_kind must be eq8 or log_ratio, got {kind!r}")
+    r = p_m.clamp_min(eps).log() - p_b.clamp_min(eps).log()
+    return r.clamp(-clip, clip) if clip > 0 else r
 
 
 def reinforce_reward(p_m: torch.Tensor, p_b: torch.Tensor, clip: float = 0.0, eps: float = 1e-6) -> torch.Tensor:

@@ -711,6 +711,11 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
     all_runs = distinct_runs(list(runs) + recorded)  # the checkout's own run first: it is the reference
     sections.append(method_section(all_runs, dataset, bench))
     sections.append(ablation_section(all_runs, note, dataset))
+    from .verdicts import claims_section  # issue 23: the paper's claims as verdicts (a)-(d)
+
+    probe_path = at("reports/fep_probe.json")
+    sections.append(claims_section(all_runs, dataset, dataset + OCC_SUFFIX,
+                                   json.loads(probe_path.read_text()) if probe_path.is_file() else None))
 
     sec = Section("Training curves")
     live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
 from ..occlusion import OcclusionRule
+from .agent_stats import CI_SUFFIXES, grad_snr, mean_ci95
 from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
 from .optim import build_optimizer
 from .schedule import build_scheduler
@@ -102,6 +103,7 @@ class Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self.history: list[dict[str, float]] = []
+        self.agent_grads: list[torch.Tensor] = []  # this epoch's gradients of the FEP agent (grad SNR)
 
     @property
     def last_path(self) -> Path:
@@ -193,6 +195,7 @@ class Trainer:
         self.check_finite(terms, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
+        self.record_agent_gradient()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         lr = self.optimizer.param_groups[-1]["lr"]  # the transformer's lr (group 0 may be the stem's)
@@ -202,6 +205,17 @@ class Trainer:
         stats["lr"] = lr
         stats.update(out.get("stats") or {})  # method-specific scalars (OGFR: reward, retained patches)
         return stats
+
+    def record_agent_gradient(self) -> None:
+        """Keep this step's gradient of the FEP agent's weights (``G`` of Eq. 6; unscaled under AMP) for
+        the epoch's gradient SNR (:func:`~ogfr_core.training.agent_stats.grad_snr`)."""
+        from .optim import is_agent_parameter
+
+        grads = [p.grad.detach().float().flatten() for n, p in unwrap(self.model).named_parameters()
+                 if p.grad is not None and is_agent_parameter(n)]
+        if grads:
+            scale = float(self.scaler.get_scale()) if self.use_amp else 1.0
+            self.agent_grads.append(torch.cat(grads).cpu() / scale)
 
     def agreed_steps(self, loader: Iterable[Any], cap: int) -> int:
         """This epoch's step count: ``min(cap, len(loader))``, and under DDP the minimum over ranks
@@ -232,6 +246,8 @@ class Trainer:
             model.on_epoch_start(epoch)
             self.net.train()
             sums: dict[str, float] = {}
+            squares: dict[str, float] = {}  # per-step statistics logged with a 95 % interval
+            self.agent_grads = []
             steps = 0
             loader = make_loader(epoch)
             limit = self.agreed_steps(loader, min(max_steps, self.steps_per_epoch))
@@ -241,6 +257,8 @@ class Trainer:
                 stats = self.train_step(batch, epoch)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
+                    if k.endswith(CI_SUFFIXES):
+                        squares[k] = squares.get(k, 0.0) + v * v
                 steps += 1
                 if self.rank == 0 and cfg.log_every and steps % cfg.log_every == 0:
                     log.info("epoch %d step %d/%d loss %.4f lr %.2e", epoch + 1, steps, self.steps_per_epoch,
@@ -248,6 +266,9 @@ class Trainer:
             if steps == 0:
                 raise RuntimeError(f"epoch {epoch}: the loader yielded no batch (too few ids for P×K?)")
             means = {k: v / steps for k, v in sums.items()}
+            means.update({f"{k}_ci95": mean_ci95(sums[k], sq, steps)[1] for k, sq in squares.items()})
+            if self.agent_grads:  # |mean| / std of G's gradient over the epoch's steps
+                means["agent/grad_snr"] = grad_snr(self.agent_grads)
             means["epoch"] = epoch + 1
             self.history.append(means)
             if self.rank == 0:

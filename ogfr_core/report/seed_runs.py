@@ -1,0 +1,161 @@
+"""Seed and ablation runs made by the repository (issue 23 item 5): queue a grid with DVC's own queue,
+then record the finished experiments into ``reports/seed_runs.json`` (what the report reads).
+
+Usage (``make seeds`` / ``make record-seeds`` wrap these)::
+
+    python -m ogfr_core.report.seed_runs queue --method ogfr --seeds 0 1 2 [--tag kd-off \\
+        --set train.model.kd=false] [--jobs 2] [--start]
+    python -m ogfr_core.report.seed_runs record [--prefix t-]
+
+``queue`` runs ``dvc exp run --queue -n <prefix><method>[-<tag>]-s<seed> -S train.seed=<seed>
+-S train.model.method=<method> [-S <set> ...]`` per seed, then (``--start``) ``dvc queue start -j
+<jobs>`` (each queued experiment runs the pipeline in its own temporary workspace; ``dvc queue
+status`` follows them, ``dvc queue logs <name>`` shows one). ``record`` reads ``dvc exp show --json
+--all-commits`` and writes every finished experiment whose name starts with ``--prefix`` into
+``reports/seed_runs.json`` as ``{"name", "commit", "finished", "params", "metrics"}`` (nested
+``params.yaml`` and ``reports/metrics.json`` of the run; ``commit`` = the commit it ran on), replacing
+a record of the same name and keeping the others. The report (:mod:`ogfr_core.report.build`) reads
+that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+SEED_RUNS = Path("reports/seed_runs.json")
+EVAL_METRICS = "reports/metrics.json"
+
+
+def run_name(method: str, seed: int, tag: str = "", prefix: str = "t-") -> str:
+    """``<prefix><method>[-<tag>]-s<seed>``, e.g. ``t-ogfr-s0``, ``t-ogfr-kd-off-s2`` (the names already
+    in ``reports/seed_runs.json``).
+
+    Raises:
+        ValueError: a name DVC would refuse (characters other than letters, digits, ``-``, ``_``, ``.``).
+    """
+    name = f"{prefix}{method}{'-' + tag if tag else ''}-s{seed}"
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"experiment name {name!r}: use letters, digits, '-', '_' or '.' in --tag / --prefix")
+    return name
+
+
+def queue_commands(method: str, seeds: Iterable[int], sets: Sequence[str] = (), tag: str = "",
+                   prefix: str = "t-") -> list[list[str]]:
+    """One ``dvc exp run --queue`` command (argv) per seed; ``sets`` are extra ``-S key=value`` overrides.
+
+    Raises:
+        ValueError: a ``set`` that is not ``key=value``.
+    """
+    bad = [s for s in sets if "=" not in s]
+    if bad:
+        raise ValueError(f"--set needs key=value (a params.yaml key), got {bad}")
+    out = []
+    for seed in seeds:
+        cmd = ["dvc", "exp", "run", "--queue", "-n", run_name(method, int(seed), tag, prefix),
+               "-S", f"train.seed={int(seed)}", "-S", f"train.model.method={method}"]
+        for s in sets:
+            cmd += ["-S", s]
+        out.append(cmd)
+    return out
+
+
+def _file_data(files: Mapping | None, name: str | None = None) -> dict:
+    """The ``data`` of one file of an ``exp show`` node's params/metrics (the first when ``name`` is None)."""
+    files = files or {}
+    if name is not None:
+        return dict((files.get(name) or {}).get("data") or {})
+    for f in files.values():
+        return dict((f or {}).get("data") or {})
+    return {}
+
+
+def records_from_exp_show(doc: Any, prefix: str = "t-") -> list[dict]:
+    """Finished experiments of a ``dvc exp show --json --all-commits`` document whose name starts with
+    ``prefix``, as seed-run records ``{"name", "commit", "finished", "params", "metrics"}`` (nested).
+
+    An experiment counts as finished when it has ``reports/metrics.json`` and no error. ``commit`` is
+    the commit the experiment ran on (its parent row's ``rev``); ``finished`` its DVC timestamp.
+    """
+    out = []
+    for node in (doc if isinstance(doc, list) else [doc]):
+        if not isinstance(node, Mapping) or node.get("rev") == "workspace":
+            continue
+        for exp in node.get("experiments") or []:
+            for run in (exp.get("revs") or []) if isinstance(exp, Mapping) else []:
+                if not isinstance(run, Mapping):
+                    continue
+                name = str(run.get("name") or exp.get("name") or "")
+                data = run.get("data") or {}
+                if not name.startswith(prefix) or run.get("error") or data.get("error"):
+                    continue
+                metrics = _file_data(data.get("metrics"), EVAL_METRICS)
+                if not metrics:
+                    continue
+                out.append({"name": name, "commit": str(node.get("rev", "")),
+                            "finished": str(data.get("timestamp") or ""),
+                            "params": _file_data(data.get("params"), "params.yaml"), "metrics": metrics})
+    return out
+
+
+def merge_records(doc: Mapping | None, new: Sequence[Mapping]) -> dict:
+    """``reports/seed_runs.json`` with ``new`` records added; a record replaces the one of the same name
+    (a rerun supersedes the old run). Runs are kept sorted by name; the ``note`` is kept."""
+    doc = dict(doc or {})
+    runs = {r["name"]: dict(r) for r in doc.get("runs", [])}
+    for r in new:
+        runs[r["name"]] = dict(r)
+    doc["runs"] = [runs[k] for k in sorted(runs)]
+    return doc
+
+
+def _dvc(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Queue seed / ablation runs with DVC's queue; record finished ones.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("queue", help="dvc exp run --queue one experiment per seed")
+    q.add_argument("--method", default="ogfr")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    q.add_argument("--tag", default="", help="ablation tag in the run name (e.g. kd-off)")
+    q.add_argument("--set", action="append", default=[], help="extra -S key=value (repeatable)")
+    q.add_argument("--prefix", default="t-")
+    q.add_argument("--jobs", type=int, default=2, help="dvc queue start -j (2 cores here: 2 runs of 1 thread)")
+    q.add_argument("--start", action="store_true", help="also start the queue's workers")
+    q.add_argument("--dry-run", action="store_true", help="print the commands only")
+    r = sub.add_parser("record", help="write finished experiments into reports/seed_runs.json")
+    r.add_argument("--prefix", default="t-")
+    r.add_argument("--out", default=str(SEED_RUNS))
+    args = ap.parse_args(argv)
+
+    if args.cmd == "queue":
+        cmds = queue_commands(args.method, args.seeds, args.set, args.tag, args.prefix)
+        if args.start:
+            cmds.append(["dvc", "queue", "start", "-j", str(args.jobs)])
+        for cmd in cmds:
+            print(" ".join(cmd))
+            if args.dry_run:
+                continue
+            proc = _dvc(cmd)
+            if proc.returncode != 0:
+                sys.exit(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
+        return 0
+    proc = _dvc(["dvc", "exp", "show", "--json", "--all-commits"])
+    if proc.returncode != 0:
+        sys.exit(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")
+    new = records_from_exp_show(json.loads(proc.stdout or "[]"), args.prefix)
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.is_file() else {"note": "Seed runs queued with `make seeds`."}
+    out.write_text(json.dumps(merge_records(doc, new), indent=1) + "\n")
+    print(f"{len(new)} finished experiment(s) named {args.prefix}* recorded in {out}: "
+          + ", ".join(r["name"] for r in new))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Seed / ablation runs with DVC's queue (issue 23 item 5): the queued commands, and finished
+experiments of `dvc exp show --json` recorded into reports/seed_runs.json as the report reads them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ogfr_core.report.experiments import load_recorded_runs
+from ogfr_core.report.seed_runs import main, merge_records, queue_commands, records_from_exp_show, run_name
+
+
+def test_queue_commands():
+    cmds = queue_commands("ogfr", [0, 2], ["train.threads=1", "train.model.kd=false"], tag="kd-off")
+    assert cmds[1] == ["dvc", "exp", "run", "--queue", "-n", "t-ogfr-kd-off-s2", "-S", "train.seed=2",
+                       "-S", "train.model.method=ogfr", "-S", "train.threads=1", "-S", "train.model.kd=false"]
+    assert run_name("baseline", 1) == "t-baseline-s1"
+    with pytest.raises(ValueError, match="key=value"):
+        queue_commands("ogfr", [0], ["train.seed"])
+    with pytest.raises(ValueError, match="experiment name"):
+        run_name("ogfr", 0, tag="kd off")
+
+
+def _run(name, seed, m, error=None):
+    return {"rev": "e" * 40, "name": name, "error": error, "data": {
+        "timestamp": "2026-12-04T10:00:00", "params": {"params.yaml": {"data": {"train": {"seed": seed}}}},
+        "metrics": {"reports/metrics.json": {"data": {"method": "ogfr", "datasets": {"d": {"global": {"mAP": m}}}}},
+                    "dvclive/metrics.json": {"data": {"x": 1}}}}}
+
+
+def exp_show_doc():
+    return [{"rev": "workspace", "data": {}},
+            {"rev": "c" * 40, "name": "main", "data": {}, "experiments": [
+                {"name": "t-ogfr-s0", "revs": [_run("t-ogfr-s0", 0, 0.36)]},
+                {"name": "t-ogfr-s1", "revs": [_run("t-ogfr-s1", 1, 0.0, error={"msg": "failed"})]},
+                {"name": "other", "revs": [_run("other", 0, 0.1)]},
+                {"name": "t-ogfr-s2", "revs": [dict(_run("t-ogfr-s2", 2, 0.3), data={"params": {}})]}]}]
+
+
+def test_records_from_exp_show_keeps_finished_prefixed_runs():
+    recs = records_from_exp_show(exp_show_doc())
+    assert [r["name"] for r in recs] == ["t-ogfr-s0"]  # s1 failed, s2 has no metrics, 'other' not t-*
+    r = recs[0]
+    assert r["commit"] == "c" * 40 and r["params"] == {"train": {"seed": 0}}
+    assert r["metrics"]["datasets"]["d"]["global"]["mAP"] == 0.36  # reports/metrics.json, not dvclive's
+
+
+def test_merge_replaces_by_name_and_report_reads_it(tmp_path):
+    old = {"note": "n", "runs": [{"name": "t-ogfr-s0", "commit": "a" * 40, "params": {}, "metrics": {"m": 1}},
+                                 {"name": "t-baseline-s0", "commit": "a" * 40, "params": {}, "metrics": {"m": 2}}]}
+    doc = merge_records(old, records_from_exp_show(exp_show_doc()))
+    assert doc["note"] == "n" and [r["name"] for r in doc["runs"]] == ["t-baseline-s0", "t-ogfr-s0"]
+    assert doc["runs"][1]["commit"] == "c" * 40  # the rerun supersedes the old record
+    path = tmp_path / "seed_runs.json"
+    path.write_text(json.dumps(doc))
+    runs = load_recorded_runs(path)
+    assert runs[1]["name"] == f"t-ogfr-s0 @{'c' * 7}"
+    assert runs[1]["params"]["train.seed"] == 0 and runs[1]["metrics"]["datasets.d.global.mAP"] == 0.36
+
+
+def test_queue_dry_run_prints(capsys):
+    assert main(["queue", "--method", "baseline", "--seeds", "0", "--dry-run", "--start", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["dvc exp run --queue -n t-baseline-s0 -S train.seed=0 -S train.model.method=baseline",
+                   "dvc queue start -j 2"]
