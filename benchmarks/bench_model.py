@@ -19,7 +19,9 @@
    profile prints the extras' cost at ViT-B/16 size too.
 
 Usage: ``python -m benchmarks.bench_model [--profile paper|params|both] [--batch 4] [--steps 3]``
-(``--methods fed,pgfl_kd,baseline`` limits ``--profile params`` to those methods)
+(``--methods fed,pgfl_kd,baseline`` limits ``--profile params`` to those methods; ``--amp`` adds
+``ogfr@bf16`` / ``baseline@bf16`` rows, CPU bf16 autocast (``train.amp_cpu``) timed interleaved with
+fp32; ``--trace ogfr`` prints torch.profiler's table of one training step)
 """
 from __future__ import annotations
 
@@ -57,6 +59,11 @@ def make_batch(b: int, h: int, w: int, num_classes: int, device: torch.device) -
 
 def build(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int], device,
           phase: str | None = None):
+    """Model + Trainer of ``method``; ``<method>@bf16`` trains with CPU bf16 autocast (``train.amp_cpu``)."""
+    method, _, precision = method.partition("@")
+    if precision not in ("", "bf16"):
+        raise ValueError(f"unknown precision suffix @{precision} (allowed: @bf16)")
+    cfg = dataclasses.replace(cfg, amp_cpu=precision == "bf16")
     mcfg = dataclasses.replace(cfg.model, method=method)
     model = build_model(mcfg, num_classes, num_cameras, hw, load_weights=False)
     if phase is not None:  # a training phase of a multi-phase method (what it freezes)
@@ -207,6 +214,9 @@ def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device,
         for k, v in table.items():
             med[f"{kind}_s_{k}"] = min(v)
             med[f"{kind}_s_{k}_median"] = statistics.median(v)
+    for m in methods:
+        if m.endswith("@bf16") and m.partition("@")[0] in methods:
+            med[f"train_speedup_{m}"] = med[f"train_s_{m.partition('@')[0]}"] / med[f"train_s_{m}"]
     if "ogfr" in methods and "baseline" in methods:
         med["train_ratio"] = med["train_s_ogfr"] / med["train_s_baseline"]
         med["infer_ratio"] = med["infer_s_ogfr"] / med["infer_s_baseline"]
@@ -242,15 +252,25 @@ def method_table(cfg: TrainConfig, num_classes: int, num_cameras: int, hw: tuple
     timing, models = time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device, methods=methods)
     table: dict[str, dict[str, Any]] = {}
     for m in methods:
+        if "@" in m:  # a precision variant: timing only (MACs and parameters are the method's)
+            table[m] = {"train_s": timing[f"train_s_{m}"], "train_s_median": timing[f"train_s_{m}_median"],
+                        "infer_s": timing[f"infer_s_{m}"], "loss_total": timing[f"loss_total_{m}"],
+                        "train_speedup": timing.get(f"train_speedup_{m}")}
+            continue
         phases = [p.name for p in models[m].training_phases(cfg)]
         step = {(p or "train"): train_step_macs(cfg, m, num_classes, num_cameras, hw, device, 2, p or None) / 1e9
                 for p in phases}
         table[m] = {"params_m": models[m].count_parameters() / 1e6, "macs_train_step_g": step,
                     "macs_infer_g": inference_macs(models[m], hw, device) / 1e9,
                     "train_s": timing[f"train_s_{m}"], "infer_s": timing[f"infer_s_{m}"],
-                    "loss_total": timing[f"loss_total_{m}"]}
+                    "train_s_median": timing[f"train_s_{m}_median"], "loss_total": timing[f"loss_total_{m}"]}
     if "baseline" in table:
         for m in table:
+            if "@" in m:
+                continue
+            table[m]["train_ratio"] = table[m]["train_s"] / table["baseline"]["train_s"]
+            table[m]["train_macs_ratio"] = (sum(table[m]["macs_train_step_g"].values())
+                                            / sum(table["baseline"]["macs_train_step_g"].values()))
             table[m]["infer_ratio"] = table[m]["infer_s"] / table["baseline"]["infer_s"]
             table[m]["infer_macs_ratio"] = table[m]["macs_infer_g"] / table["baseline"]["macs_infer_g"]
     return table
@@ -317,10 +337,18 @@ def print_method_table(table: dict[str, dict[str, Any]], extras: dict[str, Any])
     print("  method      params(M)  train-step MACs/img (G)            infer MACs/img (G)  train s/step  "
           "infer s/batch  infer ratio vs baseline")
     for m, r in table.items():
+        if "@" in m:  # precision variant
+            speed = f" ({r['train_speedup']:.2f}x the fp32 step)" if r.get("train_speedup") else ""
+            print(f"  {m:<10} {'':9}  {'(same MACs)':<34} {'':9}  {r['train_s']:12.3f}  {r['infer_s']:13.3f}{speed}")
+            continue
         step = ", ".join(f"{k} {v:.3f}" for k, v in r["macs_train_step_g"].items())
         ratio = f"{r['infer_ratio']:.2f} (MACs {r['infer_macs_ratio']:.2f})" if "infer_ratio" in r else "-"
         print(f"  {m:<10} {r['params_m']:9.2f}  {step:<34} {r['macs_infer_g']:9.3f}  {r['train_s']:12.3f}  "
               f"{r['infer_s']:13.3f}  {ratio}")
+    if "ogfr" in table and "train_ratio" in table["ogfr"]:
+        r = table["ogfr"]
+        print(f"  OGFR / baseline train step: time {r['train_ratio']:.2f}x, MACs {r['train_macs_ratio']:.2f}x "
+              f"-> {r['train_ratio'] / r['train_macs_ratio']:.2f}x the MAC ratio (issue #22 target <= 1.15)")
     print_extras(extras)
 
 
@@ -330,6 +358,23 @@ def print_extras(extras: dict[str, Any]) -> None:
           f"{1e3 * f['s_per_query']:.1f} ms, {f['macs_per_query_g']:.2f} G MACs; CpaCol re-scoring of the top "
           f"{c['top_k']} {1e3 * c['s_per_query']:.1f} ms, {c['macs_per_query_g']:.2f} G MACs "
           f"(Occluded-Duke, 2,210 queries: {2210 * f['s_per_query'] / 60:.1f} / {2210 * c['s_per_query'] / 60:.1f} min)")
+
+
+def profile_step(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int],
+                 batch: int, device, rows: int = 25) -> str:
+    """torch.profiler table of one training step of ``method`` (after one untimed step): the ``rows``
+    ops with the most self CPU time, and the same grouped by input shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, trainer = build(cfg, method, num_classes, num_cameras, hw, device)
+    data = make_batch(batch, *hw, num_classes, device)
+    trainer.train_step(data)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        trainer.train_step(data)
+    avg = prof.key_averages()
+    return (avg.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=50)
+            + prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows,
+                                                                 max_name_column_width=40, max_shapes_column_width=80))
 
 
 def main() -> None:
@@ -342,6 +387,10 @@ def main() -> None:
     ap.add_argument("--out", default="", help="also write the numbers as JSON here")
     ap.add_argument("--methods", default="",
                     help="comma-separated methods for --profile params (default: all registered)")
+    ap.add_argument("--amp", action="store_true",
+                    help="--profile params: also time <method>@bf16 (CPU bf16 autocast, train.amp_cpu) interleaved")
+    ap.add_argument("--trace", default="",
+                    help="--profile params: print torch.profiler's table of one training step of this method")
     args = ap.parse_args()
     from ogfr_core.runtime import resolve_device
 
@@ -395,7 +444,12 @@ def main() -> None:
         cfg = from_dict(TrainConfig, params["train"], "train")
         hw, ncls, ncam = (data.height, data.width), 767, 2
         batch = cfg.ids_per_batch * cfg.images_per_id
-        methods = tuple(m for m in args.methods.split(",") if m) or None
+        methods = tuple(m for m in args.methods.split(",") if m) or tuple(sorted(METHODS))
+        if args.amp:
+            methods += tuple(f"{m}@bf16" for m in methods if m in ("ogfr", "baseline"))
+        if args.trace:
+            print(f"[torch.profiler: one {args.trace} training step, batch {batch}, {torch.get_num_threads()} threads]")
+            print(profile_step(cfg, args.trace, ncls, ncam, hw, batch, device))
         table = method_table(cfg, ncls, ncam, hw, batch, args.steps, device, methods)
         results["params_yaml"] = {"batch": batch, "backbone": cfg.model.backbone, "depth": cfg.model.depth,
                                   "stride": cfg.model.stride, "hw": list(hw), "methods": table}

@@ -1,6 +1,6 @@
 """The training loop (OGFR §IV-B): SGD + warm-up/cosine, PK batches, occlusion augmentation for the
-student, AMP on CUDA (fp16) and optionally on CPU (bf16, ``amp_cpu``), DDP under ``torchrun``, atomic per-epoch checkpoints with automatic resume,
-dvclive logging, non-finite-loss guard.
+student, AMP on CUDA (fp16) and optionally on CPU (bf16, ``amp_cpu``), DDP under ``torchrun``, atomic
+per-epoch checkpoints with automatic resume, dvclive logging, non-finite-loss guard.
 
 Reproducibility: at the start of epoch ``e`` the loop seeds torch with ``seed + e`` and its own CPU
 generator (occlusion augmentation, agent actions) with ``seed · 1000 + e``, and asks the caller for
