@@ -34,6 +34,17 @@ from .schedule import build_scheduler
 log = logging.getLogger(__name__)
 
 
+def cpu_bf16_support() -> bool | None:
+    """Whether the CPU has native bf16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``'s
+    flags, what oneDNN's bf16 kernels need); None where ``/proc/cpuinfo`` cannot be read (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _to_float32(obj: Any) -> Any:
     """``obj`` with every bf16/fp16 tensor inside dicts, lists and tuples cast to float32 (differentiable;
     float32 and integer tensors are returned as they are, no copy)."""
@@ -109,6 +120,10 @@ class Trainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         # CPU mixed precision (train.amp_cpu): bf16 autocast, no scaler (bf16 has fp32's exponent range)
         self.use_amp_cpu = bool(getattr(cfg, "amp_cpu", False)) and self.device.type == "cpu"
+        if self.use_amp_cpu and cpu_bf16_support() is False:
+            log.warning("train.amp_cpu: this CPU has no native bf16 (no avx512_bf16 / amx_bf16 in /proc/cpuinfo): "
+                        "bf16 runs emulated, measured 14x SLOWER than fp32 on an AVX2-only machine "
+                        "(benchmarks/bench_model.py --amp); set train.amp_cpu: false")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.generator = torch.Generator()
         self.start_epoch = 0
