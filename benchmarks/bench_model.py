@@ -102,15 +102,41 @@ def count_flops(model, hw, device) -> dict[str, float]:
             "macs_full_g": full / 2e9, "macs_student_g": infer / 2e9, "macs_modules_once_g": once / 2e9}
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **_) -> int:
+    """FLOPs (2 per MAC) of ``aten.convolution_backward``, for grouped convolutions too.
+
+    torch's own formula (``torch.utils.flop_counter.conv_backward_flop``, torch 2.14) ignores
+    ``groups``: it counts a depthwise convolution's weight gradient as a dense one, C times too many
+    (C = channels; ×96…576 in MobileNetV2). Each gradient costs the forward's MACs,
+    ``elements(output) × C_in/groups × kh × kw`` (``weight [C_out, C_in/g, kh, kw]``; transposed:
+    ``elements(input) × C_out/g × kh × kw``), counted for each of grad_input / grad_weight requested
+    by ``output_mask``.
+    """
+    k = 1
+    for s in w_shape[1:]:
+        k *= int(s)
+    n = 1
+    for s in (x_shape if transposed else grad_out_shape):
+        n *= int(s)
+    return 2 * n * k * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def flop_counter():
+    """``FlopCounterMode`` with :func:`conv_backward_flops` for ``aten.convolution_backward``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+
+
 def train_step_macs(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int],
                     device: torch.device, batch: int = 2, phase: str | None = None) -> float:
     """Multiply–accumulates per image of one whole training step (forward, backward, optimiser;
-    torch's counter) — the machine-independent counterpart of the timed ratio. ``phase``: a training
-    phase of a multi-phase method (default: its first)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    torch's counter with grouped-convolution backward counted right, :func:`conv_backward_flops`) —
+    the machine-independent counterpart of the timed ratio. ``phase``: a training phase of a
+    multi-phase method (default: its first)."""
     _, trainer = build(cfg, method, num_classes, num_cameras, hw, device, phase)
-    with FlopCounterMode(display=False) as fc:
+    with flop_counter() as fc:
         trainer.train_step(make_batch(batch, *hw, num_classes, device))
     return fc.get_total_flops() / 2 / batch
 
