@@ -18,6 +18,32 @@
    test-time extras (:func:`extras_cost`: FPC's consolidation, CpaCol's top-k re-scoring). The paper
    profile prints the extras' cost at ViT-B/16 size too.
 
+Where an OGFR training step of the CPU profile spends its time (issue #22; ``--trace ogfr``, batch
+64 = 16×4, 128×64, hybrid stem, synthetic batch; self CPU time of torch.profiler, shared 2-core VM,
+load average 3–7, so shares rather than seconds). 1 thread, before the changes of issue #22
+(5.5 s): transformer matmuls (``mm``/``addmm``: encoder over the 2B = 128 stacked images × 42
+tokens, the teacher FEP and student layers over 64, the no-grad reward passes) 51 %; MobileNetV2
+stem convolutions forward + backward 17 %; its batch norms 10 % (one eval-mode BN of a frozen block
+over ``[128, 96, 64, 32]`` alone 4.5 %); attention kernels 4 %; GELU 3 %; Eq. (19) — bilinear
+upsampling of ``[64, 9, 8, 4]`` to ``[64, 9, 128, 64]``, its backward and the ``log`` over it, twice —
+3–4 %; ~1,700 ``copy_`` (mostly the occlusion augmentation's per-image pastes) 1.6 %; AdamW 1.3 %.
+The baseline (1.8 s, same run): matmuls 39 %, stem convolutions 27 %, stem batch norms 15 %. So the
+time follows the MACs of the transformer layers, which OGFR has ~4× of the baseline's (two views
+through the encoder, two 2-layer heads, reward passes), while the stem — most of the baseline's
+MACs — only doubles. Changed (same values, tested): Eq. (19) at the labelled class only
+(:func:`ogfr_core.losses.mask_loss`, ~4× less work per call) and the frozen stem blocks with BN
+folded into their convolutions (:class:`ogfr_core.model.stem.CNNStem`); measured together
+interleaved with the old code path in one process: the OGFR step 0.92–0.95× (1 thread). 2 threads,
+after the changes (2.8 s per step unprofiled; 10.1 s of CPU time over both threads, load 3.5): matmuls
+40 %, stem convolutions 12 %, batch norms forward + backward 8 %, and the memory-bound ops grow under
+contention — ``copy_`` (1,735 calls) 5 %, ``cat`` 3.6 %, ``fill_`` 3.2 % — while L_mask's gathers,
+scatter and ``log`` are 0.6 %. Not changed: the copies of the occlusion augmentation (per-image
+pastes, ``ogfr_core/data/occlusion_aug.py``), the concatenations in the FEP decoder / reward passes
+(issue #23's code) and AdamW's per-tensor loop (``foreach``/``fused`` would change the update's
+rounding). MACs: torch's counter mis-counts grouped convolution backward
+(:func:`conv_backward_flops` fixes it): the baseline step is 0.254 G MACs per image, not 0.73 G, and
+OGFR / baseline 3.45×, not 2.50×.
+
 Usage: ``python -m benchmarks.bench_model [--profile paper|params|both] [--batch 4] [--steps 3]``
 (``--methods fed,pgfl_kd,baseline`` limits ``--profile params`` to those methods; ``--amp`` adds
 ``ogfr@bf16`` / ``baseline@bf16`` rows, CPU bf16 autocast (``train.amp_cpu``) timed interleaved with
