@@ -16,7 +16,7 @@ the train stage's value):
    compete with it: the wait and the step's slow-down are what the loader really costs.
 
 The loader keeps up when (1) ÷ (2) < 1 and the wait in (3) is a small share of the step. Run from
-the repo root: ``python -m benchmarks.bench_data [--batches 6] [--workers 2] [--amp]``; not a test
+the repo root: ``python -m benchmarks.bench_data [--batches 6] [--loader-batches 24] [--workers 2] [--amp]``; not a test
 (timings depend on the machine's load: the script prints ``os.getloadavg()``).
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ from ogfr_core.data import ReIDImageDataset, TrainTransform, build_index, build_
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batches", type=int, default=6, help="timed batches / steps per measurement")
+    ap.add_argument("--batches", type=int, default=6, help="timed train steps per measurement (2 and 3)")
+    ap.add_argument("--loader-batches", type=int, default=24, help="timed loader batches (1)")
     ap.add_argument("--workers", type=int, default=-1, help="loader workers (default: data.num_workers)")
     ap.add_argument("--amp", action="store_true", help="time the step with CPU bf16 autocast (train.amp_cpu)")
     args = ap.parse_args()
@@ -64,16 +65,18 @@ def main() -> None:
     def loader(epoch: int):
         return iter(build_train_loader(ds, train.label.tolist(), p=p, k=k, seed=epoch, num_workers=workers))
 
-    # 1. loader alone
+    # 1. loader alone: after the warm-up batch the workers hold up to 2 x workers prefetched batches, which
+    # come back at once; those are skipped, then --loader-batches are timed in one stretch
     it = loader(0)
     next(it)  # warm-up (worker start)
-    waits = []
-    for _ in range(args.batches):
-        t0 = time.perf_counter()
+    time.sleep(1.0)
+    for _ in range(2 * max(1, workers)):
+        next(it)  # drain the prefetched batches
+    t0 = time.perf_counter()
+    for _ in range(args.loader_batches):
         next(it)
-        waits.append(time.perf_counter() - t0)
+    load_s = (time.perf_counter() - t0) / args.loader_batches
     del it
-    load_s = statistics.median(waits)
 
     # 2. the train step alone, on a fixed batch of the same shape
     from benchmarks.bench_model import build, make_batch
@@ -106,7 +109,7 @@ def main() -> None:
 
     n = p * k
     print(f"1. train loader alone ({workers} workers, {cfg.height}x{cfg.width}, batch {n}): "
-          f"{load_s:.3f} s/batch (median of {args.batches}; {n / load_s:.0f} images/s)")
+          f"{load_s:.3f} s/batch (mean of {args.loader_batches} after the prefetched ones; {n / load_s:.0f} images/s)")
     print(f"2. {method} train step alone (fixed batch): {step_s:.3f} s/step (median of {args.batches})")
     print(f"   loader / step = {load_s / step_s:.2f} ({'keeps up' if load_s < step_s else 'DOES NOT keep up'})")
     print(f"3. loader feeding the trainer: wait in next() {statistics.median(fed_wait):.3f} s/step, "
