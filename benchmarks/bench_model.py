@@ -18,8 +18,36 @@
    test-time extras (:func:`extras_cost`: FPC's consolidation, CpaCol's top-k re-scoring). The paper
    profile prints the extras' cost at ViT-B/16 size too.
 
+Where an OGFR training step of the CPU profile spends its time (issue #22; ``--trace ogfr``, batch
+64 = 16×4, 128×64, hybrid stem, synthetic batch; self CPU time of torch.profiler, shared 2-core VM,
+load average 3–7, so shares rather than seconds). 1 thread, before the changes of issue #22
+(5.5 s): transformer matmuls (``mm``/``addmm``: encoder over the 2B = 128 stacked images × 42
+tokens, the teacher FEP and student layers over 64, the no-grad reward passes) 51 %; MobileNetV2
+stem convolutions forward + backward 17 %; its batch norms 10 % (one eval-mode BN of a frozen block
+over ``[128, 96, 64, 32]`` alone 4.5 %); attention kernels 4 %; GELU 3 %; Eq. (19) — bilinear
+upsampling of ``[64, 9, 8, 4]`` to ``[64, 9, 128, 64]``, its backward and the ``log`` over it, twice —
+3–4 %; ~1,700 ``copy_`` (mostly the occlusion augmentation's per-image pastes) 1.6 %; AdamW 1.3 %.
+The baseline (1.8 s, same run): matmuls 39 %, stem convolutions 27 %, stem batch norms 15 %. So the
+time follows the MACs of the transformer layers, which OGFR has ~4× of the baseline's (two views
+through the encoder, two 2-layer heads, reward passes), while the stem — most of the baseline's
+MACs — only doubles. Changed (same values, tested): Eq. (19) at the labelled class only
+(:func:`ogfr_core.losses.mask_loss`, ~4× less work per call) and the frozen stem blocks with BN
+folded into their convolutions (:class:`ogfr_core.model.stem.CNNStem`); measured together
+interleaved with the old code path in one process: the OGFR step 0.92–0.95× (1 thread). 2 threads,
+after the changes (2.8 s per step unprofiled; 10.1 s of CPU time over both threads, load 3.5): matmuls
+40 %, stem convolutions 12 %, batch norms forward + backward 8 %, and the memory-bound ops grow under
+contention — ``copy_`` (1,735 calls) 5 %, ``cat`` 3.6 %, ``fill_`` 3.2 % — while L_mask's gathers,
+scatter and ``log`` are 0.6 %. Not changed: the copies of the occlusion augmentation (per-image
+pastes, ``ogfr_core/data/occlusion_aug.py``), the concatenations in the FEP decoder / reward passes
+(issue #23's code) and AdamW's per-tensor loop (``foreach``/``fused`` would change the update's
+rounding). MACs: torch's counter mis-counts grouped convolution backward
+(:func:`conv_backward_flops` fixes it): the baseline step is 0.254 G MACs per image, not 0.73 G, and
+OGFR / baseline 3.45×, not 2.50×.
+
 Usage: ``python -m benchmarks.bench_model [--profile paper|params|both] [--batch 4] [--steps 3]``
-(``--methods fed,pgfl_kd,baseline`` limits ``--profile params`` to those methods)
+(``--methods fed,pgfl_kd,baseline`` limits ``--profile params`` to those methods; ``--amp`` adds
+``ogfr@bf16`` / ``baseline@bf16`` rows, CPU bf16 autocast (``train.amp_cpu``) timed interleaved with
+fp32; ``--trace ogfr`` prints torch.profiler's table of one training step)
 """
 from __future__ import annotations
 
@@ -57,6 +85,11 @@ def make_batch(b: int, h: int, w: int, num_classes: int, device: torch.device) -
 
 def build(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int], device,
           phase: str | None = None):
+    """Model + Trainer of ``method``; ``<method>@bf16`` trains with CPU bf16 autocast (``train.amp_cpu``)."""
+    method, _, precision = method.partition("@")
+    if precision not in ("", "bf16"):
+        raise ValueError(f"unknown precision suffix @{precision} (allowed: @bf16)")
+    cfg = dataclasses.replace(cfg, amp_cpu=precision == "bf16")
     mcfg = dataclasses.replace(cfg.model, method=method)
     model = build_model(mcfg, num_classes, num_cameras, hw, load_weights=False)
     if phase is not None:  # a training phase of a multi-phase method (what it freezes)
@@ -95,15 +128,41 @@ def count_flops(model, hw, device) -> dict[str, float]:
             "macs_full_g": full / 2e9, "macs_student_g": infer / 2e9, "macs_modules_once_g": once / 2e9}
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **_) -> int:
+    """FLOPs (2 per MAC) of ``aten.convolution_backward``, for grouped convolutions too.
+
+    torch's own formula (``torch.utils.flop_counter.conv_backward_flop``, torch 2.14) ignores
+    ``groups``: it counts a depthwise convolution's weight gradient as a dense one, C times too many
+    (C = channels; ×96…576 in MobileNetV2). Each gradient costs the forward's MACs,
+    ``elements(output) × C_in/groups × kh × kw`` (``weight [C_out, C_in/g, kh, kw]``; transposed:
+    ``elements(input) × C_out/g × kh × kw``), counted for each of grad_input / grad_weight requested
+    by ``output_mask``.
+    """
+    k = 1
+    for s in w_shape[1:]:
+        k *= int(s)
+    n = 1
+    for s in (x_shape if transposed else grad_out_shape):
+        n *= int(s)
+    return 2 * n * k * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def flop_counter():
+    """``FlopCounterMode`` with :func:`conv_backward_flops` for ``aten.convolution_backward``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+
+
 def train_step_macs(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int],
                     device: torch.device, batch: int = 2, phase: str | None = None) -> float:
     """Multiply–accumulates per image of one whole training step (forward, backward, optimiser;
-    torch's counter) — the machine-independent counterpart of the timed ratio. ``phase``: a training
-    phase of a multi-phase method (default: its first)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    torch's counter with grouped-convolution backward counted right, :func:`conv_backward_flops`) —
+    the machine-independent counterpart of the timed ratio. ``phase``: a training phase of a
+    multi-phase method (default: its first)."""
     _, trainer = build(cfg, method, num_classes, num_cameras, hw, device, phase)
-    with FlopCounterMode(display=False) as fc:
+    with flop_counter() as fc:
         trainer.train_step(make_batch(batch, *hw, num_classes, device))
     return fc.get_total_flops() / 2 / batch
 
@@ -207,6 +266,9 @@ def time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device,
         for k, v in table.items():
             med[f"{kind}_s_{k}"] = min(v)
             med[f"{kind}_s_{k}_median"] = statistics.median(v)
+    for m in methods:
+        if m.endswith("@bf16") and m.partition("@")[0] in methods:
+            med[f"train_speedup_{m}"] = med[f"train_s_{m.partition('@')[0]}"] / med[f"train_s_{m}"]
     if "ogfr" in methods and "baseline" in methods:
         med["train_ratio"] = med["train_s_ogfr"] / med["train_s_baseline"]
         med["infer_ratio"] = med["infer_s_ogfr"] / med["infer_s_baseline"]
@@ -242,15 +304,25 @@ def method_table(cfg: TrainConfig, num_classes: int, num_cameras: int, hw: tuple
     timing, models = time_interleaved(cfg, num_classes, num_cameras, hw, batch, steps, device, methods=methods)
     table: dict[str, dict[str, Any]] = {}
     for m in methods:
+        if "@" in m:  # a precision variant: timing only (MACs and parameters are the method's)
+            table[m] = {"train_s": timing[f"train_s_{m}"], "train_s_median": timing[f"train_s_{m}_median"],
+                        "infer_s": timing[f"infer_s_{m}"], "loss_total": timing[f"loss_total_{m}"],
+                        "train_speedup": timing.get(f"train_speedup_{m}")}
+            continue
         phases = [p.name for p in models[m].training_phases(cfg)]
         step = {(p or "train"): train_step_macs(cfg, m, num_classes, num_cameras, hw, device, 2, p or None) / 1e9
                 for p in phases}
         table[m] = {"params_m": models[m].count_parameters() / 1e6, "macs_train_step_g": step,
                     "macs_infer_g": inference_macs(models[m], hw, device) / 1e9,
                     "train_s": timing[f"train_s_{m}"], "infer_s": timing[f"infer_s_{m}"],
-                    "loss_total": timing[f"loss_total_{m}"]}
+                    "train_s_median": timing[f"train_s_{m}_median"], "loss_total": timing[f"loss_total_{m}"]}
     if "baseline" in table:
         for m in table:
+            if "@" in m:
+                continue
+            table[m]["train_ratio"] = table[m]["train_s"] / table["baseline"]["train_s"]
+            table[m]["train_macs_ratio"] = (sum(table[m]["macs_train_step_g"].values())
+                                            / sum(table["baseline"]["macs_train_step_g"].values()))
             table[m]["infer_ratio"] = table[m]["infer_s"] / table["baseline"]["infer_s"]
             table[m]["infer_macs_ratio"] = table[m]["macs_infer_g"] / table["baseline"]["macs_infer_g"]
     return table
@@ -317,10 +389,18 @@ def print_method_table(table: dict[str, dict[str, Any]], extras: dict[str, Any])
     print("  method      params(M)  train-step MACs/img (G)            infer MACs/img (G)  train s/step  "
           "infer s/batch  infer ratio vs baseline")
     for m, r in table.items():
+        if "@" in m:  # precision variant
+            speed = f" ({r['train_speedup']:.2f}x the fp32 step)" if r.get("train_speedup") else ""
+            print(f"  {m:<10} {'':9}  {'(same MACs)':<34} {'':9}  {r['train_s']:12.3f}  {r['infer_s']:13.3f}{speed}")
+            continue
         step = ", ".join(f"{k} {v:.3f}" for k, v in r["macs_train_step_g"].items())
         ratio = f"{r['infer_ratio']:.2f} (MACs {r['infer_macs_ratio']:.2f})" if "infer_ratio" in r else "-"
         print(f"  {m:<10} {r['params_m']:9.2f}  {step:<34} {r['macs_infer_g']:9.3f}  {r['train_s']:12.3f}  "
               f"{r['infer_s']:13.3f}  {ratio}")
+    if "ogfr" in table and "train_ratio" in table["ogfr"]:
+        r = table["ogfr"]
+        print(f"  OGFR / baseline train step: time {r['train_ratio']:.2f}x, MACs {r['train_macs_ratio']:.2f}x "
+              f"-> {r['train_ratio'] / r['train_macs_ratio']:.2f}x the MAC ratio (issue #22 target <= 1.15)")
     print_extras(extras)
 
 
@@ -330,6 +410,23 @@ def print_extras(extras: dict[str, Any]) -> None:
           f"{1e3 * f['s_per_query']:.1f} ms, {f['macs_per_query_g']:.2f} G MACs; CpaCol re-scoring of the top "
           f"{c['top_k']} {1e3 * c['s_per_query']:.1f} ms, {c['macs_per_query_g']:.2f} G MACs "
           f"(Occluded-Duke, 2,210 queries: {2210 * f['s_per_query'] / 60:.1f} / {2210 * c['s_per_query'] / 60:.1f} min)")
+
+
+def profile_step(cfg: TrainConfig, method: str, num_classes: int, num_cameras: int, hw: tuple[int, int],
+                 batch: int, device, rows: int = 25) -> str:
+    """torch.profiler table of one training step of ``method`` (after one untimed step): the ``rows``
+    ops with the most self CPU time, and the same grouped by input shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, trainer = build(cfg, method, num_classes, num_cameras, hw, device)
+    data = make_batch(batch, *hw, num_classes, device)
+    trainer.train_step(data)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        trainer.train_step(data)
+    avg = prof.key_averages()
+    return (avg.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=50)
+            + prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows,
+                                                                 max_name_column_width=40, max_shapes_column_width=80))
 
 
 def main() -> None:
@@ -342,6 +439,10 @@ def main() -> None:
     ap.add_argument("--out", default="", help="also write the numbers as JSON here")
     ap.add_argument("--methods", default="",
                     help="comma-separated methods for --profile params (default: all registered)")
+    ap.add_argument("--amp", action="store_true",
+                    help="--profile params: also time <method>@bf16 (CPU bf16 autocast, train.amp_cpu) interleaved")
+    ap.add_argument("--trace", default="",
+                    help="--profile params: print torch.profiler's table of one training step of this method")
     args = ap.parse_args()
     from ogfr_core.runtime import resolve_device
 
@@ -395,7 +496,12 @@ def main() -> None:
         cfg = from_dict(TrainConfig, params["train"], "train")
         hw, ncls, ncam = (data.height, data.width), 767, 2
         batch = cfg.ids_per_batch * cfg.images_per_id
-        methods = tuple(m for m in args.methods.split(",") if m) or None
+        methods = tuple(m for m in args.methods.split(",") if m) or tuple(sorted(METHODS))
+        if args.amp:
+            methods += tuple(f"{m}@bf16" for m in methods if m in ("ogfr", "baseline"))
+        if args.trace:
+            print(f"[torch.profiler: one {args.trace} training step, batch {batch}, {torch.get_num_threads()} threads]")
+            print(profile_step(cfg, args.trace, ncls, ncam, hw, batch, device))
         table = method_table(cfg, ncls, ncam, hw, batch, args.steps, device, methods)
         results["params_yaml"] = {"batch": batch, "backbone": cfg.model.backbone, "depth": cfg.model.depth,
                                   "stride": cfg.model.stride, "hw": list(hw), "methods": table}

@@ -299,6 +299,11 @@ class TrainConfig:
     ``param_groups_weight_decay`` rule). ``stem_lr_scale`` multiplies ``lr`` for the pretrained CNN
     stem of a hybrid patch embedding (1 = same lr), ``agent_lr_scale`` for the FEP erasing agent
     (:mod:`ogfr_core.training.optim`).
+
+    ``amp``: fp16 autocast + GradScaler on CUDA (no effect on CPU). ``amp_cpu``: bf16 autocast on CPU
+    (oneDNN's bf16 matmuls/convolutions; no scaler: bf16 has fp32's exponent range), with the
+    classifier logits, the correlation matrix, the FEP agent, the reward softmax and every loss in fp32
+    (:class:`~ogfr_core.training.loop.Trainer`); off by default until validated (README "Performance").
     """
 
     seed: int = 0
@@ -315,6 +320,7 @@ class TrainConfig:
     warmup_factor: float = 0.01
     min_lr: float = 1.6e-6
     amp: bool = True
+    amp_cpu: bool = False
     device: str = "auto"
     log_every: int = 20
     max_steps_per_epoch: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -72,6 +73,46 @@ def test_mask_eq19():
     lab[0, 1] = 2
     expect = (-math.log(0.5) - math.log(0.25)) / 2
     assert math.isclose(mask_loss(corr, (1, 1), lab).item(), expect, rel_tol=1e-6)
+
+
+def _mask_loss_reference(corr, grid, label_map, eps=1e-8):
+    """Eq. (19) as the code computed it before the per-label gather (kept as the reference): upsample
+    all K+1 maps to H×W with F.interpolate, log every pixel, NLL."""
+    b, n, k1 = corr.shape
+    maps = corr.float().transpose(1, 2).reshape(b, k1, *grid).contiguous()
+    up = F.interpolate(maps, size=tuple(label_map.shape[-2:]), mode="bilinear", align_corners=False)
+    return F.nll_loss(up.clamp_min(eps).log(), label_map.long())
+
+
+def test_mask_eq19_gather_matches_full_upsampling():
+    # the per-label gather (width pass, then the labelled class's height pass) equals the full bilinear
+    # upsampling of all K+1 maps: value and gradient, on the CPU profile's grid (8×4 → 128×64), the
+    # paper's (21×10 → 256×128), stride 8 (16×8), non-integer ratios and a downsampling case
+    g = torch.Generator().manual_seed(0)
+    for grid, size in (((8, 4), (128, 64)), ((21, 10), (256, 128)), ((16, 8), (128, 64)), ((5, 3), (37, 11)),
+                       ((8, 4), (6, 3))):
+        n = grid[0] * grid[1]
+        logits = torch.randn(3, n, 9, generator=g) * 3
+        logits[0, :, 0] = -30.0  # background probability ~1e-13: the eps floor is exercised
+        lab = torch.randint(0, 9, (3, *size), generator=g)
+        a = logits.softmax(-1).requires_grad_(True)
+        r = logits.softmax(-1).requires_grad_(True)
+        new, ref = mask_loss(a, grid, lab), _mask_loss_reference(r, grid, lab)
+        new.backward()
+        ref.backward()
+        assert abs(new.item() - ref.item()) <= 1e-6 * max(1.0, abs(ref.item())), (grid, size, new.item(), ref.item())
+        # integer ratios (every profile): the same weights and sums, gradients to rounding; other ratios:
+        # weights within an ulp of the kernel's, which d/dp log p = 1/p amplifies where p is near eps
+        exact = size[0] % grid[0] == 0 and size[1] % grid[1] == 0
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-5 if exact else 1e-3, atol=1e-9)
+
+
+def test_mask_eq19_rejects_bad_labels():
+    corr = torch.full((1, 2, 3), 1 / 3)
+    with pytest.raises(ValueError, match="label map ids must be in 0..2"):
+        mask_loss(corr, (2, 1), torch.full((1, 4, 2), 3))
+    with pytest.raises(ValueError, match="grid"):
+        mask_loss(corr, (3, 1), torch.zeros(1, 4, 2, dtype=torch.long))
 
 
 def test_triplet_batch_hard():

@@ -516,3 +516,75 @@ def test_global_only_methods_share_one_extract_in_eval_mode():
     with pytest.raises(RuntimeError, match="feature failed"):
         model.extract(b["image"], b["z"], b["camid"])
     assert model.training  # restored after the error
+
+
+def _randomise_bn(module: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics and affine (a fresh BN is the identity map, which would hide a
+    wrong fold)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+
+
+def test_frozen_stem_blocks_fold_batch_norm_into_the_convolutions():
+    """The frozen blocks run with BN folded into the convolutions: same output as the unfused blocks
+    (to float rounding), and the folded copy follows a change of the frozen weights (a load)."""
+    from ogfr_core.model.stem import build_stem
+
+    stem = build_stem("mobilenetv2", 16, frozen_blocks=4).train()
+    _randomise_bn(stem)
+    x = torch.randn(3, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        stem(x)
+        fused = stem._fused[1]
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        plain = stem.blocks[:4](x)  # eval mode: the frozen blocks' own forward
+        torch.testing.assert_close(fused(x), plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()))
+        assert "_fused" not in "".join(stem.state_dict())  # a cache, never saved
+        # a load_state_dict (copy_) bumps the tensors' versions: the folded copy is rebuilt
+        state = {k: v.clone() for k, v in stem.state_dict().items()}
+        state["blocks.1.conv.0.1.running_mean"] += 1.0
+        stem.load_state_dict(state)
+        plain2 = stem.blocks[:4](x)
+        assert not torch.allclose(plain2, plain)
+        torch.testing.assert_close(stem._frozen_forward()(x), plain2, rtol=1e-5, atol=1e-5 * float(plain2.abs().max()))
+        stem.fuse_frozen_bn = False  # the switch: frozen blocks as they are
+        stem._fused = None
+        stem(x)
+        assert stem._fused is None
+
+
+def test_training_loss_equals_the_unoptimised_code_path(monkeypatch):
+    """The loss of a fixed batch (fixed seed and model, hybrid stem with 4 frozen blocks, teacher FEP
+    with a learned agent) is the same within 1e-5 with this module's speed-ups as with the code they
+    replaced: the frozen stem blocks unfolded and Eq. (19) by full bilinear upsampling (the reference
+    implementation kept in tests/test_losses.py)."""
+    import ogfr_core.losses as losses
+    from ogfr_core.config import LossConfig
+    from tests.test_losses import _mask_loss_reference
+
+    cfg = dataclasses.replace(TINY, patch_embed="hybrid", stem_stride=16, stem_frozen_blocks=4)
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=3, num_cameras=2, img_size=(64, 32)).train()
+    _randomise_bn(model.encoder.patch_embed.backbone.blocks[:4])
+    b = 4
+    g = torch.Generator().manual_seed(0)
+    data = dict(image=torch.randn(b, 3, 64, 32, generator=g), z=torch.randint(0, 2, (b, 4), generator=g),
+                camid=torch.arange(b) % 2, label=torch.arange(b) % 2,
+                label_map=torch.randint(0, 9, (b, 64, 32), generator=g))
+
+    def total() -> float:
+        torch.manual_seed(0)
+        out = model(data, torch.Generator().manual_seed(0))
+        return float(model.loss(out, data, LossConfig())["total"])
+
+    new = total()
+    model.encoder.patch_embed.backbone.fuse_frozen_bn = False
+    monkeypatch.setattr(losses, "mask_loss", _mask_loss_reference)
+    old = total()
+    assert abs(new - old) <= 1e-5 * max(1.0, abs(old)), (new, old)

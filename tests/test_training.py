@@ -250,3 +250,41 @@ def test_changed_stage_inputs_retrain(tmp_path, real_batch, caplog):
                         dict(_meta(cfg), inputs=files_hash([tmp_path / "in"])), occlusion=5.0, steps_per_epoch=1)
         assert not other.resume()
     assert "config/inputs differs" in caplog.text
+
+
+def test_cpu_bf16_autocast_keeps_the_sensitive_parts_in_fp32(tmp_path):
+    """``amp_cpu``: the forward under bf16 autocast (the encoder's matmuls run in bf16), while the
+    classifier logits (reward softmax, KL, ID losses), the correlation matrix, the agent's m and every
+    loss term are float32; parameters and their gradients stay float32; the loss of a fixed batch is
+    close to the fp32 one (bf16 rounding, not a different objective); off by default."""
+    assert TrainConfig().amp_cpu is False
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, model=dataclasses.replace(MODEL, patch_embed="hybrid", stem_stride=16,
+                                                                            stem_frozen_blocks=4, drop_path=0.0))
+    g = torch.Generator().manual_seed(0)
+    b = 8
+    data = dict(image=torch.randn(b, 3, H, W, generator=g), label_map=_layout(b), z=torch.zeros(b, 4, dtype=torch.long),
+                label=torch.arange(b) % 4, camid=torch.arange(b) % 2)
+    results, encoded = {}, {}
+    for amp_cpu in (False, True):
+        tr = _trainer(tmp_path / str(amp_cpu), dataclasses.replace(cfg, amp_cpu=amp_cpu), 1)
+        assert tr.use_amp_cpu is amp_cpu
+        tr.generator.manual_seed(0)
+        torch.manual_seed(0)
+        batch = tr.prepare(dict(data))
+        terms, out = tr.compute_losses(batch)
+        results[amp_cpu] = {k: float(v.detach()) for k, v in terms.items()}
+        t, s = out["teacher"], out["student"]
+        assert all(v.dtype == torch.float32 for v in terms.values())
+        for x in (t["logits"], s["logits"], t["enc_logits"], t["corr"], t["m"], t["reward"], t["p_m"], t["tokens"]):
+            assert x.dtype == torch.float32
+        encoded[amp_cpu] = t["encoded"].detach()
+        terms["total"].backward()
+        assert all(p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+                   for p in tr.model.parameters())
+    # the encoder's matmuls really ran in bf16 (8 significant bits): its tokens differ from fp32's by far
+    # more than fp32 rounding, but stay close
+    diff = (encoded[True] - encoded[False]).abs()
+    assert float(diff.max()) > 1e-3 and float(diff.mean()) < 0.05, (float(diff.max()), float(diff.mean()))
+    fp32, bf16 = results[False], results[True]
+    for k in ("total", "kd", "en", "tr", "mask"):
+        assert abs(bf16[k] - fp32[k]) <= 0.05 * abs(fp32[k]) + 1e-3, (k, bf16[k], fp32[k])

@@ -27,6 +27,8 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Attention, Block
 from torch import nn
 
+from .neck import FP32Linear
+
 MaskMethod = Literal["learned", "none", "random", "background"]
 
 
@@ -98,7 +100,7 @@ class ErasingAgent(nn.Module):
 
     def __init__(self, num_part_tokens: int, init_logit: float = 2.0) -> None:
         super().__init__()
-        self.G = nn.Linear(num_part_tokens, 1, bias=False)
+        self.G = FP32Linear(num_part_tokens, 1, bias=False)  # fp32 under CPU autocast (train.amp_cpu)
         nn.init.constant_(self.G.weight, init_logit)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ from ..losses import objective, policy_advantage
 from .backbone import build_encoder
 from .base import ReIDMethod, eval_mode
 from .fep import ConventionalHead, ErasingAgent, FEPModule, correlation_matrix, part_visibility
-from .neck import bn_batch_stats, make_bnneck, make_classifier
+from .neck import bn_batch_stats, cpu_fp32, make_bnneck, make_classifier
 from .registry import ModelConfigError, register_method
 
 
@@ -147,8 +147,10 @@ class OGFR(ReIDMethod):
 
     # ------------------------------------------------------------------------------------------
     def correlation(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Correlation matrix ``I [B, N, K+1]`` from encoder tokens ``[B, L, D]`` (see ``fep.correlation_matrix``)."""
-        return correlation_matrix(tokens[:, self.num_prefix:], tokens[:, 1: self.num_prefix])
+        """Correlation matrix ``I [B, N, K+1]`` from encoder tokens ``[B, L, D]`` (see ``fep.correlation_matrix``);
+        float32 under CPU autocast (the agent's state and Eq. 19's input; ``train.amp_cpu``)."""
+        with cpu_fp32(tokens):
+            return correlation_matrix(tokens[:, self.num_prefix:].float(), tokens[:, 1: self.num_prefix].float())
 
     def _logits(self, branch: str, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-feature BNNeck + classifier: feats ``[B, K+1, D]`` → (after-BN ``[B, K+1, D]``, logits ``[B, K+1, C]``)."""

@@ -1,6 +1,6 @@
 """The training loop (OGFR §IV-B): SGD + warm-up/cosine, PK batches, occlusion augmentation for the
-student, AMP on CUDA, DDP under ``torchrun``, atomic per-epoch checkpoints with automatic resume,
-dvclive logging, non-finite-loss guard.
+student, AMP on CUDA (fp16) and optionally on CPU (bf16, ``amp_cpu``), DDP under ``torchrun``, atomic
+per-epoch checkpoints with automatic resume, dvclive logging, non-finite-loss guard.
 
 Reproducibility: at the start of epoch ``e`` the loop seeds torch with ``seed + e`` and its own CPU
 generator (occlusion augmentation, agent actions) with ``seed · 1000 + e``, and asks the caller for
@@ -34,6 +34,29 @@ from .optim import build_optimizer
 from .schedule import build_scheduler
 
 log = logging.getLogger(__name__)
+
+
+def cpu_bf16_support() -> bool | None:
+    """Whether the CPU has native bf16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``'s
+    flags, what oneDNN's bf16 kernels need); None where ``/proc/cpuinfo`` cannot be read (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _to_float32(obj: Any) -> Any:
+    """``obj`` with every bf16/fp16 tensor inside dicts, lists and tuples cast to float32 (differentiable;
+    float32 and integer tensors are returned as they are, no copy)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.dtype in (torch.bfloat16, torch.float16) else obj
+    if isinstance(obj, dict):
+        return {k: _to_float32(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_to_float32(v) for v in obj)
+    return obj
 
 
 class NonFiniteLossError(RuntimeError):
@@ -98,6 +121,12 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, total, cfg.warmup_epochs * self.steps_per_epoch,
                                          cfg.warmup_factor, cfg.min_lr / cfg.lr)
         self.use_amp = cfg.amp and self.device.type == "cuda"
+        # CPU mixed precision (train.amp_cpu): bf16 autocast, no scaler (bf16 has fp32's exponent range)
+        self.use_amp_cpu = bool(getattr(cfg, "amp_cpu", False)) and self.device.type == "cpu"
+        if self.use_amp_cpu and cpu_bf16_support() is False:
+            log.warning("train.amp_cpu: this CPU has no native bf16 (no avx512_bf16 / amx_bf16 in /proc/cpuinfo): "
+                        "bf16 runs emulated, measured 14x SLOWER than fp32 on an AVX2-only machine "
+                        "(benchmarks/bench_model.py --amp); set train.amp_cpu: false")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.generator = torch.Generator()
         self.start_epoch = 0
@@ -171,7 +200,18 @@ class Trainer:
         return out
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Forward (through DDP when distributed) + the method's own ``loss`` → (loss terms, model output)."""
+        """Forward (through DDP when distributed) + the method's own ``loss`` → (loss terms, model output).
+
+        CUDA AMP: forward and losses under fp16 autocast. CPU ``amp_cpu``: the forward under bf16
+        autocast, then every floating tensor of its output cast to float32 and the losses computed with
+        autocast off — every loss term (KL, CE, MSE, cosine, triplet, L_mask, policy gradient) in fp32.
+        """
+        if self.use_amp_cpu:
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                out = self.net(batch, generator=self.generator)
+            out = _to_float32(out)
+            terms = unwrap(self.model).loss(out, batch, self.cfg.loss)
+            return terms, out
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
             out = self.net(batch, generator=self.generator)
             terms = unwrap(self.model).loss(out, batch, self.cfg.loss)
