@@ -136,7 +136,7 @@ def test_training_epoch_logs_agent_diagnostics(tmp_path):
     model = build_model(cfg.model, 3, 2, (H, W), load_weights=False)
     meta = dict(model=to_dict(cfg.model), data={"name": "t"}, train=to_dict(cfg), num_classes=3, num_cameras=2,
                 height=H, width=W, epochs_trained=0, pretrained_weights="", init_warning="", method="ogfr")
-    trainer = Trainer(model, cfg, tmp_path, meta, lam=5.0, steps_per_epoch=3)
+    trainer = Trainer(model, cfg, tmp_path, meta, occlusion=5.0, steps_per_epoch=3)
     hist = trainer.fit(lambda e: iter([batch(4, s) for s in range(3)]))
     h = hist[0]
     assert len(trainer.agent_grads) == 3 and trainer.agent_grads[0].shape == (9,)  # G: 1 x (K+1)
