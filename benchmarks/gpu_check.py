@@ -525,7 +525,7 @@ def loader_check(rep: Report, scratch: Path, raw: dict[str, Any], device: torch.
     cfg = from_dict(TrainConfig, raw["train"], "train")
     index = read_index(scratch / "data" / "index" / f"{data.name}.parquet")
     train = index[index["split"] == "train"].reset_index(drop=True)
-    label_maps, z = load_training_labels(train, scratch / "data" / "parsing" / data.name,
+    label_maps, z, _ = load_training_labels(train, scratch / "data" / "parsing" / data.name,
                                          scratch / "data" / "occlusion" / f"{data.name}.parquet", data.name)
     dataset = ReIDImageDataset(train, Path(data.root), TrainTransform(data.height, data.width, cfg.augment),
                                label_maps=label_maps, z=z)

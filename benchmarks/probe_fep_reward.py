@@ -11,7 +11,9 @@ Usage (after ``dvc repro train``)::
         --checkpoint models/<data.name>/model.pt --images 512 --out reports/fep_probe.json
 
 Batches are ``--batch`` images (default 64, the training batch P×K): the BNNeck reads the batch's
-statistics, as in training. Not a test; prints the table.
+statistics, as in training. Not a test; prints the table. The DVC stage ``fep_probe`` runs it on the
+default run's checkpoint (512 images); for a model without an FEP agent in ``--branch`` it writes
+``{"available": false, "reason": ...}``.
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ogfr_core.data.index import read_index
+    from ogfr_core.io import write_json
     from ogfr_core.parsing import read_parsing
     from ogfr_core.training.checkpoint import load_model
     from ogfr_core.training.run import load_training_labels
@@ -82,12 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = train[train["key"].astype(str).map(status).eq("ok")].head(args.images).reset_index(drop=True)
     if rows.empty:
         sys.exit(f"{parse_dir}: no training image with a parsed person; run `dvc repro parse`")
-    label_maps, z = load_training_labels(rows, parse_dir, Path("data/occlusion") / f"{name}.parquet", name)
-    result = probe_records(model, rows, root, z, label_maps, meta, args.branch, args.batch, args.seed, args.device)
-    result.update(checkpoint=str(args.checkpoint), branch=args.branch, batch=args.batch, seed=args.seed,
-                  command="python -m benchmarks.probe_fep_reward " + " ".join(argv if argv is not None else sys.argv[1:]))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    label_maps, z, _ = load_training_labels(rows, parse_dir, Path("data/occlusion") / f"{name}.parquet", name)
+    command = "python -m benchmarks.probe_fep_reward " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        result = probe_records(model, rows, root, z, label_maps, meta, args.branch, args.batch, args.seed, args.device)
+    except ValueError as err:  # a method / ablation without an FEP agent in that branch: nothing to probe
+        write_json(args.out, {"available": False, "reason": str(err), "method": meta.get("method"),
+                              "checkpoint": str(args.checkpoint), "command": command})
+        print(f"fixed-mask probe not available: {err} -> {args.out}")
+        return 0
+    result.update(available=True, checkpoint=str(args.checkpoint), branch=args.branch, batch=args.batch,
+                  seed=args.seed, command=command)
+    write_json(args.out, result)
     print(f"{'mask':<11} {'erased':>7} {'p^m':>16} {'reward Eq.8':>20} {'- random':>20}")
     for k, e in result["masks"].items():
         d = e.get("reward_eq8_minus_random")

@@ -49,6 +49,25 @@ def test_another_methods_params_do_not_split_a_configuration():
          "train.model.method=cpacol", ["cpacol-old-s0"])]
 
 
+def test_a_param_added_after_a_run_counts_as_its_default_and_equivalent_spellings_group():
+    """Runs recorded before a switch existed group with today's default runs (the switch was added with
+    the earlier behaviour as its default), not with a run that sets it otherwise; the stem weights in
+    .pt or .safetensors are the same tensors."""
+    from ogfr_core.report.experiments import group_runs
+
+    ref = {"train.model.method": "ogfr", "train.model.reward_baseline": "frozen",
+           "train.model.stem_weights": "models/pretrained/mobilenetv2_imagenet.safetensors"}
+    old = {"train.model.method": "ogfr", "train.model.stem_weights": "models/pretrained/mobilenetv2_imagenet.pt"}
+
+    def run(name, seed, params):
+        return {"name": name, "params": dict(params, **{"train.seed": seed}), "metrics": {}}
+
+    groups = group_runs([run("new-s0", 0, ref), run("old-s1", 1, old), run("old-s2", 2, old),
+                         run("live-s0", 0, dict(ref, **{"train.model.reward_baseline": "live"}))], ref)
+    assert [(g.label, [r["name"] for r in g.runs]) for g in groups] == [
+        ("default", ["new-s0", "old-s1", "old-s2"]), ("train.model.reward_baseline=live", ["live-s0"])]
+
+
 def test_method_sections_are_the_registered_methods_with_their_own_params():
     import dataclasses
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 #: params that never change a run's numbers (or only its seed): not part of a configuration
 #: (``data.root`` is where the same dataset, ``data.name``, lies on the machine that ran it)
@@ -60,27 +60,51 @@ def is_config_param(key: str, params: dict) -> bool:
     return not (key == "train.agent_lr_scale" and method != "ogfr")
 
 
-def config_key(params: dict) -> tuple:
-    """Hashable configuration of a run: its params that :func:`is_config_param`."""
-    import json  # dicts compare by content, whatever their key order (a params file rewritten by a script)
+def config_value(key: str, value: Any) -> str:
+    """A param's value as compared between runs: JSON of the value (dicts by content, whatever their key
+    order — a params file rewritten by a script), with :data:`EQUIVALENT_VALUES` applied."""
+    import json
 
-    return tuple(sorted((k, json.dumps(v, sort_keys=True, default=repr)) for k, v in params.items()
-                        if is_config_param(k, params)))
+    return json.dumps(EQUIVALENT_VALUES.get(key, lambda v: v)(value), sort_keys=True, default=repr)
+
+
+#: params whose different spellings mean the same run: the stem's ImageNet weights converted to
+#: ``.pt`` (before) or ``.safetensors`` (since the pretrained stage wrote a byte-stable format) hold the
+#: same tensors (tests/test_pretrained.py)
+EQUIVALENT_VALUES: dict[str, Callable[[Any], Any]] = {
+    "train.model.stem_weights": lambda v: str(v).rsplit(".", 1)[0] if str(v).endswith((".pt", ".safetensors")) else v,
+}
+
+
+def with_defaults(params: dict, reference: dict) -> dict:
+    """``params`` with every param it lacks taken from ``reference`` (params.yaml now): a param was added
+    after that run, and every param is added with the default that reproduces the earlier behaviour
+    (the project's rule for new switches), so the run used what that default does."""
+    return {**reference, **params}
+
+
+def config_key(params: dict, reference: dict | None = None) -> tuple:
+    """Hashable configuration of a run: its params (missing ones from ``reference``, :func:`with_defaults`)
+    that :func:`is_config_param`, values by :func:`config_value`."""
+    params = with_defaults(params, reference or {})
+    return tuple(sorted((k, config_value(k, v)) for k, v in params.items() if is_config_param(k, params)))
 
 
 def config_label(params: dict, reference: dict) -> str:
     """``k=v`` for every configuration param of the run (:func:`is_config_param`) that differs from
-    ``reference`` ("default" if none); params the run does not have (an older params file) are not listed."""
-    keys = sorted(k for k in params if is_config_param(k, params))
-    diff = [f"{k}={params.get(k)}" for k in keys if params.get(k) != reference.get(k)]
+    ``reference`` ("default" if none); params the run does not have (an older params file) count as the
+    reference's (:func:`with_defaults`)."""
+    keys = sorted(k for k in params if is_config_param(k, params) and k in reference)
+    diff = [f"{k}={params.get(k)}" for k in keys if config_value(k, params.get(k)) != config_value(k, reference.get(k))]
     return ", ".join(diff) if diff else "default"
 
 
 def group_runs(runs: Sequence[dict], reference: dict) -> list[ConfigGroup]:
-    """Group ``runs`` by :func:`config_key`, in first-seen order; runs inside a group by seed."""
+    """Group ``runs`` by :func:`config_key` (missing params from ``reference``), in first-seen order;
+    runs inside a group by seed."""
     groups: dict[tuple, ConfigGroup] = {}
     for r in runs:
-        key = config_key(r["params"])
+        key = config_key(r["params"], reference)
         if key not in groups:
             groups[key] = ConfigGroup(config_label(r["params"], reference), r["params"])
         groups[key].runs.append(r)
