@@ -396,3 +396,31 @@ def test_method_comparison_table_adds_a_flagged_row_per_test_time_extra():
     assert extra[5] == "+ cpacol_rescore (re-scores the top-k (approx.); weight=0.3)"
     assert extra[3] == "72.8 / 65.2" and extra[4] == "95.2 / 89.8"        # the paper's headline row
     assert extra[7:] == ["35.0 ± 2.8", "35.0 ± 2.8", "25.0 ± 2.8", "25.0 ± 2.8"]
+
+
+def test_z_accuracy_section_puts_each_part_under_its_column_after_a_json_round_trip():
+    """z_accuracy.json is written with sorted keys (arms, head, legs, torso): the table must still read
+    head, arms, torso, legs in that order, and mark the rule the validation grid chose."""
+    import json
+
+    from ogfr_core.report.build import z_accuracy_section
+
+    def scores(f1):
+        return {p: {"precision": f, "recall": f, "f1": f, "support": 30} for p, f in f1.items()}
+
+    f1 = {"head": 0.1, "arms": 0.2, "torso": 0.3, "legs": 0.4}
+    rep = {"rule": "pixels", "lam": 5.0, "tau": None, "parts": scores(f1), "by_kind": {"object": scores(f1)},
+           "any_occluded": {"truth": 0.2, "parsed": 0.1, "gap": -0.1},
+           "holistic_false_positive_rate": {"any": 0.13}, "score": 0.05}
+    acc = json.loads(json.dumps({"rule_in_force": {"rule": "pixels", "lam": 5.0, "tau": 0.8}, "sets": {
+        "validation": {"dataset": "x-occ-val", "queries": 200, "rules": [rep],
+                       "chosen": {"rule": "pixels", "lam": 5.0, "tau": None, "score": 0.05, "paper_score": 0.05,
+                                  "best_other": {"rule": "hidden_fraction", "tau": 0.8, "score": 0.01}}}}},
+        sort_keys=True))
+    sec = z_accuracy_section(acc)
+    (_, header, rows), = [b for b in sec.blocks if b[0] == "table"]
+    assert header[3:7] == ["head F1 (P/R)", "arms F1 (P/R)", "torso F1 (P/R)", "legs F1 (P/R)"]
+    row = next(r for r in rows if r[1] == "pixels λ=5 (chosen)" and r[2] == "all")
+    assert [c.split(" ")[0] for c in row[3:7]] == ["0.10", "0.20", "0.30", "0.40"]
+    assert row[7:] == ["10% / 20%", "13%", "0.05"]
+    assert any("**pixels**" in b[1] for b in sec.blocks if b[0] == "p")

@@ -389,7 +389,7 @@ def z_accuracy_section(acc: dict | None) -> Section:
                 name += " (chosen)"
             for kind, parts in [("all", rep["parts"]), *sorted(rep["by_kind"].items())]:
                 cells = [f"{_num(v['f1'])} ({_num(v['precision'])}/{_num(v['recall'])}) n={v['support']}"
-                         for v in parts.values()]
+                         for v in (parts[c] for c in ("head", "arms", "torso", "legs"))]  # JSON sorts the keys
                 any_ = rep["any_occluded"]
                 rows.append([f"{role} ({entry['dataset']}, {entry['queries']} q.)", name, kind, *cells,
                              f"{any_['parsed']:.0%} / {any_['truth']:.0%}" if kind == "all" else "",
