@@ -44,3 +44,12 @@ def real_batch(shared_root: Path, n_ids: int = 4, per_id: int = 4) -> dict[str, 
     return dict(image=torch.stack(imgs), label_map=body_layout(len(chosen)),
                 z=torch.zeros(len(chosen), 4, dtype=torch.long), label=torch.tensor([i for i, _ in chosen]),
                 camid=torch.tensor([int(f.name.split("_")[1][1]) - 1 for _, f in chosen]))
+
+
+def random_batch(b: int = 4, seed: int = 0, h: int = H, w: int = W) -> dict[str, torch.Tensor]:
+    """A random training batch of ``b`` items (images ``[b, 3, h, w]``, z, camid, label, label_map):
+    shapes only, for tests of the model's mechanics."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(image=torch.randn(b, 3, h, w, generator=g), z=torch.randint(0, 2, (b, 4), generator=g),
+                camid=torch.arange(b) % 2, label=torch.arange(b) % 3,
+                label_map=torch.randint(0, 9, (b, h, w), generator=g))

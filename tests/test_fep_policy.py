@@ -14,16 +14,13 @@ from ogfr_core.model import ErasingAgent, ModelConfigError, build_model
 from ogfr_core.model.ogfr import policy_reward, reinforce_reward
 from ogfr_core.training import Trainer
 from ogfr_core.training.agent_stats import grad_snr, mean_ci95
+from _real_batch import random_batch
 
 H, W = 64, 32
 TINY = ModelConfig(backbone="vit_tiny_patch16_224", depth=2, stride=12, patch_size=16, num_parts=8, drop_path=0.0)
 
 
-def batch(b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return dict(image=torch.randn(b, 3, H, W, generator=g), z=torch.randint(0, 2, (b, 4), generator=g),
-                camid=torch.arange(b) % 2, label=torch.arange(b) % 3,
-                label_map=torch.randint(0, 9, (b, H, W), generator=g))
+batch = random_batch  # random training batch at H x W (tests/_real_batch.py)
 
 
 def test_leave_one_out_advantage_hand_computed():
