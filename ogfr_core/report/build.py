@@ -438,7 +438,7 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
     occluded-query protocol (mean ± std over seeds), with its parameter count, its training-step time
     from ``benchmarks/bench_model.py`` (one run, all methods measured alternately: the ratio to the
     baseline is the number to read) and the published numbers of its paper."""
-    from .experiments import comparison_rows, extra_rows, group_runs, is_config_param, metric_columns
+    from .experiments import comparison_rows, config_value, extra_rows, group_runs, is_config_param, metric_columns
 
     s = Section("Method comparison under one protocol (Table I analogue)")
     runs = [r for r in (runs or []) if int(r["params"].get("data.val_ids") or 0) == 0]
@@ -446,7 +446,8 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
     ref = next((r["params"] for r in runs if r["name"] == "workspace"), reference)
 
     def only_method(g) -> bool:
-        keys = [k for k in g.params if is_config_param(k, g.params) and g.params.get(k) != ref.get(k)]
+        keys = [k for k in g.params if is_config_param(k, g.params) and k in ref   # a later param: its default
+                and config_value(k, g.params.get(k)) != config_value(k, ref.get(k))]
         method = g.params.get("train.model.method", "ogfr")
         return all(k == "train.model.method" or k.startswith(f"train.model.{method}.")
                    or k.startswith(f"evaluate.{method}.") for k in keys)
