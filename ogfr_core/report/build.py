@@ -715,7 +715,8 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
     from .verdicts import claims_section  # issue 23: the paper's claims as verdicts (a)-(d)
 
     probe_path = at("reports/fep_probe.json")
-    sections.append(claims_section(all_runs, dataset, dataset + OCC_SUFFIX,
+    # the recorded seed runs first, so that a record equal to the checkout's own run keeps its t-<m>-s<n> name
+    sections.append(claims_section(distinct_runs(recorded + list(runs)), dataset, dataset + OCC_SUFFIX,
                                    json.loads(probe_path.read_text()) if probe_path.is_file() else None))
 
     sec = Section("Training curves")
