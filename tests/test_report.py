@@ -94,6 +94,14 @@ def make_run(run: Path, shared_root: Path, with_optional: bool = True) -> Path:
         "occluders": {"kinds": {"object": 6, "person": 6}, "edges": {"bottom": 4, "left": 4, "right": 4},
                       "box_area_min": 0.2, "box_area_max": 0.5, "box_area_mean": 0.35, "covered_mean": 0.3,
                       "source_images": 12, "source_ids": 9, "source_test_pids": 0}}))
+    part = {"precision": 0.5, "recall": 0.25, "f1": 0.3333, "support": 4}
+    parts = {c: part for c in ("head", "arms", "torso", "legs")}
+    (run / "reports/occlude/z_accuracy.json").write_text(json.dumps({
+        "rule_in_force": {"rule": "pixels", "lam": 5.0, "tau": 0.8}, "sets": {"test": {
+            "dataset": f"{DATASET}-occ", "queries": 12, "rules": [{
+                "rule": "pixels", "lam": 5.0, "tau": None, "parts": parts, "by_kind": {"object": parts},
+                "any_occluded": {"truth": 0.5, "parsed": 0.25, "gap": -0.25},
+                "holistic_false_positive_rate": {"any": 0.1}, "score": 0.2}]}}}))
     m = _metrics()
     res = dict(m["datasets"][DATASET]["visibility"], **{"rank-1": 0.2, "mAP": 0.15})
     m["datasets"][f"{DATASET}-occ"] = {"visibility": res, "num_query": 12, "num_gallery": 40}

@@ -92,9 +92,9 @@ def config_key(params: dict, reference: dict | None = None) -> tuple:
 
 def config_label(params: dict, reference: dict) -> str:
     """``k=v`` for every configuration param of the run (:func:`is_config_param`) that differs from
-    ``reference`` ("default" if none); params the run does not have (an older params file) count as the
-    reference's (:func:`with_defaults`)."""
-    keys = sorted(k for k in params if is_config_param(k, params) and k in reference)
+    ``reference`` ("default" if none); params the run does not have (an older params file) are not listed
+    (they count as the reference's, :func:`with_defaults`)."""
+    keys = sorted(k for k in params if is_config_param(k, params))
     diff = [f"{k}={params.get(k)}" for k in keys if config_value(k, params.get(k)) != config_value(k, reference.get(k))]
     return ", ".join(diff) if diff else "default"
 
