@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ogfr_core.config import DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, load_section
+from ogfr_core.config import ConfigError, DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, load_section
 from ogfr_core.data.index import dataset_root
 from ogfr_core.io import write_json
 from ogfr_core.occlusion import rule_from_config
@@ -39,6 +39,9 @@ def main(params_path: str = "params.yaml") -> None:
     parse_cfg = load_section(params_path, "parse", ParseConfig)
     rule = rule_from_config(load_section(params_path, "occlusion", OcclusionConfig))
     cfg = load_section(params_path, "occlude", OccludeConfig)
+    if cfg.val_ids < 1:  # dvc.yaml lists the validation set's outputs: the stage must make them
+        raise ConfigError("params.yaml occlude.val_ids: must be >= 1 for the occlude stage (its outputs include "
+                          "the occluded validation set <derived>-val that chooses the occlusion rule)")
     label_hw = (parse_cfg.label_height, parse_cfg.label_width)
     derived = derive_occluded_set(data, parse_cfg, rule, cfg, Path("."))
     val = derive_validation_set(data, parse_cfg, rule, cfg, Path("."))
