@@ -159,3 +159,51 @@ def test_derived_set_index_parse_occlusion_on_a_real_slice(tmp_path, shared_root
     assert (after <= before).all() and (after < before).any()
     covered = truth[[f"covered_{c}" for c in COARSE_NAMES]].to_numpy()
     assert ((0 <= covered) & (covered <= 1)).all()
+
+
+def test_validation_set_refuses_a_split_other_than_data_val_ids(tmp_path):
+    """data.val_ids > 0 and a different occlude.val_ids: the occluded set would hold training
+    identities -> one-line ConfigError before any file is read."""
+    from ogfr_core.config import ConfigError, DataConfig, OccludeConfig, ParseConfig
+    from ogfr_core.occlusion import OcclusionRule
+    from ogfr_core.occlusion.benchmark import derive_validation_set
+
+    with pytest.raises(ConfigError, match="occlude.val_ids = 3 but data.val_ids = 2"):
+        derive_validation_set(DataConfig(name="tiny", root=str(tmp_path), val_ids=2), ParseConfig(workers=0),
+                              OcclusionRule("pixels"), OccludeConfig(val_ids=3), tmp_path)
+
+
+@pytest.mark.slow
+def test_validation_set_is_the_held_out_split_when_training_excludes_it(tmp_path, shared_root):
+    """With data.val_ids = occlude.val_ids, the occluded validation set is exactly the index's held-out
+    split (same query identities, same gallery images) and every occluder comes from an identity the
+    model trains on; the same split as a run without data.val_ids draws."""
+    from ogfr_core.config import DataConfig, OccludeConfig, ParseConfig
+    from ogfr_core.data.index import build_index, hold_out_validation
+    from ogfr_core.io import write_parquet
+    from ogfr_core.occlusion import OcclusionRule
+    from ogfr_core.occlusion.benchmark import derive_validation_set
+    from ogfr_core.occlusion.table import occlusion_table
+    from ogfr_core.parsing import parse_dataset, read_parsing
+
+    data = DataConfig(name="tiny", root=str(shared_root), max_train_ids=4, max_test_ids=2, val_ids=1)
+    parse_cfg = ParseConfig(workers=0, shard_size=64)
+    index = build_index(data, tmp_path).frame
+    held_all = build_index(DataConfig(name="tiny", root=str(shared_root), max_train_ids=4, max_test_ids=2,
+                                      val_ids=0), tmp_path).frame
+    write_parquet(tmp_path / "data/index/tiny.parquet", index)
+    parse_dataset(index, shared_root, parse_cfg, tmp_path / "data/parsing/tiny", progress=False)
+    parsing = read_parsing(tmp_path / "data/parsing/tiny", columns=["label_map", "amodal_map", "status"])
+    rule = OcclusionRule("pixels")
+    write_parquet(tmp_path / "data/occlusion/tiny.parquet", occlusion_table(parsing, rule))
+
+    val = derive_validation_set(data, parse_cfg, rule, OccludeConfig(kind="object", val_ids=1), tmp_path)
+    q, g = (val.index[val.index.split == s] for s in ("query", "gallery"))
+    held_pids = set(index.loc[index.split == "val_query", "pid"])
+    assert len(held_pids) == 1 and set(q.pid) == held_pids
+    assert sorted(g.key) == sorted(index.loc[index.split == "val_gallery", "key"])
+    assert set(val.occluders.source_pid) <= set(index.loc[index.split == "train", "pid"]) and not (
+        set(val.occluders.source_pid) & held_pids)
+    # the identity a run without data.val_ids holds out for its occluded validation set
+    redrawn = hold_out_validation(held_all[held_all.split == "train"], 1)
+    assert set(redrawn.loc[redrawn.split == "val_query", "pid"]) == held_pids

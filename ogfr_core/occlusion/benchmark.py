@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import DataConfig, OccludeConfig, ParseConfig
+from ..config import ConfigError, DataConfig, OccludeConfig, ParseConfig
 from ..io import write_parquet
 from . import OcclusionRule, occlusion_type
 from .table import occlusion_table
@@ -75,15 +75,27 @@ def derive_validation_set(data: DataConfig, parse_cfg: ParseConfig, rule: Occlus
     one query per identity and camera, the rest gallery); the queries are occluded by the *other*
     training identities.
 
+    When the index already holds that validation split (``data.val_ids`` > 0: a run that trains
+    without those identities), the split is drawn from all training identities again, so it is the
+    *same* held-out split and no query, gallery image or occluder comes from an identity the model
+    trains on; the occluders come from the identities it does train on. This is the occluded
+    validation set that recipe selection evaluates (README "How the recipe was chosen").
+
     Raises:
+        ConfigError: ``data.val_ids`` > 0 and ``occlude.val_ids`` differs from it (the occluded set
+            would hold training identities).
         as :func:`derive_occluded_set`.
     """
     from ..data.index import hold_out_validation
 
     if cfg.val_ids == 0:
         return None
+    if data.val_ids and data.val_ids != cfg.val_ids:
+        raise ConfigError(f"params.yaml occlude.val_ids = {cfg.val_ids} but data.val_ids = {data.val_ids}: set them "
+                          f"equal, so the occluded validation set is the held-out split")
     src = _Source.read(data, repo)
-    train = src.index[src.index["split"] == "train"]
+    # every training identity, as before data.val_ids moved some out: same pids -> the same draw
+    train = src.index[src.index["split"].isin(["train", "val_query", "val_gallery"])].assign(split="train")
     held = hold_out_validation(train, cfg.val_ids)
     queries, gallery = held[held["split"] == "val_query"], held[held["split"] == "val_gallery"]
     sources = src.usable(held[held["split"] == "train"])
