@@ -339,6 +339,11 @@ class EvalDatasetConfig:
     parse / occlusion stages with ``data`` pointing at it. ``query_camid``/``gallery_camid`` are the
     camera convention for sets without cameras. Cameras the model was not trained on use camera
     embedding 0 (``evaluation.map_unseen_cameras``).
+
+    ``split: val`` marks a set built from the held-out *training* identities (the occluded validation
+    set of stage ``occlude``): evaluated only with ``val`` in ``evaluate.sets`` and a validation split
+    in the index (``data.val_ids`` > 0: otherwise the model trained on those identities), never with
+    the test sets.
     """
 
     name: str
@@ -346,6 +351,7 @@ class EvalDatasetConfig:
     layout: str = "market1501"
     query_camid: int = 0
     gallery_camid: int = 1
+    split: Literal["test", "val"] = "test"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ogfr_core.report.experiments import load_recorded_runs
-from ogfr_core.report.seed_runs import main, merge_records, queue_commands, records_from_exp_show, run_name
+from ogfr_core.report.seed_runs import data_root_override, main, merge_records, queue_commands, records_from_exp_show, run_name
 
 
 def test_queue_commands():
@@ -61,5 +61,19 @@ def test_merge_replaces_by_name_and_report_reads_it(tmp_path):
 def test_queue_dry_run_prints(capsys):
     assert main(["queue", "--method", "baseline", "--seeds", "0", "--dry-run", "--start", "--jobs", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["dvc exp run --queue -n t-baseline-s0 -S train.seed=0 -S train.model.method=baseline",
+    root = "".join(f" -S {s}" for s in data_root_override())  # tested below
+    assert out == ["dvc exp run --queue -n t-baseline-s0 -S train.seed=0 -S train.model.method=baseline" + root,
                    "dvc queue start -j 2"]
+
+
+def test_data_root_override_makes_a_relative_root_absolute(tmp_path):
+    """A queued experiment runs in .dvc/tmp/exps/tmp*: a relative data.root becomes the same folder as an
+    absolute path; an absolute root needs no override."""
+    from ogfr_core.report.seed_runs import data_root_override
+
+    (tmp_path / "repo").mkdir()
+    params = tmp_path / "repo/params.yaml"
+    params.write_text("data:\n  root: ../shared/data/x\n")
+    assert data_root_override(params) == [f"data.root={tmp_path / 'shared/data/x'}"]
+    params.write_text("data:\n  root: /abs/x\n")
+    assert data_root_override(params) == []

@@ -105,7 +105,7 @@ def evaluate_dataset(model, meta, name: str, root: Path, cfg: EvaluateConfig, nu
                                           cfg.feat_norm, rerank)
         log.info("%s / %s: %s", label, kind, results[kind].to_dict())
     entry = {kind: res.to_dict() for kind, res in results.items()}
-    kind_of_set = "val" if splits[0].startswith("val") else "test"
+    kind_of_set = "val" if splits[0].startswith("val") or label.endswith(":val") else "test"  # val: held-out training ids
     for extra in model.test_time_extras(cfg, kind_of_set):
         extra_results, extra_entries = evaluate_extra(extra, model, meta, frame, splits, root, z, cfg,
                                                       num_workers, device, index_path, query, gallery,
@@ -292,8 +292,7 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
     if hasattr(model, "visibility_rule"):  # Eq. (22) reading (evaluate.visibility)
         model.visibility_rule = cfg.visibility
 
-    sets = [EvalDatasetConfig(data.name, data.root, data.layout, data.query_camid, data.gallery_camid),
-            *cfg.extra_datasets]
+    sets = [EvalDatasetConfig(data.name, data.root, data.layout, data.query_camid, data.gallery_camid)]
     metrics = {"method": meta["method"], "epochs": int(meta["epochs_trained"]),
                "backbone": (meta.get("model") or {}).get("backbone", ""),
                "pretrained_weights": meta["pretrained_weights"], "trained_on": data.name,
@@ -305,17 +304,19 @@ def run_evaluation(data: DataConfig, cfg: EvaluateConfig, checkpoint: Path, devi
     from ..data.index import read_index
 
     jobs = []  # (dataset config, (query split, gallery split), label)
-    if "test" in cfg.sets:
-        jobs += [(ds, ("query", "gallery"), ds.name) for ds in sets]
-        for ds in cfg.extra_datasets:
-            if not (Path("data/index") / f"{ds.name}.parquet").is_file():
-                raise FileNotFoundError(
-                    f"evaluate.extra_datasets: data/index/{ds.name}.parquet not found — make it first: "
-                    f"`dvc repro occlude` for the occluded-query benchmark, or the index/parse/occlusion "
-                    f"stages with `data` pointing at {ds.root}; or remove the entry")
     has_val = (read_index(Path("data/index") / f"{data.name}.parquet")["split"] == "val_query").any()
+    want = [ds for ds in cfg.extra_datasets if ds.split in cfg.sets and (ds.split == "test" or has_val)]
+    for ds in want:
+        if not (Path("data/index") / f"{ds.name}.parquet").is_file():
+            raise FileNotFoundError(
+                f"evaluate.extra_datasets: data/index/{ds.name}.parquet not found — make it first: "
+                f"`dvc repro occlude` for the occluded-query benchmark, or the index/parse/occlusion "
+                f"stages with `data` pointing at {ds.root}; or remove the entry")
+    if "test" in cfg.sets:
+        jobs += [(ds, ("query", "gallery"), ds.name) for ds in [sets[0], *want] if ds.split == "test"]
     if "val" in cfg.sets and has_val:
         jobs.append((sets[0], ("val_query", "val_gallery"), f"{data.name}:val"))
+        jobs += [(ds, ("query", "gallery"), f"{ds.name}:val") for ds in want if ds.split == "val"]
     if not jobs:
         raise ConfigError(f"evaluate.sets = {list(cfg.sets)} leaves nothing to evaluate (the index has no "
                           f"validation split: set data.val_ids > 0, or add 'test')")

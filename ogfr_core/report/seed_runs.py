@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..io import write_text
+
 SEED_RUNS = Path("reports/seed_runs.json")
 EVAL_METRICS = "reports/metrics.json"
 
@@ -61,6 +63,24 @@ def queue_commands(method: str, seeds: Iterable[int], sets: Sequence[str] = (), 
             cmd += ["-S", s]
         out.append(cmd)
     return out
+
+
+def data_root_override(params: Path = Path("params.yaml")) -> list[str]:
+    """``["data.root=<absolute>"]`` when ``params``' ``data.root`` is relative, else ``[]``.
+
+    A queued experiment runs in a temporary copy of the repository (``.dvc/tmp/exps/tmp*``), where a
+    root relative to the repository (``../shared/...``) points nowhere: DVC would report the index
+    stage's dataset dependency missing. The absolute path is the same folder seen from the repository.
+
+    Raises:
+        FileNotFoundError: ``params`` is missing.
+    """
+    import yaml
+
+    root = str(((yaml.safe_load(params.read_text()) or {}).get("data") or {}).get("root", ""))
+    if not root or Path(root).is_absolute():
+        return []
+    return [f"data.root={(params.resolve().parent / root).resolve()}"]
 
 
 def _file_data(files: Mapping | None, name: str | None = None) -> dict:
@@ -134,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.cmd == "queue":
-        cmds = queue_commands(args.method, args.seeds, args.set, args.tag, args.prefix)
+        sets = [*data_root_override(), *args.set]  # a later --set data.root=... wins
+        cmds = queue_commands(args.method, args.seeds, sets, args.tag, args.prefix)
         if args.start:
             cmds.append(["dvc", "queue", "start", "-j", str(args.jobs)])
         for cmd in cmds:
@@ -151,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     new = records_from_exp_show(json.loads(proc.stdout or "[]"), args.prefix)
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.is_file() else {"note": "Seed runs queued with `make seeds`."}
-    out.write_text(json.dumps(merge_records(doc, new), indent=1) + "\n")
+    write_text(out, json.dumps(merge_records(doc, new), indent=1) + "\n")  # atomic; the file's layout kept
     print(f"{len(new)} finished experiment(s) named {args.prefix}* recorded in {out}: "
           + ", ".join(r["name"] for r in new))
     return 0
