@@ -10,7 +10,10 @@ Usage (``make seeds`` / ``make record-seeds`` wrap these)::
 ``queue`` runs ``dvc exp run --queue -n <prefix><method>[-<tag>]-s<seed> -S train.seed=<seed>
 -S train.model.method=<method> [-S <set> ...]`` per seed, then (``--start``) ``dvc queue start -j
 <jobs>`` (each queued experiment runs the pipeline in its own temporary workspace; ``dvc queue
-status`` follows them, ``dvc queue logs <name>`` shows one). ``record`` reads ``dvc exp show --json
+status`` follows them, ``dvc queue logs <name>`` shows one; ``dvc queue start`` here returns when its
+workers have emptied the queue, so run ``make seeds`` in the background or a terminal multiplexer).
+A relative ``data.root`` is passed as an absolute ``-S data.root=...`` (:func:`data_root_override`):
+the temporary workspace lives in ``.dvc/tmp/exps/``. ``record`` reads ``dvc exp show --json
 --all-commits`` and writes every finished experiment whose name starts with ``--prefix`` into
 ``reports/seed_runs.json`` as ``{"name", "commit", "finished", "params", "metrics"}`` (nested
 ``params.yaml`` and ``reports/metrics.json`` of the run; ``commit`` = the commit it ran on), replacing
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +137,10 @@ def merge_records(doc: Mapping | None, new: Sequence[Mapping]) -> dict:
 
 
 def _dvc(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+    """``python -m dvc ...`` with this interpreter's ``bin/`` first on PATH: ``dvc queue start`` spawns
+    its workers as ``dvc`` processes, which must be this environment's DVC (e.g. ``.venv/bin/dvc``)."""
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:
