@@ -7,6 +7,7 @@ real (untrained, 1-block) OGFR model, so this checks the stages' wiring with the
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,31 @@ def test_report_without_metrics_names_evaluate(run_dir):
 
     with pytest.raises(FileNotFoundError, match="dvc repro evaluate"):
         report.main(["--params", "params.yaml"])
+
+
+def test_validation_extra_set_only_in_a_validation_run(run_dir):
+    """An ``extra_datasets`` entry with ``split: val`` (the occluded validation set: held-out training ids)
+    is evaluated only with ``val`` in ``evaluate.sets`` *and* a validation split in the index; never
+    beside the test sets, and never when the model trained on those ids (no validation split)."""
+    from stages import evaluate
+
+    for sub in ("index", "occlusion"):  # a second set: the same images, as an 'occluded validation set'
+        shutil.copy(run_dir / f"data/{sub}/{DATASET}.parquet", run_dir / f"data/{sub}/{DATASET}-occ-val.parquet")
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    params["evaluate"]["extra_datasets"] = [{"name": f"{DATASET}-occ-val", "root": params["data"]["root"],
+                                            "layout": "market1501_test", "split": "val"}]
+    params["evaluate"].update(oracle_occlusion=False)
+
+    def datasets(sets):
+        params["evaluate"]["sets"] = sets
+        (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+        evaluate.main(["--params", "params.yaml"])
+        return set(json.loads((run_dir / "reports/metrics.json").read_text())["datasets"])
+
+    assert datasets(["test", "val"]) == {DATASET}  # no validation split in the index: the val set is skipped
+    index = pd.read_parquet(run_dir / f"data/index/{DATASET}.parquet")
+    held = index.pid.isin(sorted(set(index.loc[index.split == "query", "pid"]))[:2])
+    index.loc[held, "split"] = index.loc[held, "split"].map({"query": "val_query", "gallery": "val_gallery"})
+    index.to_parquet(run_dir / f"data/index/{DATASET}.parquet", index=False)
+    assert datasets(["test"]) == {DATASET}
+    assert datasets(["val"]) == {f"{DATASET}:val", f"{DATASET}-occ-val:val"}
