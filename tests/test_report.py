@@ -432,3 +432,21 @@ def test_z_accuracy_section_puts_each_part_under_its_column_after_a_json_round_t
     assert [c.split(" ")[0] for c in row[3:7]] == ["0.10", "0.20", "0.30", "0.40"]
     assert row[7:] == ["10% / 20%", "13%", "0.05"]
     assert any("**pixels**" in b[1] for b in sec.blocks if b[0] == "p")
+
+
+def test_validation_table_gains_the_occluded_validation_columns_when_evaluated():
+    """A validation run that also evaluated the occluded validation set (``<dataset>-occ-val:val``) adds
+    its rank-1 / mAP columns; a run without it shows '–' there."""
+    occ_val = f"{DATASET}-occ-val:val"
+    runs = [_run("workspace", 0, 0.30, 0.20),
+            {"name": "val-a", "params": {"train.seed": 0, "data.val_ids": 100},
+             "metrics": {f"datasets.{DATASET}:val.visibility.rank-1": 0.5, f"datasets.{DATASET}:val.visibility.mAP": 0.4,
+                         f"datasets.{occ_val}.visibility.rank-1": 0.3, f"datasets.{occ_val}.visibility.mAP": 0.25}},
+            {"name": "val-b", "params": {"train.seed": 0, "data.val_ids": 100, "train.lr": 0.001},
+             "metrics": {f"datasets.{DATASET}:val.visibility.rank-1": 0.6, f"datasets.{DATASET}:val.visibility.mAP": 0.45}}]
+    sec = ablation_section(runs, "", DATASET)
+    header, rows = [b for b in sec.blocks if b[0] == "table"][1][1:3]
+    assert header[-4:] == ["validation rank-1", "validation mAP", "occluded validation rank-1", "occluded validation mAP"]
+    by_name = {r[5]: r[6:] for r in rows}
+    assert by_name["val-a"] == ["50.0", "40.0", "30.0", "25.0"]
+    assert by_name["val-b"][:2] == ["60.0", "45.0"] and by_name["val-b"][2] in ("–", "")

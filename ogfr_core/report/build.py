@@ -528,7 +528,9 @@ def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Sectio
     else:
         found = f"found no run with metrics for {dataset}" + (f"; {note}" if note else "")
         s.p(f"_No experiments ({found}). Run e.g. `dvc exp run -S train.model.kd=false`._")
-    val_columns = metric_columns([(f"{dataset}:val", "validation")])
+    occ_val = f"{occ}-val:val"  # the occluded validation set (stage occlude), when a run evaluated it
+    val_columns = metric_columns([(f"{dataset}:val", "validation")] + ([(occ_val, "occluded validation")] if any(
+        f"datasets.{occ_val}.visibility.mAP" in r["metrics"] for r in runs if is_val(r)) else []))
     val_rows = []
     for g in group_runs([r for r in runs if is_val(r)], reference):  # each with its extras' rows (weight sweeps)
         val_rows += comparison_rows([g], val_columns, switches)
@@ -537,8 +539,7 @@ def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Sectio
         s.p("Recipe selection on the **validation split** (`data.val_ids` training identities held out "
             "as query/gallery; `evaluate.sets: [val]`, so these runs computed no test number); a `+` row "
             "is a test-time extra of the run above it (e.g. CpaCol's re-scoring at each swept weight):")
-        s.table(["OA-ViT", "FEP-S", "FEP-T", "KD", "configuration", "run", "validation rank-1", "validation mAP"],
-                val_rows)
+        s.table(["OA-ViT", "FEP-S", "FEP-T", "KD", "configuration", "run", *[c for c, _ in val_columns]], val_rows)
         for text in disclosures([r for r in runs if is_val(r)]):
             s.p(f"_How it was chosen: {text}_")
     if note:
