@@ -43,6 +43,7 @@ def test_records_from_exp_show_keeps_finished_prefixed_runs():
     r = recs[0]
     assert r["commit"] == "c" * 40 and r["params"] == {"train": {"seed": 0}}
     assert r["metrics"]["datasets"]["d"]["global"]["mAP"] == 0.36  # reports/metrics.json, not dvclive's
+    assert r["train_metrics"] == {"x": 1}  # dvclive's last epoch, apart
 
 
 def test_merge_replaces_by_name_and_report_reads_it(tmp_path):

@@ -15,9 +15,9 @@ workers have emptied the queue, so run ``make seeds`` in the background or a ter
 A relative ``data.root`` is passed as an absolute ``-S data.root=...`` (:func:`data_root_override`):
 the temporary workspace lives in ``.dvc/tmp/exps/``. ``record`` reads ``dvc exp show --json
 --all-commits`` and writes every finished experiment whose name starts with ``--prefix`` into
-``reports/seed_runs.json`` as ``{"name", "commit", "finished", "params", "metrics"}`` (nested
-``params.yaml`` and ``reports/metrics.json`` of the run; ``commit`` = the commit it ran on), replacing
-a record of the same name and keeping the others. The report (:mod:`ogfr_core.report.build`) reads
+``reports/seed_runs.json`` as ``{"name", "commit", "finished", "params", "metrics", "train_metrics"}``
+(nested ``params.yaml``, ``reports/metrics.json`` and ``dvclive/metrics.json`` of the run; ``commit``
+= the commit it ran on), replacing a record of the same name and keeping the others. The report (:mod:`ogfr_core.report.build`) reads
 that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..io import write_text
 
 SEED_RUNS = Path("reports/seed_runs.json")
 EVAL_METRICS = "reports/metrics.json"
+TRAIN_METRICS = "dvclive/metrics.json"  # the last epoch's training logs (agent: erased fractions, grad SNR)
 
 
 def run_name(method: str, seed: int, tag: str = "", prefix: str = "t-") -> str:
@@ -121,7 +122,8 @@ def records_from_exp_show(doc: Any, prefix: str = "t-") -> list[dict]:
                     continue
                 out.append({"name": name, "commit": str(node.get("rev", "")),
                             "finished": str(data.get("timestamp") or ""),
-                            "params": _file_data(data.get("params"), "params.yaml"), "metrics": metrics})
+                            "params": _file_data(data.get("params"), "params.yaml"), "metrics": metrics,
+                            "train_metrics": _file_data(data.get("metrics"), TRAIN_METRICS)})
     return out
 
 
