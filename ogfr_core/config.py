@@ -244,7 +244,8 @@ class ModelConfig:
     reward_baseline: Literal["frozen", "live"] = "frozen"  # p^b of Eq. (8): frozen copy refreshed every
     #   baseline_refresh_epochs (paper: "every several epochs") | live = the same no-grad pass without a mask
     reward_kind: Literal["eq8", "log_ratio"] = "eq8"  # Eq. (8) (p^m-p^b)/(1-p^b) | log p^m - log p^b (ours)
-    pg_baseline: Literal["none", "leave_one_out"] = "none"  # advantage = r | r - mean of the other episodes
+    pg_baseline: Literal["none", "leave_one_out", "matched_random"] = "none"  # advantage = r | r - mean of the
+    #   other episodes | r - r of a random mask erasing as many tokens of the same image (which tokens, not how many)
     advantage_norm: bool = False  # standardise the advantages over the batch (all episodes x images)
     fed: FEDConfig = field(default_factory=FEDConfig)  # method fed only
     pgfl_kd: PGFLKDConfig = field(default_factory=PGFLKDConfig)  # method pgfl_kd only

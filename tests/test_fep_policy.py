@@ -140,3 +140,33 @@ def test_training_epoch_logs_agent_diagnostics(tmp_path):
     assert h["agent/grad_snr"] == pytest.approx(grad_snr(trainer.agent_grads))
     for k in ("teacher/erased_background", "teacher/erased_body"):
         assert 0.0 <= h[k] <= 1.0 and h[f"{k}_ci95"] >= 0.0
+
+
+def test_matched_random_mask_erases_as_many_tokens_at_random():
+    from ogfr_core.model.ogfr import matched_random_mask
+
+    a = torch.ones(3, 10)
+    a[0, :4] = 0  # 4 erased
+    a[1, 7] = 0  # 1 erased; row 2 erases nothing
+    c = matched_random_mask(a, torch.Generator().manual_seed(0))
+    assert c.shape == a.shape and c.dtype == a.dtype and set(c.unique().tolist()) <= {0.0, 1.0}
+    assert (c == 0).sum(1).tolist() == [4, 1, 0]
+    assert torch.equal(c, matched_random_mask(a, torch.Generator().manual_seed(0)))  # the generator decides
+    hits = torch.stack([1 - matched_random_mask(a[:1], torch.Generator().manual_seed(s))[0] for s in range(400)])
+    assert hits.mean(0).sub(0.4).abs().max() < 0.1  # each token erased with probability 4/10
+
+
+def test_matched_random_advantage_is_relative_to_the_control():
+    """pg_baseline: matched_random — an agent that erases nothing has a control that erases nothing, so
+    its advantage is exactly 0 whatever its reward; otherwise the advantage differs from the reward."""
+    b = batch()
+    cfg = dataclasses.replace(TINY, num_episodes=2, reward_baseline="live", reward_kind="log_ratio",
+                              pg_baseline="matched_random")
+    model, t = _teacher(cfg, b)
+    assert t["advantage"].shape == t["reward"].shape == (2, 4)
+    assert not torch.allclose(t["advantage"], t["reward"])
+    with torch.no_grad():
+        model.heads["teacher"].agent.G.weight.fill_(50.0)  # m = 1: every token kept
+    t_keep = model(b, torch.Generator().manual_seed(0))["teacher"]
+    assert bool((t_keep["actions"] == 1).all())
+    assert torch.equal(t_keep["advantage"], torch.zeros(2, 4))

@@ -197,7 +197,9 @@ class OGFR(ReIDMethod):
         With ``reward_baseline: live`` p^b is one more [cls]-only decode of the live decoder, batched
         with the episodes (an all-keep mask: the same values as no mask); ``reward_kind``,
         ``pg_baseline`` and ``advantage_norm`` select :func:`policy_reward` and
-        :func:`~ogfr_core.losses.policy_advantage` (defaults: Eq. 8, advantage = reward).
+        :func:`~ogfr_core.losses.policy_advantage` (defaults: Eq. 8, advantage = reward);
+        ``pg_baseline: matched_random`` decodes one :func:`matched_random_mask` per episode in the same
+        batched pass and takes the advantage relative to its reward (``reward`` stays the episode's own).
         """
         head: FEPModule = self.heads[name]
         m, actions = out["m"], out["actions"]
@@ -219,9 +221,11 @@ class OGFR(ReIDMethod):
                 for _ in range(self.cfg.num_episodes - 1):
                     u = torch.rand(m.shape, generator=generator, device="cpu").to(m.device)
                     episodes.append((u < m.detach()).to(m.dtype))
-                e = len(episodes)
-                masks = ([torch.ones_like(actions)] if live_p_b else []) + episodes  # live p^b: keep-all first
-                g = head.decode(enc.repeat(len(masks), 1, 1), torch.cat(masks), num_queries=1)[:, 0]  # [(E|E+1)*B, D]
+                matched = self.cfg.pg_baseline == "matched_random"
+                # matched: per episode, a random mask erasing as many tokens of the same image, decoded alongside
+                controls = [matched_random_mask(a, generator) for a in episodes] if matched else []
+                masks = ([torch.ones_like(actions)] if live_p_b else []) + episodes + controls  # live p^b: keep-all first
+                g = head.decode(enc.repeat(len(masks), 1, 1), torch.cat(masks), num_queries=1)[:, 0]  # [len(masks)*B, D]
                 p_ms = [self.classifiers[0](bn_batch_stats(self.necks[name][0], g_e)).float().softmax(-1)
                         .gather(1, idx)[:, 0] for g_e in g.chunk(len(masks))]  # BN statistics per episode
                 if live_p_b:
@@ -229,9 +233,13 @@ class OGFR(ReIDMethod):
             finally:
                 for mod, mode in zip(live, modes):
                     mod.train(mode)
-            p_m = torch.stack(p_ms)  # [E, B]
+            p_m = torch.stack(p_ms[:len(episodes)])  # [E, B]
             reward = policy_reward(p_m, p_b[None], self.cfg.reward_kind, self.cfg.reward_clip)  # [E, B]
-            advantage = policy_advantage(reward, self.cfg.pg_baseline == "leave_one_out", self.cfg.advantage_norm)
+            relative = reward
+            if matched:  # what this mask did better than erasing as many tokens at random
+                relative = reward - policy_reward(torch.stack(p_ms[len(episodes):]), p_b[None], self.cfg.reward_kind,
+                                                  self.cfg.reward_clip)
+            advantage = policy_advantage(relative, self.cfg.pg_baseline == "leave_one_out", self.cfg.advantage_norm)
         log_prob = torch.stack([ErasingAgent.log_prob(m, a) for a in episodes])  # [E, B]
         return {"reward": reward, "advantage": advantage, "log_prob": log_prob, "p_m": p_m, "p_b": p_b,
                 "entropy": ErasingAgent.entropy(m)}
@@ -331,6 +339,20 @@ class OGFR(ReIDMethod):
                     m = head.agent(self.correlation(self.encoder(images, z, camids)))  # [B, N]
                 return m.reshape(images.shape[0], *self.grid_size)
         return None
+
+
+def matched_random_mask(actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random keep/erase mask with, per image, exactly as many erased tokens as ``actions``.
+
+    ``actions`` ``[B, N]`` (1 = keep, 0 = erase) → ``[B, N]`` of the same dtype: the erased tokens are a
+    uniformly random subset of size ``N − Σ_t a_t`` (ranks of ``torch.rand`` on the CPU generator, as
+    the episodes' sampling). The control of ``pg_baseline: matched_random`` (ours, not in Eq. 9): its
+    reward is subtracted from the episode's, so the advantage says which tokens to erase, not how many.
+    """
+    b, n = actions.shape
+    erased = (n - actions.sum(1, keepdim=True)).round().long().to(actions.device)  # [B, 1]
+    rank = torch.rand((b, n), generator=generator, device="cpu").argsort(1).argsort(1).to(actions.device)
+    return (rank >= erased).to(actions.dtype)  # the `erased` lowest ranks are erased
 
 
 def policy_reward(p_m: torch.Tensor, p_b: torch.Tensor, kind: str = "eq8", clip: float = 0.0,
