@@ -68,6 +68,20 @@ def test_a_param_added_after_a_run_counts_as_its_default_and_equivalent_spelling
         ("default", ["new-s0", "old-s1", "old-s2"]), ("train.model.reward_baseline=live", ["live-s0"])]
 
 
+def test_a_validation_only_extra_dataset_does_not_split_test_protocol_runs():
+    """A run recorded before the occluded validation set was listed (``split: val``) is the same
+    configuration as today's default; another *test* set in ``extra_datasets`` is not."""
+    from ogfr_core.report.experiments import group_runs
+
+    occ = {"name": "d-occ", "root": "data/derived/d-occ", "layout": "market1501_test"}
+    val = {"name": "d-occ-val", "root": "data/derived/d-occ-val", "layout": "market1501_test", "split": "val"}
+    ref = {"train.model.method": "ogfr", "evaluate.extra_datasets": [occ, val]}
+    runs = [{"name": n, "params": {"train.model.method": "ogfr", "train.seed": i, "evaluate.extra_datasets": e},
+             "metrics": {}} for i, (n, e) in enumerate([("now", [occ, val]), ("before", [occ]),
+                                                         ("other", [occ, dict(occ, name="x")])])]
+    assert [[r["name"] for r in g.runs] for g in group_runs(runs, ref)] == [["now", "before"], ["other"]]
+
+
 def test_method_sections_are_the_registered_methods_with_their_own_params():
     import dataclasses
 

@@ -137,7 +137,7 @@ def occlusion_counts(index_path: Path, occlusion_path: Path) -> dict[str, np.nda
             for split in ("train", "query", "gallery") if (merged.split == split).any()}
 
 
-def load_experiments(run_dir: Path, timeout_s: float = 120) -> tuple[list[dict], str]:
+def load_experiments(run_dir: Path, timeout_s: float = 600) -> tuple[list[dict], str]:
     """Runs listed by ``dvc exp show --json --all-commits`` (experiments of every commit, so a
     comparison survives later commits) as ``{"name", "params", "metrics"}`` (flattened dicts).
 

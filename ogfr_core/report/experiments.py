@@ -71,8 +71,12 @@ def config_value(key: str, value: Any) -> str:
 #: params whose different spellings mean the same run: the stem's ImageNet weights converted to
 #: ``.pt`` (before) or ``.safetensors`` (since the pretrained stage wrote a byte-stable format) hold the
 #: same tensors (tests/test_pretrained.py)
+#: ``evaluate.extra_datasets``: the entries with ``split: val`` (the occluded validation set) are read only in
+#: a validation run, so a test-protocol run is the same run with or without them
 EQUIVALENT_VALUES: dict[str, Callable[[Any], Any]] = {
     "train.model.stem_weights": lambda v: str(v).rsplit(".", 1)[0] if str(v).endswith((".pt", ".safetensors")) else v,
+    "evaluate.extra_datasets": lambda v: [d for d in v if not (isinstance(d, dict) and d.get("split") == "val")]
+    if isinstance(v, list) else v,
 }
 
 
