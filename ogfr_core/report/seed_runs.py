@@ -17,8 +17,8 @@ the temporary workspace lives in ``.dvc/tmp/exps/``. ``record`` reads ``dvc exp 
 --all-commits`` and writes every finished experiment whose name starts with ``--prefix`` into
 ``reports/seed_runs.json`` as ``{"name", "commit", "finished", "params", "metrics", "train_metrics"}``
 (nested ``params.yaml``, ``reports/metrics.json`` and ``dvclive/metrics.json`` of the run; ``commit``
-= the commit it ran on), replacing a record of the same name and keeping the others. The report (:mod:`ogfr_core.report.build`) reads
-that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
+= the commit it ran on), replacing a record of the same name and keeping the others. The report
+(:mod:`ogfr_core.report.build`) reads that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
 """
 from __future__ import annotations
 
