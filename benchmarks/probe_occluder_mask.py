@@ -1,0 +1,163 @@
+"""Occlusion labels from a learned occluder mask, scored against the occluders' ground truth (issue 21;
+:mod:`ogfr_core.occlusion.learned`).
+
+Trains :class:`~ogfr_core.occlusion.learned.OccluderSegmenter` on training identities only — the
+training split minus the ``occlude.val_ids`` identities of the occluded validation set (the same draw
+as :func:`ogfr_core.occlusion.benchmark.derive_validation_set`) — on occluders of the ``occlude:``
+benchmark's kind pasted by the benchmark's own code, then reads z the ``covered`` way (a part is
+occluded when Eq. 2 fires on the pixels the predicted occluder leaves, or the occluder covers more
+than τ of its visible pixels) on the occluded validation set (a grid of τ and mask thresholds: the
+choice) and on the occluded test set (the chosen pair and the paper's rule only: a report).
+Writes JSON (default ``reports/occlude/z_learned.json``) and the weights
+(``models/occluder/segmenter.safetensors``).
+
+Usage (after ``dvc repro occlude``; ≈ 20 min on one core of the reference VM)::
+
+    nice -n 10 python -m benchmarks.probe_occluder_mask --steps 1000 --threads 1
+
+Not a test and not a stage yet: the default rule (params ``occlusion``) is unchanged; README
+"Occlusion labels" says what adopting it would take.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+TAU_GRID = (0.3, 0.5, 0.7)
+THRESHOLD_GRID = (0.3, 0.5, 0.7)
+
+
+def score_set(model, name: str, source: pd.DataFrame, source_root: Path, lam: float, label_hw: tuple[int, int],
+              pairs: list[tuple[float, float]]) -> dict:
+    """Reports of the ``covered`` reading of z on the derived set ``name`` for each (threshold, τ) pair,
+    and the paper's rule (no mask) read the same way, keyed ``"thr<t>-tau<τ>"`` / ``"paper"``."""
+    from ogfr_core.data.images import load_rgb
+    from ogfr_core.occlusion.learned import covered_report, covered_shares, predict_masks
+    from ogfr_core.occlusion.truth import TRUTH_FILE
+    from ogfr_core.parsing import load_label_maps
+
+    root = Path("data/derived") / name
+    truth = pd.read_parquet(root / TRUTH_FILE)
+    index = pd.read_parquet(Path("data/index") / f"{name}.parquet", columns=["key", "path"]).set_index("key")["path"]
+    occ_maps = load_label_maps(Path("data/parsing") / name, keys=truth["key"])
+    hol_keys = truth["source_key"]
+    hol_maps = load_label_maps(Path("data/parsing") / source.attrs["name"], keys=hol_keys.unique())
+    out: dict = {"dataset": name, "queries": int(len(truth)),
+                 "kinds": {str(k): int(n) for k, n in truth["kind"].value_counts().sort_index().items()}}
+    none_q = {k: np.zeros(label_hw, bool) for k in truth["key"]}
+    none_h = {k: np.zeros(label_hw, bool) for k in hol_keys.unique()}
+    a, c = covered_shares(occ_maps.__getitem__, none_q, truth["key"])
+    ha, hc = covered_shares(hol_maps.__getitem__, none_h, hol_keys)
+    out["paper"] = covered_report(truth, a, c, ha, hc, lam, 1.0)  # covered ≤ 1: Eq. (2) alone
+    out["paper"]["tau"] = None
+    for thr in sorted({t for t, _ in pairs}):
+        mq = predict_masks(model, lambda k: np.asarray(load_rgb(root / index[k])), truth["key"], label_hw, thr)
+        mh = predict_masks(model, lambda k: np.asarray(load_rgb(source_root / source.loc[k, "path"])),
+                           hol_keys.unique(), label_hw, thr)
+        a, c = covered_shares(occ_maps.__getitem__, mq, truth["key"])
+        ha, hc = covered_shares(hol_maps.__getitem__, mh, hol_keys)
+        for t, tau in pairs:
+            if t == thr:
+                rep = covered_report(truth, a, c, ha, hc, lam, tau)
+                rep["threshold"] = thr
+                out[f"thr{thr:g}-tau{tau:g}"] = rep
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--none-prob", type=float, default=0.2, help="share of holistic training examples")
+    ap.add_argument("--frozen", action="store_true", help="train the head only (ImageNet backbone frozen)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", default="models/occluder/segmenter.safetensors")
+    ap.add_argument("--out", default="reports/occlude/z_learned.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from safetensors.torch import save_file
+
+    from ogfr_core.config import (DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, TrainConfig,
+                                  load_section)
+    from ogfr_core.data.images import load_rgb
+    from ogfr_core.data.index import dataset_root, hold_out_validation, read_index
+    from ogfr_core.io import write_json
+    from ogfr_core.occlusion import scaled_threshold
+    from ogfr_core.occlusion.benchmark import VAL_SUFFIX, derived_name
+    from ogfr_core.occlusion.learned import OccluderSegmenter, SynthSpec, fit
+    from ogfr_core.parsing import load_label_maps, read_parsing
+
+    data = load_section(args.params, "data", DataConfig)
+    occl = load_section(args.params, "occlude", OccludeConfig)
+    parse = load_section(args.params, "parse", ParseConfig)
+    rule = load_section(args.params, "occlusion", OcclusionConfig)
+    stem = load_section(args.params, "train", TrainConfig).model.stem_weights
+    label_hw = (parse.label_height, parse.label_width)
+    lam = scaled_threshold(rule.lam, label_hw)
+    index = read_index(Path("data/index") / f"{data.name}.parquet")
+    root = dataset_root(data, Path("."))
+    parse_dir = Path("data/parsing") / data.name
+    status = read_parsing(parse_dir, columns=["status"]).set_index("key")["status"]
+    train = index[index["split"].isin(["train", "val_query", "val_gallery"])].assign(split="train")
+    held = hold_out_validation(train, occl.val_ids)  # the occluded validation set's identities: never trained on
+    ok = held["key"].map(status).eq("ok")
+    fit_rows, hold_rows = held[(held["split"] == "train") & ok], held[(held["split"] != "train") & ok]
+    if fit_rows["pid"].nunique() < 2:
+        sys.exit(f"{parse_dir}: fewer than 2 training identities with a parsed person; run `dvc repro parse`")
+    keys = pd.concat([fit_rows, hold_rows])
+    t0 = time.time()
+    maps = load_label_maps(parse_dir, keys=keys["key"])
+    images = {k: np.asarray(load_rgb(root / p)) for k, p in zip(keys["key"], keys["path"])}
+    spec = SynthSpec(occl.kind, tuple(occl.area), tuple(occl.edges), args.none_prob)
+    model = OccluderSegmenter(stem, train_backbone=not args.frozen)
+    res = fit(model, [images[k] for k in fit_rows["key"]], [maps[k] for k in fit_rows["key"]],
+              fit_rows["pid"].to_numpy(), spec, steps=args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed,
+              holdout=([images[k] for k in hold_rows["key"]], [maps[k] for k in hold_rows["key"]],
+                       hold_rows["pid"].to_numpy()))
+    fit_s = time.time() - t0
+    del images
+    Path(args.weights).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.weights)
+
+    source = index.set_index("key")
+    source.attrs["name"] = data.name
+    val_name = derived_name(data, occl) + VAL_SUFFIX
+    grid = [(t, tau) for t in THRESHOLD_GRID for tau in TAU_GRID]
+    val = score_set(model, val_name, source, root, lam, label_hw, grid)
+    scored = {k: v["score"] for k, v in val.items() if k.startswith("thr") and v["score"] == v["score"]}
+    chosen = max(scored, key=scored.get)
+    pair = (val[chosen]["threshold"], val[chosen]["tau"])
+    test = score_set(model, derived_name(data, occl), source, root, lam, label_hw, [pair])
+    command = "python -m benchmarks.probe_occluder_mask " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_json(args.out, {
+        "command": command, "training": {"images": int(len(fit_rows)), "identities": int(fit_rows["pid"].nunique()),
+                                         "steps": res.steps, "examples": res.examples, "seconds": round(fit_s, 1),
+                                         "bce": res.losses, "holdout": res.holdout, "frozen_backbone": args.frozen,
+                                         "lr": args.lr, "none_prob": args.none_prob},
+        "rule": {"reading": "covered", "lam": rule.lam, "lam_at_label_size": lam, "label_size": list(label_hw)},
+        "choice": {"by": "validation score = mean F1 against 'part at least half covered' (parts with >= 20 "
+                         "positives) minus the holistic false-positive rate", "threshold": pair[0], "tau": pair[1],
+                   "score": scored[chosen], "paper_score": val["paper"]["score"]},
+        "sets": {"validation": val, "test": test}})
+    for role, rep in (("validation", val), ("test", test)):
+        for key in ("paper", f"thr{pair[0]:g}-tau{pair[1]:g}"):
+            r = rep[key]
+            print(f"{role:10s} {key:14s} score {r['score']:+.3f}  F1 " +
+                  " ".join(f"{c} {s['f1']:.2f}" for c, s in r["parts"].items()) +
+                  f"  object F1 " + " ".join(f"{s['f1']:.2f}" for s in r["by_kind"].get("object", {}).values()) +
+                  f"  holistic FP {r['holistic_false_positive_rate']['any']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,345 @@
+"""A learned occluder mask for the occlusion labels (issue 21; ours, not the paper's Eq. 1–2).
+
+The parser (BlazePose here) draws every part at its keypoints, so a part that an occluder covers
+rarely loses its pixels and Eq. (2) rarely fires (README "Occlusion labels"). The training
+augmentation does not have that problem: it knows the pasted box and sets the label map under it to
+background before recounting (:func:`ogfr_core.occlusion.labels_after_cover`). This module estimates
+that box from the image alone, so test-time z follows the same update:
+
+1. :class:`OccluderSegmenter` — ImageNet MobileNetV2 blocks 0–13 (the hybrid stem's weights,
+   fine-tuned or frozen; BatchNorm statistics frozen) tapped at strides 4, 8 and 16 (24 / 32 / 96 channels), 1×1 lateral convs to
+   ``width`` channels summed at stride 4 (an FPN-style top-down sum), a 3×3 conv + BN + ReLU and a 1×1
+   conv: one occluder logit per 4×4 pixels of the ``INPUT_HW`` = 128×64 input (``[B, 1, 32, 16]``).
+2. :func:`synthesize` — its training data: a training image with an occluder of the ``occlude:``
+   benchmark's kind pasted by the benchmark's own functions
+   (:mod:`ogfr_core.data.occluded_benchmark`: person cut-outs and background windows from an edge),
+   or no occluder (share ``none_prob``); the target is the pixels the paste changed (as the ground
+   truth of :mod:`.truth`), area-averaged to the output grid.
+3. :func:`masked_table` — the occlusion table of a parsed set with the predicted occluder pixels
+   (probability > ``threshold``, upsampled to the label maps) set to background, then
+   :func:`labels_after_cover` under the rule in force: what the parse would say if it saw the
+   occluder as the augmentation does.
+
+Caveat (README): the segmenter learns the occluders this repository synthesises (from training
+identities only, never a test image), so its accuracy on our benchmark is an in-distribution number;
+real occluders (Occluded-Duke) would need their own training data.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+
+from . import COARSE_NAMES, OcclusionRule, coarse_counts, labels_after_cover, occlusion_type
+
+log = logging.getLogger(__name__)
+
+INPUT_HW = (128, 64)  # segmenter input H × W (the ReID model's input size)
+OUT_STRIDE = 4  # logits per 4 × 4 input pixels: [B, 1, 32, 16]
+TAPS = (3, 6, 13)  # MobileNetV2 blocks whose outputs are tapped: stride 4 (24 ch), 8 (32 ch), 16 (96 ch)
+TAP_CHANNELS = (24, 32, 96)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class OccluderSegmenter(nn.Module):
+    """Per-pixel occluder logits from an RGB crop (module docstring, step 1).
+
+    Args:
+        stem_weights: MobileNetV2 weights file (stage ``pretrained``; torchvision key names), or ""
+            for a random backbone (tests).
+        width: channels of the lateral convs and the head.
+        train_backbone: fine-tune the backbone's weights too (its BatchNorm statistics stay frozen).
+
+    Shapes: ``forward(x [B, 3, 128, 64] normalised)`` → logits ``[B, 1, 32, 16]``.
+
+    Raises:
+        PretrainedWeightsError: ``stem_weights`` missing or not MobileNetV2 (as the ReID stem).
+    """
+
+    def __init__(self, stem_weights: str | Path = "", width: int = 32, train_backbone: bool = True) -> None:
+        super().__init__()
+        from ..model.stem import build_stem, load_stem_weights
+
+        stem = build_stem("mobilenetv2", 16)
+        if stem_weights:
+            load_stem_weights(stem, stem_weights)
+        self.backbone = stem.blocks  # features[0..13]
+        self.train_backbone = bool(train_backbone)
+        for p in self.backbone.parameters():
+            p.requires_grad_(self.train_backbone)
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in TAP_CHANNELS)
+        self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1))
+
+    def train(self, mode: bool = True) -> "OccluderSegmenter":
+        super().train(mode)
+        self.backbone.eval()  # frozen ImageNet statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_backbone):
+            for i, block in enumerate(self.backbone):
+                x = block(x)
+                if i in TAPS:
+                    feats.append(x)
+        size = feats[0].shape[-2:]  # stride 4
+        y = sum(nn.functional.interpolate(lat(f), size=size, mode="bilinear", align_corners=False)
+                if f.shape[-2:] != size else lat(f) for lat, f in zip(self.lateral, feats))
+        return self.head(y)  # [B, 1, H/4, W/4]
+
+
+def to_input(image: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` crop → normalised float32 ``[3, 128, 64]`` (bilinear resize, ImageNet mean/std)."""
+    img = np.asarray(Image.fromarray(image).resize((INPUT_HW[1], INPUT_HW[0]), Image.BILINEAR), np.float32) / 255
+    img = (img - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return torch.from_numpy(img.transpose(2, 0, 1).copy())
+
+
+def to_target(changed: np.ndarray) -> torch.Tensor:
+    """bool ``[H, W]`` changed pixels → float32 ``[1, 32, 16]``: the covered share of each output cell
+    (PIL's box filter: the area average of the mask over the cell's footprint in the crop)."""
+    hw = (INPUT_HW[0] // OUT_STRIDE, INPUT_HW[1] // OUT_STRIDE)
+    m = Image.fromarray(changed.astype(np.float32), mode="F").resize((hw[1], hw[0]), Image.BOX)
+    return torch.from_numpy(np.asarray(m, np.float32).clip(0, 1).copy())[None]
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """How :func:`synthesize` draws an example: the ``occlude:`` benchmark's ``kind`` / ``area`` /
+    ``edges``, and ``none_prob``, the share of examples left holistic (target all zero)."""
+
+    kind: str = "mixed"
+    area: tuple[float, float] = (0.2, 0.5)
+    edges: tuple[str, ...] = ("bottom", "left", "right")
+    none_prob: float = 0.2
+
+
+def synthesize(rng: np.random.Generator, image: np.ndarray, source: np.ndarray, source_map: np.ndarray,
+               spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
+    """One training example: ``image`` (uint8 ``[H, W, 3]``) occluded like a benchmark query by
+    ``source`` (another training identity's crop) and its parsing ``source_map``, or left as is.
+
+    Returns:
+        ``(occluded [H, W, 3] uint8, changed [H, W] bool)`` — changed = the pixels that differ from
+        ``image`` (all False for a holistic example).
+
+    Raises:
+        OccluderSourceError: a person occluder from a source without body pixels.
+    """
+    from ..data.occluded_benchmark import background_window, occlude, person_cutout, place_box
+
+    if rng.random() < spec.none_prob:
+        return image, np.zeros(image.shape[:2], bool)
+    kind = spec.kind if spec.kind != "mixed" else ("person" if rng.random() < 0.5 else "object")
+    edge = spec.edges[int(rng.integers(len(spec.edges)))]
+    area = float(rng.uniform(*spec.area))
+    h, w = image.shape[:2]
+    if kind == "person":
+        rgb, mask = person_cutout(source, source_map)
+        box = place_box(rng, h, w, area, edge, aspect=rgb.shape[1] / rgb.shape[0])
+    else:
+        box = place_box(rng, h, w, area, edge)
+        rgb, mask = background_window(rng, source, source_map, box.y1 - box.y0, box.x1 - box.x0), None
+    occluded, _ = occlude(image, rgb, mask, box)
+    return occluded, (occluded != image).any(-1)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` reports: the loss of each logged window (mean BCE), steps, examples seen and
+    the held-out pixel IoU / accuracy at ``threshold`` (on examples from held-out identities)."""
+
+    losses: list[float]
+    steps: int
+    examples: int
+    holdout: dict
+
+
+def fit(model: OccluderSegmenter, images: Sequence[np.ndarray], maps: Sequence[np.ndarray],
+        pids: np.ndarray, spec: SynthSpec, *, steps: int, batch_size: int, lr: float, seed: int,
+        holdout: tuple[Sequence[np.ndarray], Sequence[np.ndarray], np.ndarray] | None = None,
+        threshold: float = 0.5, log_every: int = 100) -> FitResult:
+    """Train the head of ``model`` on :func:`synthesize` examples (BCE with the covered share as a soft
+    target, Adam). An example's occluder comes from an image of another identity.
+
+    Args:
+        images, maps, pids: training crops (uint8 ``[H, W, 3]``), their parsing label maps and pids.
+        spec: what to paste; steps, batch_size, lr: the schedule (constant lr); seed: NumPy and torch.
+        holdout: (images, maps, pids) of identities the head never trains on: scored after training on
+            ``4 × batch_size`` fixed examples (pixel IoU and accuracy of ``prob > threshold``).
+
+    Raises:
+        ValueError: fewer than 2 identities.
+    """
+    if len(np.unique(pids)) < 2:
+        raise ValueError("occluder segmenter: needs images of at least 2 identities")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    model.train()
+    losses, window = [], []
+    for step in range(steps):
+        x, t = _batch(rng, images, maps, pids, spec, batch_size)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.append(loss.item())
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            losses.append(round(float(np.mean(window)), 5))
+            log.info("occluder segmenter: step %d/%d, BCE %.4f", step + 1, steps, losses[-1])
+            window = []
+    scores = {}
+    if holdout is not None:
+        x, t = _batch(np.random.default_rng(seed + 1), *holdout, spec, 4 * batch_size)
+        model.eval()
+        with torch.no_grad():
+            p = torch.sigmoid(model(x)) > threshold
+        truth = t > 0.5
+        inter, union = float((p & truth).sum()), float((p | truth).sum())
+        scores = {"examples": int(len(x)), "pixel_iou": round(inter / max(union, 1.0), 4),
+                  "pixel_accuracy": round(float((p == truth).float().mean()), 4), "threshold": threshold}
+    return FitResult(losses, steps, steps * batch_size, scores)
+
+
+def _batch(rng: np.random.Generator, images: Sequence[np.ndarray], maps: Sequence[np.ndarray], pids: np.ndarray,
+           spec: SynthSpec, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` examples: inputs ``[n, 3, 128, 64]`` and targets ``[n, 1, 32, 16]``."""
+    xs, ts = [], []
+    for _ in range(n):
+        i = int(rng.integers(len(images)))
+        j = int(rng.integers(len(images)))
+        while pids[j] == pids[i]:
+            j = int(rng.integers(len(images)))
+        occluded, changed = synthesize(rng, images[i], images[j], maps[j], spec)
+        xs.append(to_input(occluded))
+        ts.append(to_target(changed))
+    return torch.stack(xs), torch.stack(ts)
+
+
+@torch.no_grad()
+def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], keys: Sequence[str],
+                  label_hw: tuple[int, int], threshold: float = 0.5, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Predicted occluder pixels of each image at the label maps' resolution.
+
+    Args:
+        load: key → uint8 ``[H, W, 3]`` crop.
+        keys: images to segment.
+        label_hw: (lh, lw) of the parse label maps.
+        threshold: a pixel is an occluder where the bilinearly upsampled probability exceeds it.
+
+    Returns:
+        ``{key: bool [lh, lw]}``.
+    """
+    model.eval()
+    out: dict[str, np.ndarray] = {}
+    keys = list(keys)
+    for start in range(0, len(keys), batch_size):
+        chunk = keys[start:start + batch_size]
+        x = torch.stack([to_input(load(k)) for k in chunk])
+        prob = torch.sigmoid(nn.functional.interpolate(model(x), size=tuple(label_hw), mode="bilinear",
+                                                       align_corners=False))[:, 0]  # [b, lh, lw]
+        for k, p in zip(chunk, (prob > threshold).numpy()):
+            out[k] = p
+    return out
+
+
+def masked_table(table: pd.DataFrame, label_maps: Callable[[str], np.ndarray], masks: dict[str, np.ndarray],
+                 rule: OcclusionRule) -> pd.DataFrame:
+    """An occlusion table (:func:`.table.occlusion_table` rows) with each image's predicted occluder
+    pixels set to background, z updated by :func:`labels_after_cover` under ``rule`` (a part already
+    occluded stays occluded; hidden shares shrink the visible share by the uncovered fraction).
+
+    Args:
+        table: occlusion-table rows (``key``, ``z_*``, ``count_*``, ``hidden_*`` …).
+        label_maps: key → uint8 ``[lh, lw]`` visible parsing of that image.
+        masks: key → bool ``[lh, lw]`` predicted occluder pixels (:func:`predict_masks`); every key needed.
+
+    Returns:
+        the table with ``z_*``, ``occ_type``, ``count_*``, ``hidden_*`` replaced (same columns, order).
+
+    Raises:
+        KeyError: a key of ``table`` has no mask.
+    """
+    out = table.copy()
+    zc = [f"z_{c}" for c in COARSE_NAMES]
+    cc = [f"count_{c}" for c in COARSE_NAMES]
+    hc = [f"hidden_{c}" for c in COARSE_NAMES]
+    before = out[cc].to_numpy()
+    after = np.stack([coarse_counts(np.where(masks[k], 0, label_maps(k))) for k in out["key"]])  # [N, 4]
+    hidden = np.nan_to_num(out[hc].to_numpy(np.float64), nan=0.0)
+    shape = next(iter(masks.values())).shape if masks else (256, 128)
+    z, new_hidden = labels_after_cover(rule, out[zc].to_numpy(), hidden, before, after, shape)
+    out[zc] = z.astype(np.int64)
+    out["occ_type"] = np.asarray(occlusion_type(z), np.int64).reshape(-1)
+    out[cc] = after.astype(np.int64)
+    out[hc] = np.where(np.isnan(out[hc].to_numpy(np.float64)), np.nan, new_hidden)
+    return out
+
+
+def covered_shares(label_maps: Callable[[str], np.ndarray], masks: dict[str, np.ndarray],
+                   keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Visible coarse counts left after each image's predicted occluder, and the share it covers.
+
+    Args:
+        label_maps: key → uint8 ``[lh, lw]`` visible parsing; masks: key → bool ``[lh, lw]``.
+        keys: the images, in order.
+
+    Returns:
+        ``(after [N, 4] int64, covered [N, 4] float64)``: Eq. (1) counts with the occluder's pixels set
+        to background, and covered = 1 − after / before (0 where the part has no visible pixel).
+    """
+    before = np.stack([coarse_counts(label_maps(k)) for k in keys]).astype(np.int64)  # [N, 4]
+    after = np.stack([coarse_counts(np.where(masks[k], 0, label_maps(k))) for k in keys]).astype(np.int64)
+    covered = np.where(before > 0, 1 - after / np.maximum(before, 1), 0.0)
+    return after, covered
+
+
+def covered_labels(after: np.ndarray, covered: np.ndarray, lam: float, tau: float) -> np.ndarray:
+    """The ``covered`` reading of z (ours): part c is occluded when Eq. (2) fires on the pixels left
+    (``after < lam``, λ already rescaled to the maps) or an occluder covers more than ``tau`` of its
+    visible pixels. Without an occluder (covered = 0) it is exactly Eq. (2). int64 ``[N, 4]``."""
+    return ((after < lam) | (covered > tau)).astype(np.int64)
+
+
+def covered_report(truth: pd.DataFrame, after: np.ndarray, covered: np.ndarray, hol_after: np.ndarray,
+                   hol_covered: np.ndarray, lam: float, tau: float) -> dict:
+    """Score the ``covered`` reading of z of the occluded queries against their ground truth
+    (:mod:`.truth`: the holistic parse with the occluder's changed pixels hidden, read the same way).
+
+    Args:
+        truth: :func:`.truth.truth_table` rows (``count_after_*``, ``covered_*``, ``kind``).
+        after, covered: :func:`covered_shares` of the occluded queries (rows aligned with ``truth``).
+        hol_after, hol_covered: the same for their holistic originals (false alarms).
+        lam: λ rescaled to the label maps; tau: τ of :func:`covered_labels`.
+
+    Returns:
+        ``{"tau", "parts", "by_kind", "any_occluded", "vs_half_covered", "holistic_false_positive_rate",
+        "score"}`` as :func:`.truth.rule_report` (score: :func:`.truth.rule_score`).
+    """
+    from .truth import AFTER, COVERED, HALF_COVERED, _r, part_scores, rule_score
+
+    t = covered_labels(truth[list(AFTER)].to_numpy(), truth[list(COVERED)].to_numpy(), lam, tau)
+    p = covered_labels(after, covered, lam, tau)
+    h = covered_labels(hol_after, hol_covered, lam, tau)
+    half = (truth[list(COVERED)].to_numpy() >= HALF_COVERED).astype(np.int64)
+    kinds = truth["kind"].to_numpy()
+    rep = {"tau": tau, "queries": int(len(truth)), "parts": part_scores(p, t),
+           "by_kind": {str(k): part_scores(p[kinds == k], t[kinds == k]) for k in sorted(set(kinds))},
+           "any_occluded": {"truth": _r(t.any(1).mean()), "parsed": _r(p.any(1).mean()),
+                            "gap": _r(p.any(1).mean() - t.any(1).mean())},
+           "vs_half_covered": part_scores(p, half),
+           "holistic_false_positive_rate": {**{c: _r(h[:, i].mean()) for i, c in enumerate(COARSE_NAMES)},
+                                            "any": _r(h.any(1).mean())}}
+    rep["score"] = rule_score(rep)
+    return rep

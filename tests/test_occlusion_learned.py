@@ -1,0 +1,98 @@
+"""The learned occluder mask (issue 21, ``ogfr_core.occlusion.learned``): shapes, targets, synthetic
+examples and the occlusion table after a mask — on hand-made images and maps (random backbone)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ogfr_core.occlusion import OcclusionRule
+from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, masked_table, predict_masks,
+                                         synthesize, to_input, to_target)
+from ogfr_core.occlusion.table import occlusion_table
+from ogfr_core.parsing.cache import encode_label_map
+
+from tests.test_occlusion_rule import body
+
+
+def test_segmenter_shapes_and_frozen_backbone():
+    torch.manual_seed(0)
+    frozen = OccluderSegmenter("", train_backbone=False)
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    assert all(p.requires_grad for p in frozen.head.parameters())
+    out = frozen(torch.randn(2, 3, *INPUT_HW))
+    assert out.shape == (2, 1, INPUT_HW[0] // 4, INPUT_HW[1] // 4)
+    out.sum().backward()  # the head learns, the frozen backbone gets no gradient
+    assert frozen.lateral[0].weight.grad is not None
+    assert all(p.grad is None for p in frozen.backbone.parameters())
+    tuned = OccluderSegmenter("", train_backbone=True).train()
+    assert all(p.requires_grad for p in tuned.backbone.parameters())
+    assert not any(m.training for m in tuned.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_target_is_the_covered_share_of_each_cell():
+    changed = np.zeros((256, 128), bool)
+    changed[:, :64] = True  # left half of the crop
+    changed[200:, 64:] = True  # and the bottom rows 200..255 on the right
+    t = to_target(changed)
+    assert t.shape == (1, 32, 16)
+    assert torch.all(t[0, :, :8] == 1)
+    assert torch.all(t[0, :24, 8:] == 0)  # rows 0..191 of the crop untouched on the right
+    assert torch.allclose(t[0, 25:, 8:], torch.ones(7, 8))  # rows 200..255 -> cells 25..31
+    x = to_input(np.full((160, 60, 3), 255, np.uint8))
+    assert x.shape == (3, *INPUT_HW) and torch.allclose(x[0], torch.full(INPUT_HW, (1 - 0.485) / 0.229))
+
+
+def _crops(n: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (160, 64, 3), dtype=np.uint8) for _ in range(n)]
+    return images, [body() for _ in range(n)]
+
+
+def test_synthesize_changes_only_the_reported_pixels():
+    (image, source), (_, source_map) = _crops(2)[0], _crops(2)[1]
+    same, none = synthesize(np.random.default_rng(0), image, source, source_map, SynthSpec(none_prob=1.0))
+    assert same is image and not none.any()
+    for seed in range(6):  # person and object occluders, from every edge
+        occluded, changed = synthesize(np.random.default_rng(seed), image, source, source_map, SynthSpec(none_prob=0.0))
+        assert changed.any() and changed.shape == image.shape[:2]
+        np.testing.assert_array_equal(occluded[~changed], image[~changed])
+        assert 0.05 < changed.mean() <= 0.55  # occlude.area (0.2, 0.5) of the crop, a person cut-out less
+
+
+def test_masked_table_recounts_and_updates_z_like_the_augmentation():
+    lm = body()
+    parsing = pd.DataFrame({"key": ["a"], "label_map": [encode_label_map(lm)], "amodal_map": [encode_label_map(lm)],
+                            "status": ["ok"]})
+    mask = np.zeros_like(lm, bool)
+    mask[128:, :] = True  # an occluder over the legs
+    mask[32:128, 32:96] = True  # and over the whole torso... leaving the arms
+    for rule in (OcclusionRule("pixels", 5.0), OcclusionRule("hidden_fraction", tau=0.5)):
+        table = occlusion_table(parsing, rule)
+        assert table.loc[0, "occ_type"] == 0
+        out = masked_table(table, {"a": lm}.__getitem__, {"a": mask}, rule)
+        assert out[["z_head", "z_arms", "z_torso", "z_legs"]].iloc[0].tolist() == [0, 0, 1, 1]
+        assert out.loc[0, "occ_type"] == 3
+        assert out.loc[0, "count_legs"] == 0 and out.loc[0, "count_torso"] == 0
+        assert out.loc[0, "count_arms"] == table.loc[0, "count_arms"]
+        assert list(out.columns) == list(table.columns)
+    assert out.loc[0, "hidden_legs"] == 1.0 and out.loc[0, "hidden_head"] == 0.0
+    none = masked_table(table, {"a": lm}.__getitem__, {"a": np.zeros_like(mask)}, rule)
+    pd.testing.assert_frame_equal(none, table)  # no occluder predicted: the parse's table unchanged
+    with pytest.raises(KeyError):
+        masked_table(table, {"a": lm}.__getitem__, {}, rule)
+
+
+def test_fit_and_predict_on_tiny_random_inputs():
+    images, maps = _crops(4)
+    model = OccluderSegmenter("", train_backbone=False)
+    res = fit(model, images, maps, np.array([0, 0, 1, 1]), SynthSpec(none_prob=0.5), steps=2, batch_size=2, lr=1e-3,
+              seed=0, holdout=(images, maps, np.array([0, 0, 1, 1])), log_every=1)
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses)) and res.examples == 4
+    assert set(res.holdout) == {"examples", "pixel_iou", "pixel_accuracy", "threshold"}
+    assert res.holdout["examples"] == 8 and 0 <= res.holdout["pixel_iou"] <= 1
+    masks = predict_masks(model, dict(zip("abcd", images)).__getitem__, list("abcd"), (256, 128))
+    assert set(masks) == set("abcd") and all(m.shape == (256, 128) and m.dtype == bool for m in masks.values())
+    with pytest.raises(ValueError, match="2 identities"):
+        fit(model, images, maps, np.zeros(4, int), SynthSpec(), steps=1, batch_size=2, lr=1e-3, seed=0)
