@@ -3,15 +3,12 @@ examples and the occlusion table after a mask — on hand-made images and maps (
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from ogfr_core.occlusion import OcclusionRule
-from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, masked_table, predict_masks,
+from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, covered_labels, covered_shares,
+                                         fit, predict_masks,
                                          synthesize, to_input, to_target)
-from ogfr_core.occlusion.table import occlusion_table
-from ogfr_core.parsing.cache import encode_label_map
 
 from tests.test_occlusion_rule import body
 
@@ -61,27 +58,18 @@ def test_synthesize_changes_only_the_reported_pixels():
         assert 0.05 < changed.mean() <= 0.55  # occlude.area (0.2, 0.5) of the crop, a person cut-out less
 
 
-def test_masked_table_recounts_and_updates_z_like_the_augmentation():
-    lm = body()
-    parsing = pd.DataFrame({"key": ["a"], "label_map": [encode_label_map(lm)], "amodal_map": [encode_label_map(lm)],
-                            "status": ["ok"]})
+def test_covered_reading_hand_values():
+    lm = body()  # head 32x64 px, arms 2 x 96x32, torso 96x64, legs 128x128
     mask = np.zeros_like(lm, bool)
-    mask[128:, :] = True  # an occluder over the legs
-    mask[32:128, 32:96] = True  # and over the whole torso... leaving the arms
-    for rule in (OcclusionRule("pixels", 5.0), OcclusionRule("hidden_fraction", tau=0.5)):
-        table = occlusion_table(parsing, rule)
-        assert table.loc[0, "occ_type"] == 0
-        out = masked_table(table, {"a": lm}.__getitem__, {"a": mask}, rule)
-        assert out[["z_head", "z_arms", "z_torso", "z_legs"]].iloc[0].tolist() == [0, 0, 1, 1]
-        assert out.loc[0, "occ_type"] == 3
-        assert out.loc[0, "count_legs"] == 0 and out.loc[0, "count_torso"] == 0
-        assert out.loc[0, "count_arms"] == table.loc[0, "count_arms"]
-        assert list(out.columns) == list(table.columns)
-    assert out.loc[0, "hidden_legs"] == 1.0 and out.loc[0, "hidden_head"] == 0.0
-    none = masked_table(table, {"a": lm}.__getitem__, {"a": np.zeros_like(mask)}, rule)
-    pd.testing.assert_frame_equal(none, table)  # no occluder predicted: the parse's table unchanged
-    with pytest.raises(KeyError):
-        masked_table(table, {"a": lm}.__getitem__, {}, rule)
+    mask[128:, :] = True  # the whole legs
+    mask[32:80, 32:96] = True  # half the torso
+    after, covered = covered_shares({"a": lm}.__getitem__, {"a": mask}, ["a"])
+    assert after.tolist() == [[32 * 64, 2 * 96 * 32, 48 * 64, 0]]
+    assert covered.tolist() == [[0.0, 0.0, 0.5, 1.0]]
+    assert covered_labels(after, covered, lam=5.0, tau=0.4).tolist() == [[0, 0, 1, 1]]
+    assert covered_labels(after, covered, lam=5.0, tau=0.5).tolist() == [[0, 0, 0, 1]]  # > tau, not >=
+    none_after, none_cov = covered_shares({"a": lm}.__getitem__, {"a": np.zeros_like(mask)}, ["a"])
+    assert not none_cov.any() and covered_labels(none_after, none_cov, 5.0, 0.0).tolist() == [[0, 0, 0, 0]]
 
 
 def test_fit_and_predict_on_tiny_random_inputs():

@@ -15,10 +15,10 @@ that box from the image alone, so test-time z follows the same update:
    (:mod:`ogfr_core.data.occluded_benchmark`: person cut-outs and background windows from an edge),
    or no occluder (share ``none_prob``); the target is the pixels the paste changed (as the ground
    truth of :mod:`.truth`), area-averaged to the output grid.
-3. :func:`masked_table` — the occlusion table of a parsed set with the predicted occluder pixels
-   (probability > ``threshold``, upsampled to the label maps) set to background, then
-   :func:`labels_after_cover` under the rule in force: what the parse would say if it saw the
-   occluder as the augmentation does.
+3. :func:`covered_shares` / :func:`covered_labels` — the visible pixels each part keeps once the
+   predicted occluder (probability > ``threshold``, upsampled to the label maps) is set to background,
+   and the ``covered`` reading of z: Eq. (2) on those pixels, or more than τ of the part covered —
+   what the parse would say if it saw the occluder as the augmentation does.
 
 Caveat (README): the segmenter learns the occluders this repository synthesises (from training
 identities only, never a test image), so its accuracy on our benchmark is an in-distribution number;
@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import COARSE_NAMES, OcclusionRule, coarse_counts, labels_after_cover, occlusion_type
+from . import COARSE_NAMES, coarse_counts
 
 log = logging.getLogger(__name__)
 
@@ -251,39 +251,6 @@ def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], k
                                                        align_corners=False))[:, 0]  # [b, lh, lw]
         for k, p in zip(chunk, (prob > threshold).numpy()):
             out[k] = p
-    return out
-
-
-def masked_table(table: pd.DataFrame, label_maps: Callable[[str], np.ndarray], masks: dict[str, np.ndarray],
-                 rule: OcclusionRule) -> pd.DataFrame:
-    """An occlusion table (:func:`.table.occlusion_table` rows) with each image's predicted occluder
-    pixels set to background, z updated by :func:`labels_after_cover` under ``rule`` (a part already
-    occluded stays occluded; hidden shares shrink the visible share by the uncovered fraction).
-
-    Args:
-        table: occlusion-table rows (``key``, ``z_*``, ``count_*``, ``hidden_*`` …).
-        label_maps: key → uint8 ``[lh, lw]`` visible parsing of that image.
-        masks: key → bool ``[lh, lw]`` predicted occluder pixels (:func:`predict_masks`); every key needed.
-
-    Returns:
-        the table with ``z_*``, ``occ_type``, ``count_*``, ``hidden_*`` replaced (same columns, order).
-
-    Raises:
-        KeyError: a key of ``table`` has no mask.
-    """
-    out = table.copy()
-    zc = [f"z_{c}" for c in COARSE_NAMES]
-    cc = [f"count_{c}" for c in COARSE_NAMES]
-    hc = [f"hidden_{c}" for c in COARSE_NAMES]
-    before = out[cc].to_numpy()
-    after = np.stack([coarse_counts(np.where(masks[k], 0, label_maps(k))) for k in out["key"]])  # [N, 4]
-    hidden = np.nan_to_num(out[hc].to_numpy(np.float64), nan=0.0)
-    shape = next(iter(masks.values())).shape if masks else (256, 128)
-    z, new_hidden = labels_after_cover(rule, out[zc].to_numpy(), hidden, before, after, shape)
-    out[zc] = z.astype(np.int64)
-    out["occ_type"] = np.asarray(occlusion_type(z), np.int64).reshape(-1)
-    out[cc] = after.astype(np.int64)
-    out[hc] = np.where(np.isnan(out[hc].to_numpy(np.float64)), np.nan, new_hidden)
     return out
 
 
