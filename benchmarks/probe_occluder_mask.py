@@ -1,28 +1,22 @@
-"""Occlusion labels from a learned occluder mask, scored against the occluders' ground truth (issue 21;
+"""The mask threshold of the learned occluder mask, chosen on the occluded validation set (issue 21;
 :mod:`ogfr_core.occlusion.learned`).
 
-Trains :class:`~ogfr_core.occlusion.learned.OccluderSegmenter` on training identities only — the
-training split minus the ``occlude.val_ids`` identities of the occluded validation set (the same draw
-as :func:`ogfr_core.occlusion.benchmark.derive_validation_set`) — on occluders of the ``occlude:``
-benchmark's kind pasted by the benchmark's own code, then reads z the ``covered`` way (a part is
-occluded when Eq. 2 fires on the pixels the predicted occluder leaves, or the occluder covers more
-than τ of its visible pixels) on the occluded validation set (a grid of τ and mask thresholds: the
-choice) and on the occluded test set (the chosen pair and the paper's rule only: a report).
-Writes JSON (default ``reports/occlude/z_learned.json``) and the weights
-(``models/occluder/segmenter.safetensors``).
+Loads the ``occluder`` stage's segmenter (trained on training identities outside ``occlude.val_ids``)
+and reads z the ``covered`` way (a part is occluded when Eq. 2 fires on the pixels the predicted
+occluder leaves, or the occluder covers more than τ of its visible pixels) on the occluded validation
+set for a grid of mask thresholds × τ (the choice: ``occluder.threshold``) and on the occluded test set
+for the chosen pair and the paper's rule only (a report). The pipeline's own ``reports/occlude/z_accuracy.json``
+scores the τ grid at the threshold in force; this probe is what chose that threshold.
+Writes JSON (default ``reports/occlude/z_learned.json``).
 
-Usage (after ``dvc repro occlude``; ≈ 20 min on one core of the reference VM)::
+Usage (after ``dvc repro occlude``; a few minutes on one core)::
 
-    nice -n 10 python -m benchmarks.probe_occluder_mask --steps 1000 --threads 1
-
-Not a test and not a stage yet: the default rule (params ``occlusion``) is unchanged; README
-"Occlusion labels" says what adopting it would take.
+    nice -n 10 python -m benchmarks.probe_occluder_mask --threads 1
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,62 +67,27 @@ def score_set(model, name: str, source: pd.DataFrame, source_root: Path, lam: fl
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--none-prob", type=float, default=0.2, help="share of holistic training examples")
-    ap.add_argument("--frozen", action="store_true", help="train the head only (ImageNet backbone frozen)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--weights", default="models/occluder/segmenter.safetensors")
     ap.add_argument("--out", default="reports/occlude/z_learned.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from safetensors.torch import save_file
-
-    from ogfr_core.config import (DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, TrainConfig,
-                                  load_section)
-    from ogfr_core.data.images import load_rgb
-    from ogfr_core.data.index import dataset_root, hold_out_validation, read_index
+    from ogfr_core.config import DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, load_section
+    from ogfr_core.data.index import dataset_root, read_index
     from ogfr_core.io import write_json
     from ogfr_core.occlusion import scaled_threshold
     from ogfr_core.occlusion.benchmark import VAL_SUFFIX, derived_name
-    from ogfr_core.occlusion.learned import OccluderSegmenter, SynthSpec, fit
-    from ogfr_core.parsing import load_label_maps, read_parsing
+    from ogfr_core.occlusion.learned import WEIGHTS, load_segmenter
 
     data = load_section(args.params, "data", DataConfig)
     occl = load_section(args.params, "occlude", OccludeConfig)
     parse = load_section(args.params, "parse", ParseConfig)
     rule = load_section(args.params, "occlusion", OcclusionConfig)
-    stem = load_section(args.params, "train", TrainConfig).model.stem_weights
     label_hw = (parse.label_height, parse.label_width)
     lam = scaled_threshold(rule.lam, label_hw)
     index = read_index(Path("data/index") / f"{data.name}.parquet")
     root = dataset_root(data, Path("."))
-    parse_dir = Path("data/parsing") / data.name
-    status = read_parsing(parse_dir, columns=["status"]).set_index("key")["status"]
-    train = index[index["split"].isin(["train", "val_query", "val_gallery"])].assign(split="train")
-    held = hold_out_validation(train, occl.val_ids)  # the occluded validation set's identities: never trained on
-    ok = held["key"].map(status).eq("ok")
-    fit_rows, hold_rows = held[(held["split"] == "train") & ok], held[(held["split"] != "train") & ok]
-    if fit_rows["pid"].nunique() < 2:
-        sys.exit(f"{parse_dir}: fewer than 2 training identities with a parsed person; run `dvc repro parse`")
-    keys = pd.concat([fit_rows, hold_rows])
-    t0 = time.time()
-    maps = load_label_maps(parse_dir, keys=keys["key"])
-    images = {k: np.asarray(load_rgb(root / p)) for k, p in zip(keys["key"], keys["path"])}
-    spec = SynthSpec(occl.kind, tuple(occl.area), tuple(occl.edges), args.none_prob)
-    model = OccluderSegmenter(stem, train_backbone=not args.frozen)
-    res = fit(model, [images[k] for k in fit_rows["key"]], [maps[k] for k in fit_rows["key"]],
-              fit_rows["pid"].to_numpy(), spec, steps=args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed,
-              holdout=([images[k] for k in hold_rows["key"]], [maps[k] for k in hold_rows["key"]],
-                       hold_rows["pid"].to_numpy()))
-    fit_s = time.time() - t0
-    del images
-    Path(args.weights).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.weights)
-
+    model = load_segmenter(WEIGHTS)
     source = index.set_index("key")
     source.attrs["name"] = data.name
     val_name = derived_name(data, occl) + VAL_SUFFIX
@@ -140,10 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     test = score_set(model, derived_name(data, occl), source, root, lam, label_hw, [pair])
     command = "python -m benchmarks.probe_occluder_mask " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out, {
-        "command": command, "training": {"images": int(len(fit_rows)), "identities": int(fit_rows["pid"].nunique()),
-                                         "steps": res.steps, "examples": res.examples, "seconds": round(fit_s, 1),
-                                         "bce": res.losses, "holdout": res.holdout, "frozen_backbone": args.frozen,
-                                         "lr": args.lr, "none_prob": args.none_prob},
+        "command": command, "segmenter": {"weights": str(WEIGHTS), "training": "stage occluder "
+                                          "(reports/occluder/summary.json)"},
         "rule": {"reading": "covered", "lam": rule.lam, "lam_at_label_size": lam, "label_size": list(label_hw)},
         "choice": {"by": "validation score = mean F1 against 'part at least half covered' (parts with >= 20 "
                          "positives) minus the holistic false-positive rate", "threshold": pair[0], "tau": pair[1],

@@ -37,9 +37,10 @@ def _params(path: str, required: bool) -> dict:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .config import OcclusionConfig, ParseConfig, from_dict
+    from .config import OccluderConfig, OcclusionConfig, ParseConfig, from_dict
     from .inference import SearchOptions, ZSource, search, search_figure
     from .occlusion import rule_from_config
+    from .occlusion.learned import WEIGHTS as OCCLUDER_WEIGHTS
     from .io import write_json
     from .runtime import resolve_device
 
@@ -49,7 +50,9 @@ def _search(args: argparse.Namespace) -> int:
     else:
         parse = from_dict(ParseConfig, params.get("parse") or {}, "parse")
         rule = rule_from_config(from_dict(OcclusionConfig, params.get("occlusion") or {}, "occlusion"))
-        source = ZSource(parse, rule, workers=parse.workers)
+        occluder = from_dict(OccluderConfig, params.get("occluder") or {}, "occluder")
+        source = ZSource(parse, rule, workers=parse.workers, occluder=OCCLUDER_WEIGHTS,
+                         threshold=occluder.threshold)
     feat_norm = bool((params.get("evaluate") or {}).get("feat_norm", True))
     opts = SearchOptions(top_k=args.top_k, distance=args.distance, feat_norm=feat_norm,
                          query_camid=args.query_camid, gallery_camid=args.gallery_camid,

@@ -96,11 +96,38 @@ class ParseConfig:
 class OcclusionConfig:
     """``occlusion:`` — how z is decided (:class:`ogfr_core.occlusion.OcclusionRule`): ``rule``
     ``pixels`` = Eq. (1)–(2) with λ in pixels at 256×128; ``hidden_fraction`` = a coarse part is
-    occluded when more than ``tau`` of its amodal area is not visible (ours, README "Occlusion labels")."""
+    occluded when more than ``tau`` of its amodal area is not visible; ``covered`` = Eq. (2) on the
+    pixels a learned occluder mask leaves, or more than ``tau`` of the part under it (stage
+    ``occluder``; both ours, README "Occlusion labels")."""
 
-    rule: Literal["pixels", "hidden_fraction"] = "pixels"
+    rule: Literal["pixels", "hidden_fraction", "covered"] = "pixels"
     lam: float = 5.0
     tau: float = 0.5
+
+
+@dataclass(frozen=True)
+class OccluderConfig:
+    """``occluder:`` — the learned occluder mask of the ``covered`` occlusion rule (stage ``occluder``,
+    :mod:`ogfr_core.occlusion.learned`): the segmenter is fine-tuned for ``steps`` Adam steps of
+    ``batch_size`` synthetic examples (occluders of the ``occlude:`` kind pasted on training crops of
+    the identities outside ``occlude.val_ids``; ``none_prob`` of them left holistic) at learning rate
+    ``lr`` from ``seed``; a pixel is an occluder where its probability exceeds ``threshold``."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 5.0e-4
+    none_prob: float = 0.2
+    seed: int = 0
+    threshold: float = 0.5
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"occluder: steps, batch_size must be >= 1 and lr > 0, got {self.steps}, "
+                              f"{self.batch_size}, {self.lr}")
+        if not 0 <= self.none_prob < 1 or not 0 < self.threshold < 1:
+            raise ConfigError(f"occluder: none_prob must be in [0, 1) and threshold in (0, 1), got "
+                              f"{self.none_prob}, {self.threshold}")
 
 
 @dataclass(frozen=True)
@@ -430,7 +457,7 @@ class OccludeConfig:
     ``link_gallery: false``). ``val_ids``: the same kind of occluded set built from that many
     *training* identities (``<derived>-val``: the validation split of ``data.val_ids`` with the
     same seed, its queries occluded by other training identities; 0 = none), on which the
-    occlusion rule is chosen (``tau_grid``: the ``hidden_fraction`` τ values scored there, written to
+    occlusion rule is chosen (``tau_grid``: the ``hidden_fraction`` and ``covered`` τ values scored there, written to
     ``reports/occlude/z_accuracy.json``); the test set only reports the rule in force."""
 
     kind: Literal["person", "object", "mixed"] = "mixed"
@@ -744,7 +771,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "parse": ParseConfig, "occlusion": OcclusionConfig, "train": TrainConfig,
-    "evaluate": EvaluateConfig, "report": ReportConfig, "occlude": OccludeConfig,
+    "evaluate": EvaluateConfig, "report": ReportConfig, "occlude": OccludeConfig, "occluder": OccluderConfig,
 }
 
 

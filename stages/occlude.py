@@ -13,7 +13,8 @@ Writes ``data/derived/<derived>/`` (occluded query PNGs, gallery symlinks, ``occ
 ``reports/occlude/examples.png`` (dataset pixels: DVC-cached only), and the same occluded set built from
 training identities (``<derived>-val``, ``occlude.val_ids``) on which the occlusion rule is chosen;
 ``reports/occlude/z_accuracy.json`` scores the parsed z of both against their ground truth (the holistic
-parse with the occluder's pixels hidden, :mod:`ogfr_core.occlusion.truth`). Run: ``python -m stages.occlude``.
+parse with the occluder's pixels hidden, :mod:`ogfr_core.occlusion.truth`); every image's occluder mask
+comes from the ``occluder`` stage's segmenter, as in the ``occlusion`` stage. Run: ``python -m stages.occlude``.
 """
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ogfr_core.config import ConfigError, DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, load_section
+from ogfr_core.config import (ConfigError, DataConfig, OccludeConfig, OccluderConfig, OcclusionConfig, ParseConfig,
+                              load_section)
 from ogfr_core.data.index import dataset_root
 from ogfr_core.io import write_json
 from ogfr_core.occlusion import rule_from_config
 from ogfr_core.occlusion.benchmark import derive_occluded_set, derive_validation_set, example_pairs, z_accuracy
+from ogfr_core.occlusion.learned import WEIGHTS as OCCLUDER_WEIGHTS, load_segmenter, segment_index
 from ogfr_core.occlusion.truth import OcclusionTruthError
 from ogfr_core.parsing.overlay import overlay_grid
 from ogfr_core.runtime import run_stage, setup_logging
@@ -43,8 +46,14 @@ def main(params_path: str = "params.yaml") -> None:
         raise ConfigError("params.yaml occlude.val_ids: must be >= 1 for the occlude stage (its outputs include "
                           "the occluded validation set <derived>-val that chooses the occlusion rule)")
     label_hw = (parse_cfg.label_height, parse_cfg.label_width)
-    derived = derive_occluded_set(data, parse_cfg, rule, cfg, Path("."))
-    val = derive_validation_set(data, parse_cfg, rule, cfg, Path("."))
+    threshold = load_section(params_path, "occluder", OccluderConfig).threshold
+    segmenter = load_segmenter(OCCLUDER_WEIGHTS)
+
+    def masks(index: pd.DataFrame, root: Path) -> dict:
+        return segment_index(segmenter, index, root, label_hw, threshold)
+
+    derived = derive_occluded_set(data, parse_cfg, rule, cfg, Path("."), masks)
+    val = derive_validation_set(data, parse_cfg, rule, cfg, Path("."), masks)
     holistic_path = Path("data/occlusion") / f"{data.name}.parquet"
     if not holistic_path.is_file():
         raise OcclusionTruthError(f"{holistic_path} not found (the holistic queries' z): run `dvc repro occlusion`")

@@ -28,6 +28,7 @@ TINY: dict[str, Any] = {
               "model": {"backbone": "vit_tiny_patch16_224", "depth": 1, "stride": 16, "pretrained": "",
                         "patch_embed": "conv", "stem_weights": "", "stem_frozen_blocks": 0}},
     "evaluate": {"extra_datasets": []},
+    "occluder": {"steps": 2, "batch_size": 2, "threads": 1},
 }
 OUTPUT_DIRS = {"data", "models", "reports"}  # where a stage may write
 TRAIN_OUTPUT_DIRS = OUTPUT_DIRS | {"dvclive"}  # the train stage's declared metrics/plots (dvc.yaml)

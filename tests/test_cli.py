@@ -280,3 +280,16 @@ def test_console_script_entry_point():
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
+
+
+def test_covered_rule_without_the_occluder_segmenter_is_one_error_before_parsing(tmp_path):
+    """``ogfr search`` with a model trained under the ``covered`` rule needs the ``occluder`` stage's
+    weights: a missing file is named (with the stage to run) before any image is parsed."""
+    from ogfr_core.config import ParseConfig
+    from ogfr_core.inference.search import occlusion_z
+    from ogfr_core.occlusion.learned import OccluderWeightsError
+
+    source = ZSource(ParseConfig(), OcclusionRule("covered", 5.0, 0.5), occluder=tmp_path / "none.safetensors")
+    with pytest.raises(OccluderWeightsError, match=r"none\.safetensors.*dvc repro occluder"):
+        occlusion_z([("k", str(tmp_path / "q.png"))], source, tmp_path / "parse")
+    assert not (tmp_path / "parse").exists()

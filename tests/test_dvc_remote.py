@@ -34,7 +34,7 @@ SHARED = Path(os.environ.get("OGFR_DATA_ROOT") or REPO.parent / "shared" / "data
 if not SHARED.is_dir():  # a worktree beside the main checkout: ../main/../shared
     SHARED = Path("/work/shared/data/cuhk03-np-detected")
 TRAIN_IDS, TEST_IDS = 4, 3
-STAGES = ["pretrained", "index", "parse", "occlusion", "occlude", "train", "evaluate", "fep_probe", "report"]
+STAGES = ["pretrained", "index", "parse", "occluder", "occlusion", "occlude", "train", "evaluate", "fep_probe", "report"]
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared crops not found at {SHARED}")]
@@ -168,7 +168,7 @@ def test_partial_remote_lists_the_stages_to_rerun(pushed):
     listed = re.search(r"will rerun \d+ stage\(s\): (.*)", pull.stderr)
     assert listed, pull.stdout + pull.stderr
     stages = listed.group(1).split(", ")
-    assert "train" in stages and not {"index", "parse", "occlusion", "occlude"} & set(stages)
+    assert "train" in stages and not {"index", "parse", "occluder", "occlusion", "occlude"} & set(stages)
     assert (c / "data" / "parsing" / "slice").is_dir() and not (c / "models" / "slice").exists()
 
 

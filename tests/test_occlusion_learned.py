@@ -84,3 +84,33 @@ def test_fit_and_predict_on_tiny_random_inputs():
     assert set(masks) == set("abcd") and all(m.shape == (256, 128) and m.dtype == bool for m in masks.values())
     with pytest.raises(ValueError, match="2 identities"):
         fit(model, images, maps, np.zeros(4, int), SynthSpec(), steps=1, batch_size=2, lr=1e-3, seed=0)
+
+
+def test_segmenter_weights_round_trip_and_errors(tmp_path):
+    """save_segmenter / load_segmenter give the same logits; a missing or foreign file is one error
+    naming the file and the stage; segment_index reads an index's images into label-size masks."""
+    import pandas as pd
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from ogfr_core.occlusion.learned import OccluderWeightsError, load_segmenter, save_segmenter, segment_index
+
+    torch.manual_seed(0)
+    model = OccluderSegmenter("").eval()
+    path = tmp_path / "models" / "segmenter.safetensors"
+    save_segmenter(model, path)
+    loaded = load_segmenter(path)
+    x = torch.randn(2, 3, *INPUT_HW)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    with pytest.raises(OccluderWeightsError, match=r"missing\.safetensors.*dvc repro occluder"):
+        load_segmenter(tmp_path / "missing.safetensors")
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(OccluderWeightsError, match=r"foreign\.safetensors: not an occluder segmenter"):
+        load_segmenter(tmp_path / "foreign.safetensors")
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((40, 20, 3), 128, np.uint8)).save(tmp_path / name)
+    masks = segment_index(loaded, pd.DataFrame({"key": ["ka", "kb"], "path": ["a.png", "b.png"]}), tmp_path,
+                          (16, 8), 0.5)
+    assert sorted(masks) == ["ka", "kb"] and masks["ka"].shape == (16, 8) and masks["ka"].dtype == bool
+    assert np.array_equal(masks["ka"], masks["kb"])  # same pixels, same mask

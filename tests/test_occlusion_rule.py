@@ -1,4 +1,4 @@
-"""The occlusion rules (Eq. 2 ``pixels`` and ``hidden_fraction``), their agreement between training and
+"""The occlusion rules (Eq. 2 ``pixels``, ``hidden_fraction`` and ``covered``), their agreement between training and
 test time, and the ground truth / accuracy of the occluded-query benchmark — on hand-made maps."""
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import torch
 from ogfr_core.data.occlusion_aug import occlusion_augment
 from ogfr_core.occlusion import (OcclusionRule, coarse_counts, hidden_fractions, labels_after_cover,
                                  rule_from_config)
-from ogfr_core.occlusion.table import occlusion_table
+from ogfr_core.occlusion.table import MissingOccluderMaskError, occlusion_table
 from ogfr_core.occlusion.truth import (BEFORE, COVERED, OcclusionTruthError, changed_pixels, choose_rule,
                                        check_occluders, part_scores, rule_report, to_label_size, true_z,
                                        truth_row)
 from ogfr_core.parsing.cache import MissingAmodalMapError, encode_label_map
 
 HIDDEN = OcclusionRule("hidden_fraction", tau=0.5)
+COVERED_RULE = OcclusionRule("covered", lam=5.0, tau=0.5)
 
 
 def body(h: int = 256, w: int = 128) -> np.ndarray:
@@ -68,15 +69,18 @@ def test_table_under_the_hidden_fraction_rule():
         occlusion_table(rows.drop(columns="amodal_map"), HIDDEN)
 
 
-@pytest.mark.parametrize("rule", [HIDDEN, OcclusionRule("pixels", lam=5.0), OcclusionRule("hidden_fraction", tau=0.2)])
+@pytest.mark.parametrize("rule", [HIDDEN, OcclusionRule("pixels", lam=5.0), OcclusionRule("hidden_fraction", tau=0.2),
+                                  COVERED_RULE, OcclusionRule("covered", lam=5.0, tau=0.2)])
 def test_training_augmentation_and_ground_truth_agree_on_one_pasted_box(rule):
     """The z the student gets after a pasted obstacle (training) equals the ground truth the benchmark
-    computes for an occluder covering the same pixels (test), under each rule."""
+    computes for an occluder covering the same pixels (test), under each rule (``covered``: a
+    holistic training image, no predicted occluder, share 0)."""
     h, w = 128, 64
     amodal = body(h, w)
     visible = amodal.copy()
     visible[100:, :] = 0  # the parse already misses the lower legs
-    hidden0 = hidden_fractions(coarse_counts(visible), coarse_counts(amodal))  # [4]
+    hidden0 = hidden_fractions(coarse_counts(visible), coarse_counts(amodal)) if rule.rule != "covered" \
+        else np.zeros(4)  # [4]
     z0 = rule.labels(coarse_counts(visible), hidden0, (h, w))
     images = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     maps = torch.as_tensor(np.stack([visible, visible])).long()
@@ -92,6 +96,43 @@ def test_training_augmentation_and_ground_truth_agree_on_one_pasted_box(rule):
                                                 ].to_numpy()[0] / np.maximum(truth[list(BEFORE)].to_numpy()[0], 1)
     assert np.allclose(out.hidden[0].numpy(), np.where(truth[list(BEFORE)].to_numpy()[0] > 0, expected_hidden, hidden0),
                        atol=1e-6)
+
+
+def test_covered_rule_hand_values_numpy_and_torch():
+    """z = Eq. (2) on the pixels the occluder leaves, or more than τ of the part under it."""
+    counts = np.array([[100, 100, 100, 6]])
+    share = np.array([[0.4, 0.6, 0.96, 0.0]])  # 60 px left; 40 left but > τ; 4 px left < λ; 6 px, nothing covered
+    expected = [[0, 1, 1, 0]]
+    assert COVERED_RULE.labels(counts, share, (256, 128)).tolist() == expected
+    assert COVERED_RULE.labels(torch.tensor(counts), torch.tensor(share), (256, 128)).tolist() == expected
+    # no occluder: exactly the paper's Eq. (2)
+    assert COVERED_RULE.labels(np.array([4, 5, 100, 0]), np.zeros(4), (256, 128)).tolist() == \
+        OcclusionRule().labels(np.array([4, 5, 100, 0]), None, (256, 128)).tolist()
+    assert (COVERED_RULE.state, COVERED_RULE.needs_occluder, HIDDEN.state, OcclusionRule().state_columns) == \
+        ("occluder", True, "hidden", None)
+    assert COVERED_RULE.state_columns == ("occluder_head", "occluder_arms", "occluder_torso", "occluder_legs")
+
+
+def test_table_under_the_covered_rule_reads_the_occluder_mask():
+    visible = body()
+    mask = np.zeros(visible.shape, bool)
+    mask[192:, :] = True  # the lower half of the legs: 64 of 128 rows -> share 0.5, not > τ
+    mask[:24, :] = True  # 24 of the head's 32 rows -> 0.75 > τ
+    rows = pd.DataFrame({"key": ["a"], "label_map": [encode_label_map(visible)],
+                         "amodal_map": [encode_label_map(visible)], "status": ["ok"]})
+    table = occlusion_table(rows, COVERED_RULE, {"a": mask})
+    assert table.loc[0, ["occluder_head", "occluder_arms", "occluder_torso", "occluder_legs"]].tolist() == \
+        [0.75, 0.0, 0.0, 0.5]
+    assert table.loc[0, ["z_head", "z_arms", "z_torso", "z_legs"]].tolist() == [1, 0, 0, 0]
+    assert table.loc[0, "occ_type"] == 8
+    assert table.loc[0, "count_head"] == 32 * 64  # Eq. (1) counts stay those of the parse
+    # the paper's rule ignores the mask, and without masks the shares are NaN
+    assert occlusion_table(rows, OcclusionRule(), {"a": mask}).loc[0, "occ_type"] == 0
+    assert occlusion_table(rows, OcclusionRule())[["occluder_head"]].isna().all().all()
+    with pytest.raises(MissingOccluderMaskError, match="dvc repro occluder"):
+        occlusion_table(rows, COVERED_RULE)
+    with pytest.raises(MissingOccluderMaskError, match="1 parsed image"):
+        occlusion_table(rows, COVERED_RULE, {"b": mask})
 
 
 def test_augmentation_needs_hidden_shares_under_the_hidden_rule():

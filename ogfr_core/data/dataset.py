@@ -62,8 +62,9 @@ class ReIDImageDataset(Dataset):
             transform is called with the image only; a tuple result contributes its first element.
         label_maps: image key -> uint8 part label map ``[h, w]`` (ids 0..8).
         z: image key -> occlusion labels ``[4]`` (head, arms, torso, legs; Eq. 2).
-        hidden: image key -> hidden shares ``[4]`` in [0, 1] (the occlusion table's ``hidden_*``), which
-            the ``hidden_fraction`` rule needs to update z after the occlusion augmentation.
+        hidden: image key -> the occlusion rule's shares ``[4]`` in [0, 1] (the occlusion table's
+            ``hidden_*`` or ``occluder_*``), which the ``hidden_fraction`` / ``covered`` rules need to
+            update z after the occlusion augmentation.
 
     Item (``dataset[i]``): ``{"image": [3, H, W] float32, "label_map": [H, W] int64 (if label_maps),
     "z": [4] int64 (if z), "hidden": [4] float32 (if hidden), "pid": int, "label": int, "camid": int, "key": str, "index": int}``.

@@ -12,9 +12,9 @@ batch and pasted at a uniformly random position:
 
 The label map under the obstacle becomes background (0), and z is recomputed with the `occlusion`
 stage's rule (:func:`ogfr_core.occlusion.labels_after_cover`: ``pixels`` recounts Eq. 2 with λ
-rescaled by area to the label-map size; ``hidden_fraction`` scales the image's hidden shares by the
-share of its visible pixels the obstacle covered), so the z the student sees in training means what
-the parse of an occluded query means at test time. An obstacle can only hide parts, so
+rescaled by area to the label-map size; ``hidden_fraction`` / ``covered`` scale the image's hidden /
+occluder shares by the share of its visible pixels the obstacle covered), so the z the student sees
+in training means what the parse of an occluded query means at test time. An obstacle can only hide parts, so
 ``z_occ = max(z, z_recomputed)`` (a part already labelled occluded stays occluded even if crop/flip
 shifted pixels).
 
@@ -91,15 +91,16 @@ def occlusion_augment(images: torch.Tensor, label_maps: torch.Tensor, z: torch.T
         rule: the occlusion rule of the ``occlusion`` stage (λ of Eq. 2 at 256×128 is rescaled to H×W).
         source: ``background`` or ``fed`` (see module docstring).
         generator: CPU generator for all random draws (reproducible on any device).
-        hidden: ``[B, 4]`` hidden shares of the un-augmented images (the occlusion table's
-            ``hidden_*``); required by the ``hidden_fraction`` rule.
+        hidden: ``[B, 4]`` the rule's shares of the un-augmented images (the occlusion table's
+            ``hidden_*`` / ``occluder_*``: :attr:`~ogfr_core.occlusion.OcclusionRule.state_columns`);
+            required by the ``hidden_fraction`` and ``covered`` rules.
 
     Returns:
         :class:`OcclusionBatch` (new tensors; inputs untouched).
 
     Raises:
         ValueError: label maps not at the image resolution, a bad area range, or ``hidden`` missing
-            under the ``hidden_fraction`` rule.
+            under the ``hidden_fraction`` / ``covered`` rules.
     """
     b, _, h, w = images.shape
     _check_maps(images, label_maps)
@@ -144,9 +145,9 @@ def _paste(images: torch.Tensor, label_maps: torch.Tensor, z: torch.Tensor, plan
     ``source="background"``, else the first) and pasted at ``(ty, tx)``.
     """
     b, _, h, w = images.shape
-    if rule.needs_amodal and hidden is None:
-        raise ValueError("the hidden_fraction occlusion rule needs the images' hidden shares (`hidden`, "
-                         "the occlusion table's hidden_* columns)")
+    if rule.state is not None and hidden is None:
+        raise ValueError(f"the {rule.rule} occlusion rule needs the images' {rule.state} shares (`hidden`, "
+                         f"the occlusion table's {rule.state}_* columns)")
     out_img, out_lab = images.clone(), label_maps.clone()
     applied = torch.zeros(b, dtype=torch.bool)
     boxes = torch.zeros(b, 4, dtype=torch.long)

@@ -55,11 +55,15 @@ class ZSource:
         parse: ``parse:`` params; None = every image is assumed holistic (z = 0).
         rule: the ``occlusion:`` rule the model was trained with (:class:`~ogfr_core.occlusion.OcclusionRule`).
         workers: parse processes for the gallery (queries are parsed in-process).
+        occluder: the occluder segmenter's weights (stage ``occluder``), which the ``covered`` rule reads;
+            threshold: its mask threshold (``occluder.threshold``).
     """
 
     parse: ParseConfig | None = None
     rule: OcclusionRule = OcclusionRule()
     workers: int = 1
+    occluder: Path | None = None
+    threshold: float = 0.5
 
     @property
     def holistic(self) -> bool:
@@ -72,7 +76,20 @@ class ZSource:
         from ..parsing import build_parser
         from ..parsing.cache import compute_cache_id
 
-        return f"{compute_cache_id(self.parse, build_parser(self.parse).model_id)}/{self.rule.describe()}"
+        rule = self.rule.describe()
+        if self.rule.needs_occluder:
+            from ..pretrained import sha256_file
+
+            rule += f" mask>{self.threshold:g} {sha256_file(self._occluder_path())[:12]}"
+        return f"{compute_cache_id(self.parse, build_parser(self.parse).model_id)}/{rule}"
+
+    def _occluder_path(self) -> Path:
+        from ..occlusion.learned import OccluderWeightsError
+
+        if self.occluder is None or not Path(self.occluder).is_file():
+            raise OccluderWeightsError(f"{self.occluder}: the covered occlusion rule needs the occluder segmenter "
+                                       f"(stage `occluder`): run `dvc repro occluder` in the repository")
+        return Path(self.occluder)
 
     def describe(self) -> str:
         if self.parse is None:
@@ -119,6 +136,7 @@ def occlusion_z(items: Sequence[tuple[str, str]], source: ZSource, parse_dir: Pa
 
     Raises:
         BackendUnavailableError: the backend's package or weights are missing.
+        OccluderWeightsError: the ``covered`` rule without the occluder segmenter's weights.
     """
     import pandas as pd
 
@@ -127,11 +145,22 @@ def occlusion_z(items: Sequence[tuple[str, str]], source: ZSource, parse_dir: Pa
 
     if source.holistic or not items:
         return {k: np.zeros(4, np.int64) for k, _ in items}, {k: "holistic" for k, _ in items}
+    segmenter = None
+    if source.rule.needs_occluder:  # the covered rule reads the occluder segmenter's mask: check it before parsing
+        from ..occlusion.learned import load_segmenter
+
+        segmenter = load_segmenter(source._occluder_path())
     index = pd.DataFrame({"key": [k for k, _ in items], "path": [p for _, p in items]})
     cfg = dataclasses.replace(source.parse, workers=max(1, workers))
     summary = parse_dataset(index, Path("."), cfg, parse_dir, progress=progress)
     parsing = read_parsing(parse_dir, summary.cache_id, columns=["label_map", "amodal_map", "status"])
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], source.rule)
+    masks = None
+    if segmenter is not None:
+        from ..occlusion.learned import segment_index
+
+        masks = segment_index(segmenter, index, Path("."), (source.parse.label_height, source.parse.label_width),
+                              source.threshold)
+    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], source.rule, masks)
     return (dict(zip(table["key"], table[list(Z_COLUMNS)].to_numpy(np.int64))),
             dict(zip(table["key"], table["status"].astype(str))))
 

@@ -1,4 +1,4 @@
-"""Occlusion labels from parsing label maps — OGFR Eq. (1)–(2), and the ``hidden_fraction`` rule.
+"""Occlusion labels from parsing label maps — OGFR Eq. (1)–(2), and the ``hidden_fraction`` / ``covered`` rules.
 
 A 9-class label map (0 background, 1 head, 2/3 left/right arm, 4 torso, 5/6 left/right leg,
 7/8 left/right foot) is merged into C = 4 coarse parts {head, arms, torso, legs(+feet)}; the pixel
@@ -7,7 +7,7 @@ z = [l_head, l_arms, l_torso, l_legs] ∈ {0,1}^4. The occlusion type id packs z
 with the head as the most significant bit: type = 8·z0 + 4·z1 + 2·z2 + z3 ∈ 0..15 (0 = holistic,
 15 = every part occluded / no person found).
 
-Two rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
+Three rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
 
 * ``pixels`` — the paper's Eq. (2): a part is occluded when fewer than λ of its pixels are visible.
   With a keypoint parser that draws every part at its (possibly hallucinated) keypoints, this only
@@ -17,12 +17,20 @@ Two rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
   confident keypoints, gated by the person mask); the hidden share of coarse part c is
   h_c = 1 − min(1, |V_c| / |A_c|) (1 when |A_c| = 0: nothing of the part is in the crop), and
   z_c = 1 when h_c > τ. Parts overlap in A (arms over the torso), so the ratio is clipped.
+* ``covered`` — ours (issue 21): a learned occluder mask (:mod:`.learned`, stage ``occluder``) is
+  predicted on the image; s_c is the share of part c's visible pixels under it, and
+  z_c = 1 when Eq. (2) fires on the pixels it leaves, |V_c|·(1 − s_c) < λ, or s_c > τ. Without an
+  occluder (s = 0) it is exactly Eq. (2).
+
+Each rule but ``pixels`` carries a per-part share ("state", :attr:`OcclusionRule.state`): the hidden
+share h (``hidden_*`` columns of the occlusion table) or the occluder share s (``occluder_*``).
 
 After an obstacle covers some visible pixels (training augmentation, or an occluder of the
 benchmark whose ground truth is computed), :func:`labels_after_cover` updates z with the same rule:
-``pixels`` recounts the visible pixels; ``hidden_fraction`` scales the visible share by the
-fraction of visible pixels left uncovered, h' = 1 − (1 − h)·|V'_c| / |V_c|. Training and test z
-therefore mean the same thing.
+``pixels`` recounts the visible pixels; ``hidden_fraction`` and ``covered`` scale the part's
+remaining share by the fraction of visible pixels left uncovered, h' = 1 − (1 − h)·|V'_c| / |V_c|
+(for ``covered``: the share under the predicted occluder or the pasted obstacle). Training and test
+z therefore mean the same thing.
 
 The same functions serve the `occlusion` stage (NumPy, one map at a time) and training (torch,
 batched), where the occlusion augmentation pastes an obstacle, sets the label map under it to
@@ -150,7 +158,7 @@ def scaled_threshold(lam: float, shape: Sequence[int], reference: Sequence[int] 
     return float(lam) * (shape[-2] * shape[-1]) / (reference[0] * reference[1])
 
 
-RULES = ("pixels", "hidden_fraction")
+RULES = ("pixels", "hidden_fraction", "covered")
 
 
 @dataclass(frozen=True)
@@ -158,9 +166,12 @@ class OcclusionRule:
     """How z is decided from a parse (module docstring).
 
     Attributes:
-        rule: ``pixels`` (Eq. 2, the paper) or ``hidden_fraction`` (amodal vs visible parts, ours).
-        lam: λ of Eq. (2) in pixels at 256×128 (rescaled by area to other map sizes); ``pixels`` only.
-        tau: hidden-share threshold in [0, 1): z_c = 1 when h_c > τ; ``hidden_fraction`` only.
+        rule: ``pixels`` (Eq. 2, the paper), ``hidden_fraction`` (amodal vs visible parts, ours) or
+            ``covered`` (Eq. 2 outside a learned occluder mask, or the part more than τ under it; ours).
+        lam: λ of Eq. (2) in pixels at 256×128 (rescaled by area to other map sizes); ``pixels`` and
+            ``covered``.
+        tau: share threshold in [0, 1): z_c = 1 when the hidden / covered share of c exceeds τ;
+            ``hidden_fraction`` and ``covered``.
 
     Raises:
         ValueError: an unknown rule, λ < 0 or τ outside [0, 1).
@@ -181,21 +192,50 @@ class OcclusionRule:
         """True when the rule reads the parser's amodal part map."""
         return self.rule == "hidden_fraction"
 
+    @property
+    def needs_occluder(self) -> bool:
+        """True when the rule reads a predicted occluder mask (stage ``occluder``)."""
+        return self.rule == "covered"
+
+    @property
+    def state(self) -> str | None:
+        """The per-part share the rule reads (the occlusion table's ``<state>_*`` columns): ``hidden``,
+        ``occluder``, or None for ``pixels``."""
+        return {"hidden_fraction": "hidden", "covered": "occluder"}.get(self.rule)
+
+    @property
+    def state_columns(self) -> tuple[str, ...] | None:
+        """The occlusion-table columns of :attr:`state`, e.g. ``("occluder_head", …, "occluder_legs")``;
+        None for ``pixels``."""
+        return None if self.state is None else tuple(f"{self.state}_{c}" for c in COARSE_NAMES)
+
     def describe(self) -> str:
         """Short text for logs and figure titles, e.g. ``hidden_fraction τ=0.5``."""
-        return f"pixels λ={self.lam:g}" if self.rule == "pixels" else f"hidden_fraction τ={self.tau:g}"
+        if self.rule == "pixels":
+            return f"pixels λ={self.lam:g}"
+        return f"{self.rule} τ={self.tau:g}" + (f" λ={self.lam:g}" if self.rule == "covered" else "")
 
-    def labels(self, counts: ArrayT, hidden: ArrayT, shape: Sequence[int]) -> ArrayT:
-        """z ``[..., 4]`` int64 from the visible coarse counts (Eq. 1) and the hidden shares.
+    def labels(self, counts: ArrayT, share: ArrayT, shape: Sequence[int]) -> ArrayT:
+        """z ``[..., 4]`` int64 from the visible coarse counts (Eq. 1) and the rule's per-part share.
 
         Args:
             counts: visible coarse pixel counts ``[..., 4]`` (:func:`coarse_counts` of the label map).
-            hidden: hidden shares ``[..., 4]`` (:func:`hidden_fractions`); ignored by ``pixels``.
+            share: ``[..., 4]`` in [0, 1], the rule's :attr:`state`: hidden shares
+                (:func:`hidden_fractions`) for ``hidden_fraction``; the share of each part's visible
+                pixels under the occluder for ``covered`` (the counts are those *before* it); ignored
+                by ``pixels``.
             shape: (H, W) of the label map the counts come from (λ is rescaled to it).
         """
         if self.rule == "pixels":
             return occlusion_labels(counts, scaled_threshold(self.lam, shape))
-        return (hidden > self.tau).long() if _is_torch(hidden) else (np.asarray(hidden) > self.tau).astype(np.int64)
+        if self.rule == "hidden_fraction":
+            return (share > self.tau).long() if _is_torch(share) else (np.asarray(share) > self.tau).astype(np.int64)
+        lam = scaled_threshold(self.lam, shape)
+        if _is_torch(counts):
+            left = (counts.float() * (1 - share.float())).round()  # visible pixels the occluder leaves
+            return ((left < lam) | (share > self.tau)).long()
+        left = np.rint(np.asarray(counts, np.float64) * (1 - np.asarray(share, np.float64)))
+        return ((left < lam) | (np.asarray(share) > self.tau)).astype(np.int64)
 
 
 def rule_from_config(cfg) -> OcclusionRule:
@@ -229,19 +269,30 @@ def labels_after_cover(rule: OcclusionRule, z: ArrayT, hidden: ArrayT, before: A
                        shape: Sequence[int]) -> tuple[ArrayT, ArrayT]:
     """z and hidden shares after an obstacle covered some visible pixels, under ``rule``.
 
-    ``pixels``: Eq. (2) on the visible counts left (``after``). ``hidden_fraction``: the visible share
-    shrinks by the uncovered fraction of the visible pixels, h' = 1 − (1 − h)·after/before (h' = h
-    where nothing was visible). Either way a part already occluded stays occluded: z' = max(z, new).
+    ``pixels``: Eq. (2) on the visible counts left (``after``). ``hidden_fraction`` / ``covered``: the
+    remaining share shrinks by the uncovered fraction of the visible pixels, h' = 1 − (1 − h)·after/before
+    (h' = h where nothing was visible); ``covered`` then reads Eq. (2) on before·(1 − h') = (1 − h)·after
+    pixels. Either way a part already occluded stays occluded: z' = max(z, new).
 
     Args:
         rule: the rule in force.
-        z: ``[..., 4]`` labels before the cover; hidden: ``[..., 4]`` hidden shares before it.
+        z: ``[..., 4]`` labels before the cover; hidden: ``[..., 4]`` the rule's shares before it
+            (:attr:`OcclusionRule.state`; zeros for ``pixels``).
         before, after: visible coarse pixel counts ``[..., 4]`` before / after the cover, on the same
             label map (same crop, flip and resolution).
         shape: (H, W) of that label map (λ rescaling).
 
     Returns:
         ``(z', h')``: int64 ``[..., 4]`` and float ``[..., 4]``; torch in, torch out.
+
+    Example (``covered``, λ = 5 at 256×128 so 5 px here): a torso of 100 visible pixels, 20 % under
+    the predicted occluder, loses 40 more to a pasted box: h' = 1 − 0.8·60/100 = 0.52 > τ = 0.5::
+
+        >>> z, h = labels_after_cover(OcclusionRule("covered", 5.0, 0.5), np.zeros(4, np.int64),
+        ...                           np.array([0, 0, 0.2, 0]), np.array([50, 50, 100, 50]),
+        ...                           np.array([50, 50, 60, 50]), (256, 128))
+        >>> z.tolist(), h.round(2).tolist()
+        ([0, 0, 1, 0], [0.0, 0.0, 0.52, 0.0])
     """
     torch_in = _is_torch(before)
     if torch_in:
@@ -250,7 +301,7 @@ def labels_after_cover(rule: OcclusionRule, z: ArrayT, hidden: ArrayT, before: A
         b = np.asarray(before, np.float64)
         ratio = np.where(b > 0, np.asarray(after, np.float64) / np.maximum(b, 1), 1.0)
     new_hidden = 1 - (1 - hidden) * ratio
-    new_z = rule.labels(after, new_hidden, shape)
+    new_z = rule.labels(before if rule.rule == "covered" else after, new_hidden, shape)
     if torch_in:
         import torch
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -46,15 +47,21 @@ class DerivedSet:
     truth: pd.DataFrame
 
 
+# (index [key, path, ...], root the paths are relative to) -> {key: bool [lh, lw] occluder mask}
+MaskFn = Callable[[pd.DataFrame, Path], dict]
+
+
 def derived_name(data: DataConfig, cfg: OccludeConfig) -> str:
     """``data.name + occlude.suffix``, e.g. ``cuhk03-np-detected-occ``."""
     return f"{data.name}{cfg.suffix}"
 
 
 def derive_occluded_set(data: DataConfig, parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig,
-                        repo: Path = Path(".")) -> DerivedSet:
+                        repo: Path = Path("."), masks: MaskFn | None = None) -> DerivedSet:
     """Generate, index, parse and occlusion-label the occluded-query benchmark of ``data`` (its test
     queries, occluded by training identities; the test gallery unchanged), with its ground truth.
+    ``masks`` predicts every image's occluder mask (the ``occluder_*`` shares; required by the
+    ``covered`` rule), as the ``occlusion`` stage does for ``data``.
 
     Raises:
         MissingLabelsError / ParsingIncompleteError / IndexFileError: the source set's index, parsing or
@@ -64,11 +71,12 @@ def derive_occluded_set(data: DataConfig, parse_cfg: ParseConfig, rule: Occlusio
     src = _Source.read(data, repo)
     train = src.index[src.index["split"] == "train"]
     return _derive(src, derived_name(data, cfg), src.index[src.index["split"] == "query"],
-                   src.index[src.index["split"] == "gallery"], src.usable(train), parse_cfg, rule, cfg, repo)
+                   src.index[src.index["split"] == "gallery"], src.usable(train), parse_cfg, rule, cfg, repo,
+                   masks)
 
 
 def derive_validation_set(data: DataConfig, parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig,
-                          repo: Path = Path(".")) -> DerivedSet | None:
+                          repo: Path = Path("."), masks: MaskFn | None = None) -> DerivedSet | None:
     """The same kind of occluded set built from training identities, to choose the occlusion rule on
     (``<derived>-val``; None when ``occlude.val_ids`` is 0): ``occlude.val_ids`` training identities
     split as :func:`ogfr_core.data.index.hold_out_validation` does for ``data.val_ids`` (same seed:
@@ -99,7 +107,8 @@ def derive_validation_set(data: DataConfig, parse_cfg: ParseConfig, rule: Occlus
     held = hold_out_validation(train, cfg.val_ids)
     queries, gallery = held[held["split"] == "val_query"], held[held["split"] == "val_gallery"]
     sources = src.usable(held[held["split"] == "train"])
-    return _derive(src, derived_name(data, cfg) + VAL_SUFFIX, queries, gallery, sources, parse_cfg, rule, cfg, repo)
+    return _derive(src, derived_name(data, cfg) + VAL_SUFFIX, queries, gallery, sources, parse_cfg, rule, cfg, repo,
+                   masks)
 
 
 VAL_SUFFIX = "-val"
@@ -133,7 +142,8 @@ class _Source:
 
 
 def _derive(src: _Source, name: str, queries: pd.DataFrame, gallery: pd.DataFrame, sources: pd.DataFrame,
-            parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig, repo: Path) -> DerivedSet:
+            parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig, repo: Path,
+            masks: MaskFn | None) -> DerivedSet:
     """Occlude ``queries`` with ``sources``, link ``gallery``; index, parse, label and compute the truth."""
     from ..data.index import build_index
     from ..data.occluded_benchmark import OccluderSpec, occlude_queries, summarize_occluders
@@ -155,7 +165,8 @@ def _derive(src: _Source, name: str, queries: pd.DataFrame, gallery: pd.DataFram
     seeded = seed_cache(src.parse_dir, parse_dir, index.loc[index["split"] == "gallery", "key"])
     parse = parse_dataset(index, out_root, parse_cfg, parse_dir, progress=True)
     parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], rule)
+    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], rule,
+                            masks(index, out_root) if masks is not None else None)
     write_parquet(repo / "data/occlusion" / f"{name}.parquet", table)
 
     label_hw = (parse_cfg.label_height, parse_cfg.label_width)
@@ -194,7 +205,8 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
                label_hw: tuple[int, int], tau_grid: tuple[float, ...], validation: str | None) -> dict:
     """``reports/occlude/z_accuracy.json``: per set, the rule in force and the paper's rule scored against
     the ground truth (:func:`.truth.rule_report`); on the ``validation`` set also every τ of
-    ``tau_grid``, each rule's :func:`.truth.rule_score` and the rule the grid chooses
+    ``tau_grid`` for ``hidden_fraction`` and for ``covered`` (when the tables carry occluder shares),
+    each rule's :func:`.truth.rule_score` and the rule the grid chooses
     (:func:`.truth.choose_rule`). The test set never sees the grid; it reports the rule in force, the
     paper's rule and the validation grid's best deviation.
 
@@ -222,8 +234,9 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
         for rep in entry["rules"]:
             rep["score"] = rule_score(rep)
         if role == validation:
-            grid = [rule_report(OcclusionRule("hidden_fraction", rule.lam, t), derived.truth, derived.occlusion,
-                                holistic, label_hw) for t in tau_grid]
+            kinds = ["hidden_fraction"] + (["covered"] if _has_shares(derived.occlusion, holistic) else [])
+            grid = [rule_report(OcclusionRule(kind, rule.lam, t), derived.truth, derived.occlusion, holistic,
+                                label_hw) for kind in kinds for t in tau_grid]
             entry["tau_grid"] = grid
             for rep in grid:
                 rep["score"] = rule_score(rep)
@@ -235,6 +248,12 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
                                "paper's rule unless another scores more than 0.05 higher")
         out["sets"][role] = entry
     return out
+
+
+def _has_shares(*tables: pd.DataFrame) -> bool:
+    """Every table carries predicted occluder shares (``occluder_*``, not NaN)."""
+    cols = list(OcclusionRule("covered").state_columns)
+    return all(set(cols) <= set(t.columns) and not t[cols].isna().any().any() for t in tables)
 
 
 def _occluded_share(occlusion_path: Path, keys: pd.Series) -> float:

@@ -47,6 +47,7 @@ TAPS = (3, 6, 13)  # MobileNetV2 blocks whose outputs are tapped: stride 4 (24 c
 TAP_CHANNELS = (24, 32, 96)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS = Path("models/occluder/segmenter.safetensors")  # stage `occluder`'s output (repository-relative)
 
 
 class OccluderSegmenter(nn.Module):
@@ -252,6 +253,52 @@ def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], k
         for k, p in zip(chunk, (prob > threshold).numpy()):
             out[k] = p
     return out
+
+
+class OccluderWeightsError(FileNotFoundError):
+    """The occluder segmenter's weights are missing or unreadable: the message names the file and the
+    stage to rerun (``dvc repro occluder``)."""
+
+
+def save_segmenter(model: OccluderSegmenter, path: str | Path) -> None:
+    """Write the segmenter's whole state (backbone included) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+
+def load_segmenter(path: str | Path) -> OccluderSegmenter:
+    """The segmenter written by :func:`save_segmenter` (stage ``occluder``), in eval mode.
+
+    Raises:
+        OccluderWeightsError: the file is missing, or its tensors do not fit :class:`OccluderSegmenter`.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise OccluderWeightsError(f"{path}: no occluder segmenter weights; run `dvc repro occluder`")
+    model = OccluderSegmenter("")
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (RuntimeError, ValueError, OSError) as err:
+        raise OccluderWeightsError(f"{path}: not an occluder segmenter ({str(err).splitlines()[0]}); "
+                                   f"rerun `dvc repro occluder`") from err
+    return model.eval()
+
+
+def segment_index(model: OccluderSegmenter, index: pd.DataFrame, root: Path, label_hw: tuple[int, int],
+                  threshold: float) -> dict[str, np.ndarray]:
+    """:func:`predict_masks` for every row of an index (``key``, ``path`` relative to ``root``):
+    ``{key: bool [lh, lw]}``."""
+    from ..data.images import load_rgb
+
+    paths = dict(zip(index["key"], index["path"]))
+    return predict_masks(model, lambda k: np.asarray(load_rgb(Path(root) / paths[k])), list(paths), label_hw,
+                         threshold)
 
 
 def covered_shares(label_maps: Callable[[str], np.ndarray], masks: dict[str, np.ndarray],

@@ -1,11 +1,13 @@
 """The occlusion stage's table: parsing label maps → z and occlusion type per image (Eq. 1–2, or the
-``hidden_fraction`` rule).
+``hidden_fraction`` / ``covered`` rules).
 
 Uses :func:`ogfr_core.occlusion.coarse_counts` / :func:`hidden_fractions` / :class:`OcclusionRule` /
 :func:`occlusion_type` on each cached label map (and amodal map). Images without a person (or unreadable) have an all-background map, so
 every coarse part is occluded (type 15).
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,29 +17,42 @@ from . import COARSE_NAMES, OcclusionRule, coarse_counts, hidden_fractions, occl
 Z_COLUMNS = tuple(f"z_{c}" for c in COARSE_NAMES)  # z_head, z_arms, z_torso, z_legs
 COUNT_COLUMNS = tuple(f"count_{c}" for c in COARSE_NAMES)
 HIDDEN_COLUMNS = tuple(f"hidden_{c}" for c in COARSE_NAMES)  # hidden_head, ..., hidden_legs
-TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, *HIDDEN_COLUMNS, "status")
+OCCLUDER_COLUMNS = tuple(f"occluder_{c}" for c in COARSE_NAMES)  # occluder_head, ..., occluder_legs
+TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, *HIDDEN_COLUMNS, *OCCLUDER_COLUMNS, "status")
+_SHARE_PREFIXES = ("hidden_", "occluder_")
+
+
+class MissingOccluderMaskError(ValueError):
+    """The ``covered`` rule was asked for without predicted occluder masks (stage ``occluder``)."""
 _ABBREV = {"head": "H", "arms": "A", "torso": "T", "legs": "L"}
 
 
-def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float) -> pd.DataFrame:
-    """One row per parsed image: coarse pixel counts (Eq. 1), hidden shares, z under ``rule`` and the type id.
+def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
+                    occluder_masks: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per parsed image: coarse pixel counts (Eq. 1), hidden and occluder shares, z under ``rule``
+    and the type id.
 
     Args:
         parsing: rows of :func:`ogfr_core.parsing.read_parsing` (needs ``key``, ``label_map`` PNG
             bytes, ``status``; ``amodal_map`` PNG bytes for the hidden shares).
         rule: the :class:`~ogfr_core.occlusion.OcclusionRule` in force; a number means the paper's
             ``pixels`` rule with that λ (pixels at 256×128, rescaled by area to the maps' size).
+        occluder_masks: image key → bool ``[lh, lw]`` predicted occluder pixels at the label maps'
+            size (:func:`ogfr_core.occlusion.learned.predict_masks`); the ``occluder_*`` shares are
+            NaN without them.
 
     Returns:
         DataFrame with columns ``key``, ``z_head``, ``z_arms``, ``z_torso``, ``z_legs`` (int64 0/1,
         1 = occluded), ``occ_type`` (int64 0..15 = 8·z_head + 4·z_arms + 2·z_torso + z_legs),
         ``count_head`` … ``count_legs`` (int64 visible pixels), ``hidden_head`` … ``hidden_legs``
-        (float64 hidden shares in [0, 1]; NaN without an amodal map) and ``status`` (the parse
-        status), sorted by key.
+        (float64 hidden shares in [0, 1]; NaN without an amodal map), ``occluder_head`` …
+        ``occluder_legs`` (float64 share of each part's visible pixels under the predicted occluder, 0
+        where the part has none; NaN without masks) and ``status`` (the parse status), sorted by key.
 
     Raises:
         ValueError: a required column is missing.
         MissingAmodalMapError: the rule needs amodal maps and the parsing has none.
+        MissingOccluderMaskError: the ``covered`` rule without ``occluder_masks``, or a key without a mask.
     """
     from ..parsing.cache import MissingAmodalMapError, decode_label_map
 
@@ -47,7 +62,8 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float) -> pd.Da
         raise ValueError(f"parsing table lacks column(s) {missing}; pass the output of read_parsing()")
     if len(parsing) == 0:
         return pd.DataFrame({c: pd.Series(dtype="str" if c in ("key", "status") else
-                                          "float64" if c.startswith("hidden_") else "int64") for c in TABLE_COLUMNS})
+                                          "float64" if c.startswith(_SHARE_PREFIXES) else "int64")
+                             for c in TABLE_COLUMNS})
     maps = [decode_label_map(b) for b in parsing["label_map"]]
     counts = np.stack([coarse_counts(m) for m in maps])  # [N, 4]
     amodal_bytes = parsing["amodal_map"] if "amodal_map" in parsing.columns else None
@@ -60,8 +76,22 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float) -> pd.Da
                                     "set occlusion.rule: pixels to use Eq. (2)")
     else:
         hidden = np.full(counts.shape, np.nan)
-    z = np.stack([rule.labels(c, h, m.shape) for c, h, m in zip(counts, hidden, maps)])  # [N, 4]
-    out = pd.DataFrame({"key": parsing["key"].to_numpy()})
+    keys = parsing["key"].to_numpy()
+    if occluder_masks is not None:
+        absent = [k for k in keys if k not in occluder_masks]
+        if absent:
+            raise MissingOccluderMaskError(f"{len(absent)} parsed image(s) have no predicted occluder mask "
+                                           f"(e.g. {str(absent[0])[:12]}…): rerun the stage with every image")
+        left = np.stack([coarse_counts(np.where(occluder_masks[k], 0, m)) for k, m in zip(keys, maps)])  # [N, 4]
+        occluder = np.where(counts > 0, 1 - left / np.maximum(counts, 1), 0.0)  # [N, 4]
+    elif rule.needs_occluder:
+        raise MissingOccluderMaskError("the covered occlusion rule needs predicted occluder masks (stage "
+                                       "`occluder`: run `dvc repro occluder`); or set occlusion.rule: pixels")
+    else:
+        occluder = np.full(counts.shape, np.nan)
+    state = {"hidden": hidden, "occluder": occluder}.get(rule.state, hidden)
+    z = np.stack([rule.labels(c, h, m.shape) for c, h, m in zip(counts, state, maps)])  # [N, 4]
+    out = pd.DataFrame({"key": keys})
     for i, name in enumerate(COARSE_NAMES):
         out[f"z_{name}"] = z[:, i].astype(np.int64)
     out["occ_type"] = np.asarray(occlusion_type(z), dtype=np.int64).reshape(-1)
@@ -69,6 +99,8 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float) -> pd.Da
         out[f"count_{name}"] = counts[:, i].astype(np.int64)
     for i, name in enumerate(COARSE_NAMES):
         out[f"hidden_{name}"] = hidden[:, i].astype(np.float64)
+    for i, name in enumerate(COARSE_NAMES):
+        out[f"occluder_{name}"] = occluder[:, i].astype(np.float64)
     out["status"] = parsing["status"].to_numpy()
     return out.sort_values("key", kind="stable").reset_index(drop=True)[list(TABLE_COLUMNS)]
 

@@ -13,8 +13,9 @@ parser saw through the occluder perfectly:
 * ``covered_c = 1 − after / before`` — the true share of the visible part the occluder covers.
 
 These raw numbers are stored per query (:func:`truth_table`), so :func:`rule_report` can score any
-rule (``pixels`` with λ, ``hidden_fraction`` with τ) without re-parsing: the parse's z of the
-occluded image (``count_*``/``hidden_*`` of its occlusion table) against the truth, per coarse
+rule (``pixels`` with λ, ``hidden_fraction`` with τ, ``covered`` with λ and τ) without re-parsing:
+the parse's z of the occluded image (``count_*`` and the rule's ``hidden_*`` / ``occluder_*`` shares of
+its occlusion table) against the truth, per coarse
 part (precision / recall / F1 / support), per occluder kind, the share of queries with any part
 occluded, the agreement with "the part is at least half covered", and the false-positive rate of
 the rule on the holistic queries (z says occluded where no occluder is).
@@ -140,16 +141,21 @@ def truth_table(occluders: pd.DataFrame, derived_index: pd.DataFrame, derived_ro
 
 
 def true_z(rule: OcclusionRule, truth: pd.DataFrame, label_hw: tuple[int, int]) -> np.ndarray:
-    """Ground-truth z ``[N, 4]`` under ``rule`` from :func:`truth_table` rows."""
+    """Ground-truth z ``[N, 4]`` under ``rule`` from :func:`truth_table` rows: the holistic parse's z,
+    updated by the occluder's changed pixels (:func:`labels_after_cover`). Under ``covered`` the
+    holistic original has no occluder (share 0), so z = Eq. (2) on ``after`` or ``covered`` > τ."""
     before, after = truth[list(BEFORE)].to_numpy(), truth[list(AFTER)].to_numpy()
-    hidden0 = truth[list(HIDDEN0)].to_numpy()
+    hidden0 = truth[list(HIDDEN0)].to_numpy() if rule.rule != "covered" else np.zeros(before.shape)
     z0 = rule.labels(before, hidden0, label_hw)
     return labels_after_cover(rule, z0, hidden0, before, after, label_hw)[0]
 
 
 def parsed_z(rule: OcclusionRule, table: pd.DataFrame, label_hw: tuple[int, int]) -> np.ndarray:
-    """z ``[N, 4]`` under ``rule`` from occlusion-table rows (``count_*``, ``hidden_*`` of each parse)."""
-    return rule.labels(table[list(COUNT)].to_numpy(), table[list(HIDDEN)].to_numpy(), label_hw)
+    """z ``[N, 4]`` under ``rule`` from occlusion-table rows (``count_*`` and the rule's shares,
+    :attr:`~ogfr_core.occlusion.OcclusionRule.state_columns`, of each parse)."""
+    counts = table[list(COUNT)].to_numpy()
+    shares = table[list(rule.state_columns or HIDDEN)].to_numpy()
+    return rule.labels(counts, shares, label_hw)
 
 
 def part_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
@@ -196,8 +202,8 @@ def rule_report(rule: OcclusionRule, truth: pd.DataFrame, occluded: pd.DataFrame
     h = parsed_z(rule, hol, label_hw)  # z of the holistic originals: every 1 is a false alarm of the rule
     kinds = truth["kind"].to_numpy()
     return {
-        "rule": rule.rule, "lam": rule.lam if rule.rule == "pixels" else None,
-        "tau": rule.tau if rule.rule == "hidden_fraction" else None, "queries": int(len(truth)),
+        "rule": rule.rule, "lam": rule.lam if rule.rule != "hidden_fraction" else None,
+        "tau": rule.tau if rule.rule != "pixels" else None, "queries": int(len(truth)),
         "parts": part_scores(p, t),
         "by_kind": {str(k): part_scores(p[kinds == k], t[kinds == k]) for k in sorted(set(kinds))},
         "any_occluded": {"truth": _r(t.any(1).mean()), "parsed": _r(p.any(1).mean()),

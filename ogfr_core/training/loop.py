@@ -90,7 +90,8 @@ class Trainer:
         live: a ``dvclive.Live`` (rank 0) or None.
 
     Batches are dicts with ``image [B,3,H,W]``, ``label_map [B,H,W]`` long, ``z [B,4]``, ``label [B]``,
-    ``camid [B]``, and ``hidden [B,4]`` float under the ``hidden_fraction`` rule (extra keys ignored).
+    ``camid [B]``, and ``hidden [B,4]`` float under the ``hidden_fraction`` / ``covered`` rules (extra keys
+    ignored).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, out_dir: str | Path, meta: dict[str, Any],

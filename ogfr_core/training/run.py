@@ -30,14 +30,20 @@ Z_COLUMNS = ("z_head", "z_arms", "z_torso", "z_legs")
 HIDDEN_COLUMNS = ("hidden_head", "hidden_arms", "hidden_torso", "hidden_legs")
 
 
-def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: Path, dataset: str
+def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: Path, dataset: str,
+                         share_columns: tuple[str, ...] | None = HIDDEN_COLUMNS
                          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-    """Parsing label maps, occlusion labels z and hidden shares for every training image (keyed by image key).
+    """Parsing label maps, occlusion labels z and the rule's per-part shares for every training image
+    (keyed by image key).
+
+    Args:
+        share_columns: the occlusion-table columns of the rule's share
+            (:attr:`ogfr_core.occlusion.OcclusionRule.state_columns`: ``hidden_*`` or ``occluder_*``).
 
     Returns:
-        ``(label_maps, z, hidden)``: uint8 ``[h, w]`` maps, int64 ``[4]`` labels, float32 ``[4]`` hidden
-        shares (``hidden_*`` of the occlusion table; None when the table has none, e.g. a parse
-        backend without amodal maps).
+        ``(label_maps, z, shares)``: uint8 ``[h, w]`` maps, int64 ``[4]`` labels, float32 ``[4]`` shares
+        (None when the table lacks ``share_columns`` or has NaN there, e.g. a parse backend without
+        amodal maps, or ``share_columns`` is None).
 
     Raises:
         MissingLabelsError: the parsing folder / occlusion parquet is absent, or some training images
@@ -59,8 +65,9 @@ def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: P
     z_rows = occ[list(Z_COLUMNS)].to_numpy(np.int64).copy()  # writable (pandas CoW arrays are read-only)
     z = dict(zip(occ["key"].astype(str), z_rows))
     hidden = None
-    if set(HIDDEN_COLUMNS) <= set(occ.columns) and not occ[list(HIDDEN_COLUMNS)].isna().any().any():
-        h_rows = occ[list(HIDDEN_COLUMNS)].to_numpy(np.float32).copy()  # [N, 4]
+    cols = list(share_columns or ())
+    if cols and set(cols) <= set(occ.columns) and not occ[cols].isna().any().any():
+        h_rows = occ[cols].to_numpy(np.float32).copy()  # [N, 4]
         hidden = dict(zip(occ["key"].astype(str), h_rows))
     return label_maps, z, hidden
 
@@ -124,16 +131,18 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, occlusion: Occlusi
     if train.empty:
         raise IndexFileError(f"{index_path} has no training images (split == 'train'); train on a dataset "
                              f"with a train split (data.name / data.layout), or rerun `dvc repro index`")
-    label_maps, z, hidden = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name)
-    if occlusion.needs_amodal and hidden is None:
-        raise MissingLabelsError(f"{occlusion_path} has no hidden_* columns, which occlusion.rule "
+    share_cols = occlusion.state_columns  # None under the paper's pixels rule
+    label_maps, z, hidden = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name,
+                                                 share_cols or HIDDEN_COLUMNS)
+    if share_cols is not None and hidden is None:
+        raise MissingLabelsError(f"{occlusion_path} has no {occlusion.state}_* shares, which occlusion.rule "
                                  f"{occlusion.rule} needs: rerun `dvc repro occlusion`")
     num_classes = int(train["label"].max()) + 1
     num_cameras = int(train["camid"].max()) + 1
 
     transform = TrainTransform(data_cfg.height, data_cfg.width, cfg.augment)
     dataset = ReIDImageDataset(train, Path(data_cfg.root), transform, label_maps=label_maps, z=z,
-                               hidden=hidden if occlusion.needs_amodal else None)
+                               hidden=hidden if share_cols is not None else None)
     labels = train["label"].to_numpy(np.int64)
     # under DDP each rank has its own PK sampler over ALL identities, seeded seed + 1000·rank (an
     # independent random PK order, not a shard); 1/world of its batches make one epoch in total
