@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ogfr_core.config import (ConfigError, DataConfig, OccludeConfig, OccluderConfig, OcclusionConfig, ParseConfig,
-                              load_section)
+from ogfr_core.config import ConfigError, DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, load_section
 from ogfr_core.data.index import dataset_root
 from ogfr_core.io import write_json
 from ogfr_core.occlusion import rule_from_config
 from ogfr_core.occlusion.benchmark import derive_occluded_set, derive_validation_set, example_pairs, z_accuracy
-from ogfr_core.occlusion.learned import WEIGHTS as OCCLUDER_WEIGHTS, load_segmenter, segment_index
+from ogfr_core.occlusion.learned import occluder_masker
 from ogfr_core.occlusion.truth import OcclusionTruthError
 from ogfr_core.parsing.overlay import overlay_grid
 from ogfr_core.runtime import run_stage, setup_logging
@@ -46,12 +45,7 @@ def main(params_path: str = "params.yaml") -> None:
         raise ConfigError("params.yaml occlude.val_ids: must be >= 1 for the occlude stage (its outputs include "
                           "the occluded validation set <derived>-val that chooses the occlusion rule)")
     label_hw = (parse_cfg.label_height, parse_cfg.label_width)
-    threshold = load_section(params_path, "occluder", OccluderConfig).threshold
-    segmenter = load_segmenter(OCCLUDER_WEIGHTS)
-
-    def masks(index: pd.DataFrame, root: Path) -> dict:
-        return segment_index(segmenter, index, root, label_hw, threshold)
-
+    masks = occluder_masker(params_path, rule, label_hw)
     derived = derive_occluded_set(data, parse_cfg, rule, cfg, Path("."), masks)
     val = derive_validation_set(data, parse_cfg, rule, cfg, Path("."), masks)
     holistic_path = Path("data/occlusion") / f"{data.name}.parquet"

@@ -3,8 +3,8 @@
 
 Reads ``data/parsing/<data.name>/`` (active parse configuration), ``data/index/<data.name>.parquet``
 (for the split and the image paths), the occluder segmenter of stage ``occluder`` (its mask on every
-image gives the ``occluder_*`` shares the ``covered`` rule reads) and params ``occlusion`` /
-``occluder.threshold``. Fails (count, examples, the stage to rerun) unless the parsing covers every
+image gives the ``occluder_*`` shares the ``covered`` rule reads; skipped when the rule does not read it
+and the weights are absent) and params ``occlusion`` / ``occluder.threshold``. Fails (count, examples, the stage to rerun) unless the parsing covers every
 indexed image — never a partial table. Writes ``data/occlusion/<data.name>.parquet``
 (key, z_head … z_legs, occ_type, count_head … count_legs, hidden_head … hidden_legs,
 occluder_head … occluder_legs, status),
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ogfr_core.config import DataConfig, OccluderConfig, OcclusionConfig, ParseConfig, load_section
+from ogfr_core.config import DataConfig, OcclusionConfig, ParseConfig, load_section
 from ogfr_core.data.index import dataset_root, read_index
 from ogfr_core.io import write_json, write_parquet
 from ogfr_core.occlusion import rule_from_config
 from ogfr_core.occlusion.figures import plot_type_histogram
-from ogfr_core.occlusion.learned import WEIGHTS as OCCLUDER_WEIGHTS, load_segmenter, segment_index
+from ogfr_core.occlusion.learned import occluder_masker
 from ogfr_core.occlusion.table import occlusion_summary, occlusion_table, type_counts_by_split
 from ogfr_core.parsing import read_parsing
 from ogfr_core.parsing.cache import check_coverage
@@ -35,14 +35,12 @@ def main(params_path: str = "params.yaml") -> None:
     index_path = Path("data/index") / f"{data.name}.parquet"
     index = read_index(index_path)[["key", "path", "split"]]  # names `dvc repro index` if absent
     parse = load_section(params_path, "parse", ParseConfig)
-    occluder = load_section(params_path, "occluder", OccluderConfig)
     parse_dir = Path("data/parsing") / data.name
     check_coverage(parse_dir, index["key"], paths=index["path"])  # never a partial table: count + `dvc repro parse`
     parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
     parsing = parsing[parsing["key"].isin(set(index["key"]))]
-    masks = segment_index(load_segmenter(OCCLUDER_WEIGHTS), index, dataset_root(data, Path(".")),
-                          (parse.label_height, parse.label_width), occluder.threshold)
-    table = occlusion_table(parsing, rule, masks)
+    masker = occluder_masker(params_path, rule, (parse.label_height, parse.label_width))
+    table = occlusion_table(parsing, rule, masker(index, dataset_root(data, Path("."))) if masker else None)
     write_parquet(Path("data/occlusion") / f"{data.name}.parquet", table)
     write_json("reports/occlusion/summary.json", occlusion_summary(table, index, rule))
     plot_type_histogram(type_counts_by_split(table, index), "reports/occlusion/types.png",

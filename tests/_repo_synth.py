@@ -95,7 +95,8 @@ class FakeParser(PartParser):
 
 
 def prepare_labels(root: Path) -> None:
-    """Run the index stage, parse with :class:`FakeParser` and write the occlusion table, in ``root``."""
+    """Run the index stage, parse with :class:`FakeParser` and write the occlusion table, in ``root``
+    (no predicted occluder on any image: under the ``covered`` rule, z is Eq. 2's)."""
     from ogfr_core.config import DataConfig, OcclusionConfig, load_section
     from ogfr_core.data.index import read_index
     from ogfr_core.io import write_parquet
@@ -111,8 +112,9 @@ def prepare_labels(root: Path) -> None:
     parse_dir = root / "data" / "parsing" / data.name
     parse_dataset(index, root / data.root, cfg, parse_dir, progress=False, parser=FakeParser(cfg))
     rule = rule_from_config(load_section(root / "params.yaml", "occlusion", OcclusionConfig))
-    write_parquet(root / "data" / "occlusion" / f"{data.name}.parquet",
-                  occlusion_table(read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"]), rule))
+    parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
+    no_occluder = {k: np.zeros((cfg.label_height, cfg.label_width), bool) for k in parsing["key"]}  # covered rule
+    write_parquet(root / "data" / "occlusion" / f"{data.name}.parquet", occlusion_table(parsing, rule, no_occluder))
 
 
 def expect_user_error(main: Callable[[], object], caplog: pytest.LogCaptureFixture, root: Path,

@@ -70,7 +70,9 @@ def test_occlusion_table_columns_and_values():
     table = occlusion_table(parsing_rows({"b": hand_map(), "a": full, "c": np.zeros((256, 128), np.uint8)}), LAM)
     assert list(table.columns) == ["key", "z_head", "z_arms", "z_torso", "z_legs", "occ_type",
                                    "count_head", "count_arms", "count_torso", "count_legs",
-                                   "hidden_head", "hidden_arms", "hidden_torso", "hidden_legs", "status"]
+                                   "hidden_head", "hidden_arms", "hidden_torso", "hidden_legs",
+                                   "occluder_head", "occluder_arms", "occluder_torso", "occluder_legs", "status"]
+    assert table[["occluder_head", "occluder_legs"]].isna().all().all()  # no occluder masks given
     assert table["key"].tolist() == ["a", "b", "c"]
     assert table["occ_type"].tolist() == [0, 5, 15]
     assert table.loc[1, ["count_head", "count_arms", "count_torso", "count_legs"]].tolist() == [100, 4, 5, 0]

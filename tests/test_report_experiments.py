@@ -91,3 +91,21 @@ def test_method_sections_are_the_registered_methods_with_their_own_params():
 
     own = {f.name for cls in (ModelConfig, EvaluateConfig) for f in dataclasses.fields(cls) if f.name in METHODS}
     assert own == set(METHOD_SECTIONS)
+
+
+def test_a_run_from_before_the_occlusion_rule_param_used_eq2_not_todays_default():
+    """occlusion.rule's default became ``covered`` (issue 21): a run recorded without the param ran with
+    Eq. (2) and groups with explicit ``pixels`` runs, whose τ and occluder params are inert."""
+    from ogfr_core.report.experiments import group_runs
+
+    ref = {"train.model.method": "ogfr", "occlusion.rule": "covered", "occlusion.tau": 0.3, "occluder.steps": 1000}
+    runs = [{"name": "old-s1", "params": {"train.model.method": "ogfr", "train.seed": 1}},
+            {"name": "pixels-s0", "params": {"train.model.method": "ogfr", "train.seed": 0, "occlusion.rule": "pixels",
+                                             "occlusion.tau": 0.8, "occluder.steps": 5}},
+            {"name": "covered-s0", "params": {"train.model.method": "ogfr", "train.seed": 0, "occlusion.rule": "covered",
+                                              "occlusion.tau": 0.3}},
+            {"name": "covered-tau-s0", "params": {"train.model.method": "ogfr", "train.seed": 0,
+                                                  "occlusion.rule": "covered", "occlusion.tau": 0.5}}]
+    assert [(g.label, [r["name"] for r in g.runs]) for g in group_runs(runs, ref)] == [
+        ("occlusion.rule=pixels", ["pixels-s0", "old-s1"]), ("default", ["covered-s0"]),
+        ("occlusion.tau=0.5", ["covered-tau-s0"])]

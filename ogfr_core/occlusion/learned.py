@@ -301,6 +301,26 @@ def segment_index(model: OccluderSegmenter, index: pd.DataFrame, root: Path, lab
                          threshold)
 
 
+def occluder_masker(params_path: str | Path, rule, label_hw: tuple[int, int]
+                    ) -> Callable[[pd.DataFrame, Path], dict[str, np.ndarray]] | None:
+    """What the ``occlusion`` / ``occlude`` stages segment images with: the ``occluder`` stage's model
+    (:data:`WEIGHTS`) at ``occluder.threshold``, as ``masks(index, root) -> {key: bool [lh, lw]}``
+    (:func:`segment_index`). None when ``rule`` does not read the mask and the weights are absent (a
+    stage run outside the pipeline): the tables' ``occluder_*`` shares are then NaN.
+
+    Raises:
+        OccluderWeightsError: the ``covered`` rule without the weights (names ``dvc repro occluder``).
+        ConfigError: params without an ``occluder:`` section.
+    """
+    from ..config import OccluderConfig, load_section
+
+    if not rule.needs_occluder and not WEIGHTS.is_file():
+        return None
+    threshold = load_section(params_path, "occluder", OccluderConfig).threshold
+    model = load_segmenter(WEIGHTS)
+    return lambda index, root: segment_index(model, index, root, label_hw, threshold)
+
+
 def covered_shares(label_maps: Callable[[str], np.ndarray], masks: dict[str, np.ndarray],
                    keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Visible coarse counts left after each image's predicted occluder, and the share it covers.

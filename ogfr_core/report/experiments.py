@@ -46,9 +46,10 @@ METHOD_SECTIONS = ("fed", "pgfl_kd", "fpc", "cpacol")
 def is_config_param(key: str, params: dict) -> bool:
     """Whether ``key`` can change the numbers of the run with (flattened) ``params``: not in
     :data:`NON_CONFIG_PARAMS`, not another method's sub-section (:data:`METHOD_SECTIONS`, e.g.
-    ``train.model.cpacol.stage2_epochs`` for an OGFR run), and not ``train.agent_lr_scale`` (the lr of
-    OGFR's FEP agent) for a method without that agent. So a change of a peer's default in params.yaml
-    does not split the other methods' runs into new configurations."""
+    ``train.model.cpacol.stage2_epochs`` for an OGFR run), not ``train.agent_lr_scale`` (the lr of
+    OGFR's FEP agent) for a method without that agent, and not ``occlusion.tau`` / ``occluder.*`` under
+    an occlusion rule that does not read them. So a change of a peer's default in params.yaml does not
+    split the other methods' runs into new configurations."""
     if key in NON_CONFIG_PARAMS:
         return False
     method = params.get("train.model.method", "ogfr")
@@ -57,6 +58,11 @@ def is_config_param(key: str, params: dict) -> bool:
         parts[1] if parts[0] == "evaluate" and len(parts) > 2 else None)
     if section in METHOD_SECTIONS and section != method:
         return False
+    rule = params.get("occlusion.rule", "pixels")
+    if key == "occlusion.tau":  # read by the hidden_fraction / covered rules only
+        return rule != "pixels"
+    if parts[0] == "occluder":  # the learned occluder mask: read by the covered rule only
+        return rule == "covered"
     return not (key == "train.agent_lr_scale" and method != "ogfr")
 
 
@@ -80,11 +86,18 @@ EQUIVALENT_VALUES: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: params whose default changed after runs had been recorded without them: such a run predates the
+#: param, so it ran with the earlier behaviour, not with today's default (``occlusion.rule`` became
+#: ``covered`` in issue 21; before the param existed every run used Eq. 2)
+EARLIER_DEFAULTS: dict[str, Any] = {"occlusion.rule": "pixels"}
+
+
 def with_defaults(params: dict, reference: dict) -> dict:
     """``params`` with every param it lacks taken from ``reference`` (params.yaml now): a param was added
     after that run, and every param is added with the default that reproduces the earlier behaviour
-    (the project's rule for new switches), so the run used what that default does."""
-    return {**reference, **params}
+    (the project's rule for new switches), so the run used what that default does — unless the default
+    changed since (:data:`EARLIER_DEFAULTS`: then the earlier value)."""
+    return {**reference, **EARLIER_DEFAULTS, **params}
 
 
 def config_key(params: dict, reference: dict | None = None) -> tuple:
@@ -97,7 +110,9 @@ def config_key(params: dict, reference: dict | None = None) -> tuple:
 def config_label(params: dict, reference: dict) -> str:
     """``k=v`` for every configuration param of the run (:func:`is_config_param`) that differs from
     ``reference`` ("default" if none); params the run does not have (an older params file) are not listed
-    (they count as the reference's, :func:`with_defaults`)."""
+    (they count as the reference's, :func:`with_defaults`) unless their default changed since
+    (:data:`EARLIER_DEFAULTS`)."""
+    params = {**{k: v for k, v in EARLIER_DEFAULTS.items() if k in reference}, **params}
     keys = sorted(k for k in params if is_config_param(k, params))
     diff = [f"{k}={params.get(k)}" for k in keys if config_value(k, params.get(k)) != config_value(k, reference.get(k))]
     return ", ".join(diff) if diff else "default"
