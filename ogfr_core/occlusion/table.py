@@ -20,11 +20,11 @@ HIDDEN_COLUMNS = tuple(f"hidden_{c}" for c in COARSE_NAMES)  # hidden_head, ...,
 OCCLUDER_COLUMNS = tuple(f"occluder_{c}" for c in COARSE_NAMES)  # occluder_head, ..., occluder_legs
 TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, *HIDDEN_COLUMNS, *OCCLUDER_COLUMNS, "status")
 _SHARE_PREFIXES = ("hidden_", "occluder_")
+_ABBREV = {"head": "H", "arms": "A", "torso": "T", "legs": "L"}
 
 
 class MissingOccluderMaskError(ValueError):
     """The ``covered`` rule was asked for without predicted occluder masks (stage ``occluder``)."""
-_ABBREV = {"head": "H", "arms": "A", "torso": "T", "legs": "L"}
 
 
 def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
