@@ -30,37 +30,44 @@ THRESHOLD_GRID = (0.3, 0.5, 0.7)
 def score_set(model, name: str, source: pd.DataFrame, source_root: Path, lam: float, label_hw: tuple[int, int],
               pairs: list[tuple[float, float]]) -> dict:
     """Reports of the ``covered`` reading of z on the derived set ``name`` for each (threshold, τ) pair,
-    and the paper's rule (no mask) read the same way, keyed ``"thr<t>-tau<τ>"`` / ``"paper"``."""
+    and the paper's ``pixels`` rule, keyed ``"thr<t>-tau<τ>"`` / ``"paper"``: the pipeline's own
+    :func:`~ogfr_core.occlusion.table.occlusion_table` and :func:`~ogfr_core.occlusion.truth.rule_report`
+    on masks predicted at each threshold (one segmentation per threshold)."""
     from ogfr_core.data.images import load_rgb
-    from ogfr_core.occlusion.learned import covered_report, covered_shares, predict_masks
-    from ogfr_core.occlusion.truth import TRUTH_FILE
-    from ogfr_core.parsing import load_label_maps
+    from ogfr_core.occlusion import OcclusionRule
+    from ogfr_core.occlusion.learned import predict_masks
+    from ogfr_core.occlusion.table import occlusion_table
+    from ogfr_core.occlusion.truth import TRUTH_FILE, rule_report, rule_score
+    from ogfr_core.parsing import read_parsing
 
     root = Path("data/derived") / name
     truth = pd.read_parquet(root / TRUTH_FILE)
     index = pd.read_parquet(Path("data/index") / f"{name}.parquet", columns=["key", "path"]).set_index("key")["path"]
-    occ_maps = load_label_maps(Path("data/parsing") / name, keys=truth["key"])
-    hol_keys = truth["source_key"]
-    hol_maps = load_label_maps(Path("data/parsing") / source.attrs["name"], keys=hol_keys.unique())
+    hol_keys = truth["source_key"].unique()
+    cols = ["label_map", "amodal_map", "status"]
+    occ_parse = read_parsing(Path("data/parsing") / name, columns=cols)
+    occ_parse = occ_parse[occ_parse["key"].isin(set(truth["key"]))]
+    hol_parse = read_parsing(Path("data/parsing") / source.attrs["name"], columns=cols)
+    hol_parse = hol_parse[hol_parse["key"].isin(set(hol_keys))]
     out: dict = {"dataset": name, "queries": int(len(truth)),
                  "kinds": {str(k): int(n) for k, n in truth["kind"].value_counts().sort_index().items()}}
-    none_q = {k: np.zeros(label_hw, bool) for k in truth["key"]}
-    none_h = {k: np.zeros(label_hw, bool) for k in hol_keys.unique()}
-    a, c = covered_shares(occ_maps.__getitem__, none_q, truth["key"])
-    ha, hc = covered_shares(hol_maps.__getitem__, none_h, hol_keys)
-    out["paper"] = covered_report(truth, a, c, ha, hc, lam, 1.0)  # covered ≤ 1: Eq. (2) alone
-    out["paper"]["tau"] = None
+
+    def report(rule: OcclusionRule, occ: pd.DataFrame, hol: pd.DataFrame) -> dict:
+        rep = rule_report(rule, truth, occ, hol, label_hw)
+        return {**rep, "score": rule_score(rep)}
+
+    paper = OcclusionRule("pixels", lam)
+    out["paper"] = report(paper, occlusion_table(occ_parse, paper), occlusion_table(hol_parse, paper))
     for thr in sorted({t for t, _ in pairs}):
-        mq = predict_masks(model, lambda k: np.asarray(load_rgb(root / index[k])), truth["key"], label_hw, thr)
+        mq = predict_masks(model, lambda k: np.asarray(load_rgb(root / index[k])), occ_parse["key"].tolist(),
+                           label_hw, thr)
         mh = predict_masks(model, lambda k: np.asarray(load_rgb(source_root / source.loc[k, "path"])),
-                           hol_keys.unique(), label_hw, thr)
-        a, c = covered_shares(occ_maps.__getitem__, mq, truth["key"])
-        ha, hc = covered_shares(hol_maps.__getitem__, mh, hol_keys)
+                           hol_parse["key"].tolist(), label_hw, thr)
         for t, tau in pairs:
             if t == thr:
-                rep = covered_report(truth, a, c, ha, hc, lam, tau)
-                rep["threshold"] = thr
-                out[f"thr{thr:g}-tau{tau:g}"] = rep
+                rule = OcclusionRule("covered", lam, tau)
+                rep = report(rule, occlusion_table(occ_parse, rule, mq), occlusion_table(hol_parse, rule, mh))
+                out[f"thr{thr:g}-tau{tau:g}"] = {**rep, "threshold": thr}
     return out
 
 
@@ -75,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     from ogfr_core.config import DataConfig, OccludeConfig, OcclusionConfig, ParseConfig, load_section
     from ogfr_core.data.index import dataset_root, read_index
     from ogfr_core.io import write_json
-    from ogfr_core.occlusion import scaled_threshold
     from ogfr_core.occlusion.benchmark import VAL_SUFFIX, derived_name
     from ogfr_core.occlusion.learned import WEIGHTS, load_segmenter
 
@@ -84,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     parse = load_section(args.params, "parse", ParseConfig)
     rule = load_section(args.params, "occlusion", OcclusionConfig)
     label_hw = (parse.label_height, parse.label_width)
-    lam = scaled_threshold(rule.lam, label_hw)
     index = read_index(Path("data/index") / f"{data.name}.parquet")
     root = dataset_root(data, Path("."))
     model = load_segmenter(WEIGHTS)
@@ -92,16 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     source.attrs["name"] = data.name
     val_name = derived_name(data, occl) + VAL_SUFFIX
     grid = [(t, tau) for t in THRESHOLD_GRID for tau in TAU_GRID]
-    val = score_set(model, val_name, source, root, lam, label_hw, grid)
+    val = score_set(model, val_name, source, root, rule.lam, label_hw, grid)
     scored = {k: v["score"] for k, v in val.items() if k.startswith("thr") and v["score"] == v["score"]}
     chosen = max(scored, key=scored.get)
     pair = (val[chosen]["threshold"], val[chosen]["tau"])
-    test = score_set(model, derived_name(data, occl), source, root, lam, label_hw, [pair])
+    test = score_set(model, derived_name(data, occl), source, root, rule.lam, label_hw, [pair])
     command = "python -m benchmarks.probe_occluder_mask " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out, {
         "command": command, "segmenter": {"weights": str(WEIGHTS), "training": "stage occluder "
                                           "(reports/occluder/summary.json)"},
-        "rule": {"reading": "covered", "lam": rule.lam, "lam_at_label_size": lam, "label_size": list(label_hw)},
+        "rule": {"reading": "covered", "lam": rule.lam, "label_size": list(label_hw)},
         "choice": {"by": "validation score = mean F1 against 'part at least half covered' (parts with >= 20 "
                          "positives) minus the holistic false-positive rate", "threshold": pair[0], "tau": pair[1],
                    "score": scored[chosen], "paper_score": val["paper"]["score"]},

@@ -56,6 +56,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .model.registry import ModelConfigError
     from .parsing.base import BackendUnavailableError
     from .data.occluded_benchmark import OccluderSourceError
+    from .occlusion.table import MissingOccluderMaskError
     from .occlusion.truth import OcclusionTruthError
     from .parsing.cache import MissingAmodalMapError, ParsingIncompleteError
     from .pretrained import PretrainedDownloadError, PretrainedHashError
@@ -67,7 +68,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
             CheckpointMismatchError, PretrainedWeightsError, ModelConfigError, BackendUnavailableError,
             CheckpointError, NonFiniteLossError, PretrainedDownloadError, PretrainedHashError, StemConfigError,
             FileNotFoundError, OutputWriteError, ParsingIncompleteError, MissingAmodalMapError,
-            OccluderSourceError, OcclusionTruthError)
+            OccluderSourceError, OcclusionTruthError, MissingOccluderMaskError)
 
 
 def is_user_error(exc: BaseException) -> bool:

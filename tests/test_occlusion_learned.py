@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, covered_labels, covered_shares,
-                                         fit, predict_masks,
-                                         synthesize, to_input, to_target)
+from ogfr_core.occlusion import OcclusionRule
+from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, predict_masks, synthesize,
+                                         to_input, to_target)
+from ogfr_core.occlusion.table import COUNT_COLUMNS, OCCLUDER_COLUMNS, Z_COLUMNS, occlusion_table
 
+from tests.test_occlusion import parsing_rows
 from tests.test_occlusion_rule import body
 
 
@@ -58,18 +60,21 @@ def test_synthesize_changes_only_the_reported_pixels():
         assert 0.05 < changed.mean() <= 0.55  # occlude.area (0.2, 0.5) of the crop, a person cut-out less
 
 
-def test_covered_reading_hand_values():
+def test_covered_reading_through_the_occlusion_table_hand_values():
+    """The occlusion table (what the stages and the probe score) reads a predicted mask the covered way."""
     lm = body()  # head 32x64 px, arms 2 x 96x32, torso 96x64, legs 128x128
     mask = np.zeros_like(lm, bool)
     mask[128:, :] = True  # the whole legs
     mask[32:80, 32:96] = True  # half the torso
-    after, covered = covered_shares({"a": lm}.__getitem__, {"a": mask}, ["a"])
-    assert after.tolist() == [[32 * 64, 2 * 96 * 32, 48 * 64, 0]]
-    assert covered.tolist() == [[0.0, 0.0, 0.5, 1.0]]
-    assert covered_labels(after, covered, lam=5.0, tau=0.4).tolist() == [[0, 0, 1, 1]]
-    assert covered_labels(after, covered, lam=5.0, tau=0.5).tolist() == [[0, 0, 0, 1]]  # > tau, not >=
-    none_after, none_cov = covered_shares({"a": lm}.__getitem__, {"a": np.zeros_like(mask)}, ["a"])
-    assert not none_cov.any() and covered_labels(none_after, none_cov, 5.0, 0.0).tolist() == [[0, 0, 0, 0]]
+    rows = parsing_rows({"a": lm, "b": lm})
+    none = {"a": mask, "b": np.zeros_like(mask)}
+    t = occlusion_table(rows, OcclusionRule("covered", lam=5.0, tau=0.4), none).set_index("key")
+    assert t.loc["a", list(COUNT_COLUMNS)].tolist() == [32 * 64, 2 * 96 * 32, 96 * 64, 128 * 128]  # counts before
+    assert t.loc["a", list(OCCLUDER_COLUMNS)].tolist() == [0.0, 0.0, 0.5, 1.0]
+    assert t.loc["a", list(Z_COLUMNS)].tolist() == [0, 0, 1, 1]
+    assert t.loc["b", list(Z_COLUMNS)].tolist() == [0, 0, 0, 0]  # no occluder: exactly Eq. (2)
+    at_half = occlusion_table(rows, OcclusionRule("covered", lam=5.0, tau=0.5), none).set_index("key")
+    assert at_half.loc["a", list(Z_COLUMNS)].tolist() == [0, 0, 0, 1]  # > tau, not >=
 
 
 def test_fit_and_predict_on_tiny_random_inputs():

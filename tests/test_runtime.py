@@ -27,3 +27,17 @@ def test_exit_status_follows_main(ret, code):
     with pytest.raises(SystemExit) as exit_:
         run_stage(lambda: ret)
     assert exit_.value.code == code
+
+
+def test_the_occlusion_stages_errors_are_user_errors():
+    """The errors the occlusion labels raise on a missing input name the file and the stage to rerun:
+    one line, exit 1 (the segmenter's weights are a FileNotFoundError)."""
+    from ogfr_core.occlusion.learned import OccluderWeightsError
+    from ogfr_core.occlusion.table import MissingOccluderMaskError
+    from ogfr_core.occlusion.truth import OcclusionTruthError
+    from ogfr_core.runtime import is_user_error
+
+    for err in (MissingOccluderMaskError("no masks; run `dvc repro occluder`"),
+                OccluderWeightsError("x.safetensors: no weights; run `dvc repro occluder`"),
+                OcclusionTruthError("occluders.parquet: missing; rerun `dvc repro occlude`")):
+        assert is_user_error(err), type(err).__name__

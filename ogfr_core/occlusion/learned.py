@@ -15,9 +15,10 @@ that box from the image alone, so test-time z follows the same update:
    (:mod:`ogfr_core.data.occluded_benchmark`: person cut-outs and background windows from an edge),
    or no occluder (share ``none_prob``); the target is the pixels the paste changed (as the ground
    truth of :mod:`.truth`), area-averaged to the output grid.
-3. :func:`covered_shares` / :func:`covered_labels` — the visible pixels each part keeps once the
-   predicted occluder (probability > ``threshold``, upsampled to the label maps) is set to background,
-   and the ``covered`` reading of z: Eq. (2) on those pixels, or more than τ of the part covered —
+3. :func:`predict_masks` / :func:`occluder_masker` — the predicted occluder (probability >
+   ``threshold``, upsampled to the label maps) of every image, which the occlusion table turns into
+   each part's covered share (``occluder_*``) and :class:`~ogfr_core.occlusion.OcclusionRule`
+   ``covered`` into z: Eq. (2) on the pixels the occluder leaves, or more than τ of the part covered —
    what the parse would say if it saw the occluder as the augmentation does.
 
 Caveat (README): the segmenter learns the occluders this repository synthesises (from training
@@ -37,7 +38,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import COARSE_NAMES, coarse_counts
 
 log = logging.getLogger(__name__)
 
@@ -319,61 +319,3 @@ def occluder_masker(params_path: str | Path, rule, label_hw: tuple[int, int]
     threshold = load_section(params_path, "occluder", OccluderConfig).threshold
     model = load_segmenter(WEIGHTS)
     return lambda index, root: segment_index(model, index, root, label_hw, threshold)
-
-
-def covered_shares(label_maps: Callable[[str], np.ndarray], masks: dict[str, np.ndarray],
-                   keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Visible coarse counts left after each image's predicted occluder, and the share it covers.
-
-    Args:
-        label_maps: key → uint8 ``[lh, lw]`` visible parsing; masks: key → bool ``[lh, lw]``.
-        keys: the images, in order.
-
-    Returns:
-        ``(after [N, 4] int64, covered [N, 4] float64)``: Eq. (1) counts with the occluder's pixels set
-        to background, and covered = 1 − after / before (0 where the part has no visible pixel).
-    """
-    before = np.stack([coarse_counts(label_maps(k)) for k in keys]).astype(np.int64)  # [N, 4]
-    after = np.stack([coarse_counts(np.where(masks[k], 0, label_maps(k))) for k in keys]).astype(np.int64)
-    covered = np.where(before > 0, 1 - after / np.maximum(before, 1), 0.0)
-    return after, covered
-
-
-def covered_labels(after: np.ndarray, covered: np.ndarray, lam: float, tau: float) -> np.ndarray:
-    """The ``covered`` reading of z (ours): part c is occluded when Eq. (2) fires on the pixels left
-    (``after < lam``, λ already rescaled to the maps) or an occluder covers more than ``tau`` of its
-    visible pixels. Without an occluder (covered = 0) it is exactly Eq. (2). int64 ``[N, 4]``."""
-    return ((after < lam) | (covered > tau)).astype(np.int64)
-
-
-def covered_report(truth: pd.DataFrame, after: np.ndarray, covered: np.ndarray, hol_after: np.ndarray,
-                   hol_covered: np.ndarray, lam: float, tau: float) -> dict:
-    """Score the ``covered`` reading of z of the occluded queries against their ground truth
-    (:mod:`.truth`: the holistic parse with the occluder's changed pixels hidden, read the same way).
-
-    Args:
-        truth: :func:`.truth.truth_table` rows (``count_after_*``, ``covered_*``, ``kind``).
-        after, covered: :func:`covered_shares` of the occluded queries (rows aligned with ``truth``).
-        hol_after, hol_covered: the same for their holistic originals (false alarms).
-        lam: λ rescaled to the label maps; tau: τ of :func:`covered_labels`.
-
-    Returns:
-        ``{"tau", "parts", "by_kind", "any_occluded", "vs_half_covered", "holistic_false_positive_rate",
-        "score"}`` as :func:`.truth.rule_report` (score: :func:`.truth.rule_score`).
-    """
-    from .truth import AFTER, COVERED, HALF_COVERED, _r, part_scores, rule_score
-
-    t = covered_labels(truth[list(AFTER)].to_numpy(), truth[list(COVERED)].to_numpy(), lam, tau)
-    p = covered_labels(after, covered, lam, tau)
-    h = covered_labels(hol_after, hol_covered, lam, tau)
-    half = (truth[list(COVERED)].to_numpy() >= HALF_COVERED).astype(np.int64)
-    kinds = truth["kind"].to_numpy()
-    rep = {"tau": tau, "queries": int(len(truth)), "parts": part_scores(p, t),
-           "by_kind": {str(k): part_scores(p[kinds == k], t[kinds == k]) for k in sorted(set(kinds))},
-           "any_occluded": {"truth": _r(t.any(1).mean()), "parsed": _r(p.any(1).mean()),
-                            "gap": _r(p.any(1).mean() - t.any(1).mean())},
-           "vs_half_covered": part_scores(p, half),
-           "holistic_false_positive_rate": {**{c: _r(h[:, i].mean()) for i, c in enumerate(COARSE_NAMES)},
-                                            "any": _r(h.any(1).mean())}}
-    rep["score"] = rule_score(rep)
-    return rep

@@ -26,19 +26,17 @@ from .loop import Trainer, distributed_context
 
 log = logging.getLogger(__name__)
 
-Z_COLUMNS = ("z_head", "z_arms", "z_torso", "z_legs")
-HIDDEN_COLUMNS = ("hidden_head", "hidden_arms", "hidden_torso", "hidden_legs")
-
 
 def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: Path, dataset: str,
-                         share_columns: tuple[str, ...] | None = HIDDEN_COLUMNS
+                         share_columns: tuple[str, ...] | None = None
                          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Parsing label maps, occlusion labels z and the rule's per-part shares for every training image
     (keyed by image key).
 
     Args:
         share_columns: the occlusion-table columns of the rule's share
-            (:attr:`ogfr_core.occlusion.OcclusionRule.state_columns`: ``hidden_*`` or ``occluder_*``).
+            (:attr:`ogfr_core.occlusion.OcclusionRule.state_columns`: ``hidden_*`` or ``occluder_*``);
+            None (the paper's ``pixels`` rule) reads no share.
 
     Returns:
         ``(label_maps, z, shares)``: uint8 ``[h, w]`` maps, int64 ``[4]`` labels, float32 ``[4]`` shares
@@ -55,6 +53,7 @@ def load_training_labels(train: pd.DataFrame, parse_dir: Path, occlusion_path: P
         raise MissingLabelsError(f"parsing output {parse_dir} not found: run `dvc repro parse`")
     if not Path(occlusion_path).is_file():
         raise MissingLabelsError(f"occlusion labels {occlusion_path} not found: run `dvc repro occlusion`")
+    from ..occlusion.table import Z_COLUMNS
     from ..parsing import load_label_maps, read_parsing  # the parse stage's cache readers
 
     keys = train["key"].astype(str).tolist()
@@ -132,8 +131,7 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, occlusion: Occlusi
         raise IndexFileError(f"{index_path} has no training images (split == 'train'); train on a dataset "
                              f"with a train split (data.name / data.layout), or rerun `dvc repro index`")
     share_cols = occlusion.state_columns  # None under the paper's pixels rule
-    label_maps, z, hidden = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name,
-                                                 share_cols or HIDDEN_COLUMNS)
+    label_maps, z, hidden = load_training_labels(train, parse_dir, occlusion_path, data_cfg.name, share_cols)
     if share_cols is not None and hidden is None:
         raise MissingLabelsError(f"{occlusion_path} has no {occlusion.state}_* shares, which occlusion.rule "
                                  f"{occlusion.rule} needs: rerun `dvc repro occlusion`")
@@ -142,7 +140,7 @@ def _train_from_files(data_cfg: DataConfig, cfg: TrainConfig, occlusion: Occlusi
 
     transform = TrainTransform(data_cfg.height, data_cfg.width, cfg.augment)
     dataset = ReIDImageDataset(train, Path(data_cfg.root), transform, label_maps=label_maps, z=z,
-                               hidden=hidden if share_cols is not None else None)
+                               hidden=hidden)
     labels = train["label"].to_numpy(np.int64)
     # under DDP each rank has its own PK sampler over ALL identities, seeded seed + 1000·rank (an
     # independent random PK order, not a shard); 1/world of its batches make one epoch in total
