@@ -64,7 +64,7 @@ def main(params_path: str = "params.yaml") -> None:
         return [images[k] for k in frame["key"]], [maps[k] for k in frame["key"]], frame["pid"].to_numpy()
 
     spec = SynthSpec(occl.kind, tuple(occl.area), tuple(occl.edges), cfg.none_prob)
-    model = OccluderSegmenter(stem)
+    model = OccluderSegmenter(stem, seed=cfg.seed)  # fit() seeds the rest: batches, synthesis
     result = fit(model, *cols(fit_rows), spec, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                  seed=cfg.seed, holdout=cols(hold_rows) if hold_rows["pid"].nunique() >= 2 else None,
                  threshold=cfg.threshold)

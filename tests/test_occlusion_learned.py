@@ -49,6 +49,23 @@ def _crops(n: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, [body() for _ in range(n)]
 
 
+def test_segmenter_init_is_the_seeds_alone():
+    """The stage's model is reproducible from occluder.seed: the new layers' init does not depend on the
+    global RNG's state (it did: the first stage runs drew it from an unseeded process), nor changes it."""
+    torch.manual_seed(123)
+    a = OccluderSegmenter("", seed=0).state_dict()
+    after = torch.rand(1)  # the global RNG after a build (the backbone's random init draws from it)
+    torch.manual_seed(456)
+    b = OccluderSegmenter("", seed=0).state_dict()
+    torch.manual_seed(123)
+    c = OccluderSegmenter("", seed=1).state_dict()
+    assert torch.equal(torch.rand(1), after)  # the seeded layers did not draw from the global RNG
+    new = [k for k in a if k.startswith(("lateral.", "head.")) and a[k].is_floating_point() and a[k].numel() > 1]
+    assert new and all(torch.equal(a[k], b[k]) for k in new)
+    convs = [k for k in new if k.endswith("weight") and not k.startswith("head.1.")]  # head.1: BatchNorm (ones)
+    assert convs and not any(torch.equal(a[k], c[k]) for k in convs)
+
+
 def test_synthesize_changes_only_the_reported_pixels():
     (image, source), (_, source_map) = _crops(2)[0], _crops(2)[1]
     same, none = synthesize(np.random.default_rng(0), image, source, source_map, SynthSpec(none_prob=1.0))

@@ -58,6 +58,9 @@ class OccluderSegmenter(nn.Module):
             for a random backbone (tests).
         width: channels of the lateral convs and the head.
         train_backbone: fine-tune the backbone's weights too (its BatchNorm statistics stay frozen).
+        seed: initialise the lateral and head layers from this torch seed (the global RNG is left as
+            it was); None draws them from the global RNG, whose state at that point is not reproducible
+            from one process to the next.
 
     Shapes: ``forward(x [B, 3, 128, 64] normalised)`` → logits ``[B, 1, 32, 16]``.
 
@@ -65,7 +68,8 @@ class OccluderSegmenter(nn.Module):
         PretrainedWeightsError: ``stem_weights`` missing or not MobileNetV2 (as the ReID stem).
     """
 
-    def __init__(self, stem_weights: str | Path = "", width: int = 32, train_backbone: bool = True) -> None:
+    def __init__(self, stem_weights: str | Path = "", width: int = 32, train_backbone: bool = True,
+                 seed: int | None = None) -> None:
         super().__init__()
         from ..model.stem import build_stem, load_stem_weights
 
@@ -76,9 +80,12 @@ class OccluderSegmenter(nn.Module):
         self.train_backbone = bool(train_backbone)
         for p in self.backbone.parameters():
             p.requires_grad_(self.train_backbone)
-        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in TAP_CHANNELS)
-        self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1))
+        with torch.random.fork_rng(enabled=seed is not None):  # the new layers' init, from `seed` alone
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in TAP_CHANNELS)
+            self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1))
 
     def train(self, mode: bool = True) -> "OccluderSegmenter":
         super().train(mode)
