@@ -78,3 +78,25 @@ def test_data_root_override_makes_a_relative_root_absolute(tmp_path):
     assert data_root_override(params) == [f"data.root={tmp_path / 'shared/data/x'}"]
     params.write_text("data:\n  root: /abs/x\n")
     assert data_root_override(params) == []
+
+
+def test_workspace_record_reads_the_workspace_run(tmp_path):
+    """``record --workspace NAME``: the workspace's params, evaluation and training metrics as a record the
+    report reads like a queued run's; a workspace without metrics names `dvc repro`."""
+    from ogfr_core.report.seed_runs import workspace_record
+
+    with pytest.raises(FileNotFoundError, match="dvc repro"):
+        workspace_record("t-ogfr-s0-covered", tmp_path, commit="abc1234")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "dvclive").mkdir()
+    (tmp_path / "params.yaml").write_text("train:\n  seed: 0\n")
+    (tmp_path / "reports" / "metrics.json").write_text(json.dumps({"datasets": {"d": {"global": {"mAP": 0.4}}}}))
+    (tmp_path / "dvclive" / "metrics.json").write_text(json.dumps({"x": 2}))
+    rec = workspace_record("t-ogfr-s0-covered", tmp_path, commit="abc1234")
+    assert rec["name"] == "t-ogfr-s0-covered" and rec["commit"] == "abc1234" and rec["finished"].endswith("UTC " + rec["finished"][-4:])
+    assert rec["params"] == {"train": {"seed": 0}} and rec["train_metrics"] == {"x": 2}
+    path = tmp_path / "seed_runs.json"
+    path.write_text(json.dumps(merge_records({}, [rec])))
+    assert load_recorded_runs(path)[0]["metrics"]["datasets.d.global.mAP"] == 0.4
+    with pytest.raises(ValueError, match="experiment name"):
+        workspace_record("t ogfr", tmp_path, commit="abc1234")

@@ -6,6 +6,7 @@ Usage (``make seeds`` / ``make record-seeds`` wrap these)::
     python -m ogfr_core.report.seed_runs queue --method ogfr --seeds 0 1 2 [--tag kd-off \\
         --set train.model.kd=false] [--jobs 2] [--start]
     python -m ogfr_core.report.seed_runs record [--prefix t-]
+    python -m ogfr_core.report.seed_runs record --workspace t-ogfr-s0-covered   (after `dvc repro`)
 
 ``queue`` runs ``dvc exp run --queue -n <prefix><method>[-<tag>]-s<seed> -S train.seed=<seed>
 -S train.model.method=<method> [-S <set> ...]`` per seed, then (``--start``) ``dvc queue start -j
@@ -19,6 +20,8 @@ the temporary workspace lives in ``.dvc/tmp/exps/``. ``record`` reads ``dvc exp 
 (nested ``params.yaml``, ``reports/metrics.json`` and ``dvclive/metrics.json`` of the run; ``commit``
 = the commit it ran on), replacing a record of the same name and keeping the others. The report
 (:mod:`ogfr_core.report.build`) reads that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
+``record --workspace NAME`` records the workspace's own run instead (a plain ``dvc repro``;
+:func:`workspace_record`), refused unless ``dvc status`` is clean.
 """
 from __future__ import annotations
 
@@ -44,8 +47,16 @@ def run_name(method: str, seed: int, tag: str = "", prefix: str = "t-") -> str:
     Raises:
         ValueError: a name DVC would refuse (characters other than letters, digits, ``-``, ``_``, ``.``).
     """
-    name = f"{prefix}{method}{'-' + tag if tag else ''}-s{seed}"
-    if not all(c.isalnum() or c in "-_." for c in name):
+    return check_run_name(f"{prefix}{method}{'-' + tag if tag else ''}-s{seed}")
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if DVC accepts it as an experiment name (letters, digits, ``-``, ``_``, ``.``).
+
+    Raises:
+        ValueError: any other character.
+    """
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError(f"experiment name {name!r}: use letters, digits, '-', '_' or '.' in --tag / --prefix")
     return name
 
@@ -127,6 +138,35 @@ def records_from_exp_show(doc: Any, prefix: str = "t-") -> list[dict]:
     return out
 
 
+def workspace_record(name: str, root: Path = Path("."), commit: str | None = None) -> dict:
+    """The workspace's run (what ``dvc repro`` left in ``root``) as a seed-run record, like
+    :func:`records_from_exp_show`'s: ``params.yaml``, ``reports/metrics.json``, ``dvclive/metrics.json``
+    (``{}`` if absent), ``commit`` = ``git rev-parse --short HEAD`` (or ``commit``), ``finished`` = the
+    metrics file's modification time (UTC, ``date``'s format).
+
+    Raises:
+        FileNotFoundError: no ``reports/metrics.json`` (names ``dvc repro``).
+        ValueError: a ``name`` DVC would refuse.
+    """
+    import time
+
+    import yaml
+
+    check_run_name(name)
+    metrics_path = Path(root) / EVAL_METRICS
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: no evaluation metrics in the workspace; run `dvc repro` first")
+    train_path = Path(root) / TRAIN_METRICS
+    if commit is None:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    return {"name": name, "commit": commit,
+            "finished": time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime(metrics_path.stat().st_mtime)),
+            "params": yaml.safe_load((Path(root) / "params.yaml").read_text()) or {},
+            "metrics": json.loads(metrics_path.read_text()),
+            "train_metrics": json.loads(train_path.read_text()) if train_path.is_file() else {}}
+
+
 def merge_records(doc: Mapping | None, new: Sequence[Mapping]) -> dict:
     """``reports/seed_runs.json`` with ``new`` records added; a record replaces the one of the same name
     (a rerun supersedes the old run). Runs are kept sorted by name; the ``note`` is kept."""
@@ -160,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("record", help="write finished experiments into reports/seed_runs.json")
     r.add_argument("--prefix", default="t-")
     r.add_argument("--out", default=str(SEED_RUNS))
+    r.add_argument("--workspace", metavar="NAME", default="",
+                   help="record the workspace's `dvc repro` run as NAME (dvc status must be clean)")
     args = ap.parse_args(argv)
 
     if args.cmd == "queue":
@@ -175,14 +217,21 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode != 0:
                 sys.exit(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
         return 0
-    proc = _dvc(["dvc", "exp", "show", "--json", "--all-commits"])
-    if proc.returncode != 0:
-        sys.exit(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")
-    new = records_from_exp_show(json.loads(proc.stdout or "[]"), args.prefix)
+    if args.workspace:
+        proc = _dvc(["dvc", "status", "--json"])
+        if proc.returncode != 0 or json.loads(proc.stdout or "{}"):
+            sys.exit("the workspace's outputs are not those of its code and params (`dvc status` is not "
+                     "clean): run `dvc repro` first")
+        new = [workspace_record(args.workspace)]
+    else:
+        proc = _dvc(["dvc", "exp", "show", "--json", "--all-commits"])
+        if proc.returncode != 0:
+            sys.exit(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")
+        new = records_from_exp_show(json.loads(proc.stdout or "[]"), args.prefix)
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.is_file() else {"note": "Seed runs queued with `make seeds`."}
     write_text(out, json.dumps(merge_records(doc, new), indent=1) + "\n")  # atomic; the file's layout kept
-    print(f"{len(new)} finished experiment(s) named {args.prefix}* recorded in {out}: "
+    print(f"{len(new)} finished run(s) recorded in {out}: "
           + ", ".join(r["name"] for r in new))
     return 0
 
