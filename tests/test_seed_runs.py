@@ -86,14 +86,14 @@ def test_workspace_record_reads_the_workspace_run(tmp_path):
     from ogfr_core.report.seed_runs import workspace_record
 
     with pytest.raises(FileNotFoundError, match="dvc repro"):
-        workspace_record("t-ogfr-s0-covered", tmp_path, commit="abc1234")
+        workspace_record("t-ogfr-covered-s0", tmp_path, commit="abc1234")
     (tmp_path / "reports").mkdir()
     (tmp_path / "dvclive").mkdir()
     (tmp_path / "params.yaml").write_text("train:\n  seed: 0\n")
     (tmp_path / "reports" / "metrics.json").write_text(json.dumps({"datasets": {"d": {"global": {"mAP": 0.4}}}}))
     (tmp_path / "dvclive" / "metrics.json").write_text(json.dumps({"x": 2}))
-    rec = workspace_record("t-ogfr-s0-covered", tmp_path, commit="abc1234")
-    assert rec["name"] == "t-ogfr-s0-covered" and rec["commit"] == "abc1234" and rec["finished"].endswith("UTC " + rec["finished"][-4:])
+    rec = workspace_record("t-ogfr-covered-s0", tmp_path, commit="abc1234")
+    assert rec["name"] == "t-ogfr-covered-s0" and rec["commit"] == "abc1234" and rec["finished"].endswith("UTC " + rec["finished"][-4:])
     assert rec["params"] == {"train": {"seed": 0}} and rec["train_metrics"] == {"x": 2}
     path = tmp_path / "seed_runs.json"
     path.write_text(json.dumps(merge_records({}, [rec])))

@@ -6,7 +6,7 @@ Usage (``make seeds`` / ``make record-seeds`` wrap these)::
     python -m ogfr_core.report.seed_runs queue --method ogfr --seeds 0 1 2 [--tag kd-off \\
         --set train.model.kd=false] [--jobs 2] [--start]
     python -m ogfr_core.report.seed_runs record [--prefix t-]
-    python -m ogfr_core.report.seed_runs record --workspace t-ogfr-s0-covered   (after `dvc repro`)
+    python -m ogfr_core.report.seed_runs record --workspace t-ogfr-covered-s0   (after `dvc repro`)
 
 ``queue`` runs ``dvc exp run --queue -n <prefix><method>[-<tag>]-s<seed> -S train.seed=<seed>
 -S train.model.method=<method> [-S <set> ...]`` per seed, then (``--start``) ``dvc queue start -j
