@@ -34,12 +34,17 @@ def exp_show_doc():
                 {"name": "t-ogfr-s0", "revs": [_run("t-ogfr-s0", 0, 0.36)]},
                 {"name": "t-ogfr-s1", "revs": [_run("t-ogfr-s1", 1, 0.0, error={"msg": "failed"})]},
                 {"name": "other", "revs": [_run("other", 0, 0.1)]},
-                {"name": "t-ogfr-s2", "revs": [dict(_run("t-ogfr-s2", 2, 0.3), data={"params": {}})]}]}]
+                {"name": "t-ogfr-s2", "revs": [dict(_run("t-ogfr-s2", 2, 0.3), data={"params": {}})]},
+                # still running: dvc exp show fills its row with the workspace's data (rev "workspace")
+                {"name": "t-ogfr-s3", "executor": {"state": "running"},
+                 "revs": [_run("t-ogfr-s3", 3, 0.36) | {"data": _run("t-ogfr-s3", 3, 0.36)["data"] | {"rev": "workspace"}}]},
+                {"name": "t-ogfr-s4", "executor": {"state": "success"}, "revs": [_run("t-ogfr-s4", 4, 0.35)]}]}]
 
 
 def test_records_from_exp_show_keeps_finished_prefixed_runs():
     recs = records_from_exp_show(exp_show_doc())
-    assert [r["name"] for r in recs] == ["t-ogfr-s0"]  # s1 failed, s2 has no metrics, 'other' not t-*
+    # s1 failed, s2 has no metrics, s3 is still running (the workspace's metrics), 'other' is not t-*
+    assert [r["name"] for r in recs] == ["t-ogfr-s0", "t-ogfr-s4"]
     r = recs[0]
     assert r["commit"] == "c" * 40 and r["params"] == {"train": {"seed": 0}}
     assert r["metrics"]["datasets"]["d"]["global"]["mAP"] == 0.36  # reports/metrics.json, not dvclive's
@@ -50,7 +55,7 @@ def test_merge_replaces_by_name_and_report_reads_it(tmp_path):
     old = {"note": "n", "runs": [{"name": "t-ogfr-s0", "commit": "a" * 40, "params": {}, "metrics": {"m": 1}},
                                  {"name": "t-baseline-s0", "commit": "a" * 40, "params": {}, "metrics": {"m": 2}}]}
     doc = merge_records(old, records_from_exp_show(exp_show_doc()))
-    assert doc["note"] == "n" and [r["name"] for r in doc["runs"]] == ["t-baseline-s0", "t-ogfr-s0"]
+    assert doc["note"] == "n" and [r["name"] for r in doc["runs"]] == ["t-baseline-s0", "t-ogfr-s0", "t-ogfr-s4"]
     assert doc["runs"][1]["commit"] == "c" * 40  # the rerun supersedes the old record
     path = tmp_path / "seed_runs.json"
     path.write_text(json.dumps(doc))

@@ -113,8 +113,11 @@ def records_from_exp_show(doc: Any, prefix: str = "t-") -> list[dict]:
     """Finished experiments of a ``dvc exp show --json --all-commits`` document whose name starts with
     ``prefix``, as seed-run records ``{"name", "commit", "finished", "params", "metrics"}`` (nested).
 
-    An experiment counts as finished when it has ``reports/metrics.json`` and no error. ``commit`` is
-    the commit the experiment ran on (its parent row's ``rev``); ``finished`` its DVC timestamp.
+    An experiment counts as finished when it has ``reports/metrics.json``, no error, and its own data:
+    a queued or running experiment (executor state other than ``success``) is shown by ``dvc exp show``
+    with the *workspace's* params and metrics (``data.rev == "workspace"``), so it is skipped — recording
+    it would copy the workspace's run under the experiment's name. ``commit`` is the commit the
+    experiment ran on (its parent row's ``rev``); ``finished`` its DVC timestamp.
     """
     out = []
     for node in (doc if isinstance(doc, list) else [doc]):
@@ -126,7 +129,9 @@ def records_from_exp_show(doc: Any, prefix: str = "t-") -> list[dict]:
                     continue
                 name = str(run.get("name") or exp.get("name") or "")
                 data = run.get("data") or {}
-                if not name.startswith(prefix) or run.get("error") or data.get("error"):
+                state = ((exp.get("executor") or {}).get("state") if isinstance(exp, Mapping) else None)
+                if (not name.startswith(prefix) or run.get("error") or data.get("error")
+                        or state not in (None, "success") or data.get("rev") == "workspace"):
                     continue
                 metrics = _file_data(data.get("metrics"), EVAL_METRICS)
                 if not metrics:
