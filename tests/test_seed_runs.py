@@ -105,3 +105,17 @@ def test_workspace_record_reads_the_workspace_run(tmp_path):
     assert load_recorded_runs(path)[0]["metrics"]["datasets.d.global.mAP"] == 0.4
     with pytest.raises(ValueError, match="experiment name"):
         workspace_record("t ogfr", tmp_path, commit="abc1234")
+
+
+def test_record_workspace_bad_name_is_one_line(monkeypatch, tmp_path):
+    """`record --workspace` with a name DVC would refuse exits with the one-line reason, no traceback,
+    and writes nothing (``dvc status`` faked clean)."""
+    import subprocess
+
+    from ogfr_core.report import seed_runs
+
+    monkeypatch.setattr(seed_runs, "_dvc", lambda cmd: subprocess.CompletedProcess(cmd, 0, stdout="{}", stderr=""))
+    out = tmp_path / "seed_runs.json"
+    with pytest.raises(SystemExit, match="experiment name 'bad name'"):
+        main(["record", "--workspace", "bad name", "--out", str(out)])
+    assert not out.exists()

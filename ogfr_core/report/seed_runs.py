@@ -227,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode != 0 or json.loads(proc.stdout or "{}"):
             sys.exit("the workspace's outputs are not those of its code and params (`dvc status` is not "
                      "clean): run `dvc repro` first")
-        new = [workspace_record(args.workspace)]
+        try:
+            new = [workspace_record(args.workspace)]
+        except (FileNotFoundError, ValueError) as exc:  # one line, not a traceback
+            sys.exit(str(exc))
     else:
         proc = _dvc(["dvc", "exp", "show", "--json", "--all-commits"])
         if proc.returncode != 0:
