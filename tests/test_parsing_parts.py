@@ -76,6 +76,19 @@ def test_torso_from_three_corners_and_mask_gate():
         draw_parts(front_pose(), HW, 24, 0.5, person_mask=np.ones((10, 10), bool))
 
 
+def test_visibility_zero_draws_every_landmark_and_the_mask_alone_gates():
+    """parse.min_keypoint_visibility: 0 (the default since issue 21): a leg whose landmarks score 0.01
+    is drawn like a confident one, and only the person mask removes pixels (here the legs' lower half)."""
+    low = front_pose(left_knee=0.01, left_ankle=0.01, left_heel=0.01, left_foot_index=0.01)
+    assert np.array_equal(draw_parts(low, HW, 24, 0.0), draw_parts(front_pose(), HW, 24, 0.0))
+    assert (draw_parts(low, HW, 24, 0.5) == ID["left_leg"]).sum() == 0
+    mask = np.ones(HW, bool)
+    mask[200:] = False  # an occluder over the shins and feet, outside the person mask
+    gated = draw_parts(low, HW, 24, 0.0, person_mask=mask)
+    assert gated[200:].max() == 0 and (gated == ID["left_leg"]).sum() > 0
+    assert (gated == ID["left_foot"]).sum() == 0
+
+
 def test_coco_only_keypoints_give_feet_below_ankles():
     coco = body21_to_coco17(front_pose())
     label = draw_parts(coco17_to_body21(coco), HW, 24, 0.5)
