@@ -77,3 +77,23 @@ def test_agent_claim_uses_the_per_image_gap_interval_when_recorded():
     assert c["verdict"] == "holds" and c["diff"] == pytest.approx(4.0) and "+5.0 ± 1.0" in c["detail"]
     og[2]["metrics"][f"datasets.{D}.fep.retain_gap_ci95"] = 0.04  # seed 2's interval includes 0
     assert claims(og, D, O)[2]["verdict"] == "within noise"
+
+
+def test_claims_follow_the_reference_configuration_not_the_names():
+    """With the checkout's params as reference, the verdicts read the runs of that configuration (any
+    name, seed from train.seed) and ignore an earlier default's runs named t-ogfr-s<n> / t-baseline-s<n>."""
+    ref = {"train.model.method": "ogfr", "parse.min_keypoint_visibility": 0.0, "train.seed": 0}
+
+    def run(name, method, seed, vis, hol):
+        r = rec(name, hol, hol / 2)
+        r["params"] = {**ref, "train.model.method": method, "train.seed": seed, "parse.min_keypoint_visibility": vis}
+        return r
+
+    old = [run(f"t-ogfr-s{i}", "ogfr", i, 0.5, 0.50) for i in range(3)] + \
+        [run(f"t-baseline-s{i}", "baseline", i, 0.5, 0.10) for i in range(3)]
+    new = [run(f"t-ogfr-vis0-s{i}", "ogfr", i, 0.0, 0.30 + 0.01 * i) for i in range(3)] + \
+        [run(f"t-baseline-vis0-s{i}", "baseline", i, 0.0, 0.30 + 0.01 * i) for i in range(3)]
+    a = claims(old + new, D, O, reference=ref)[0]
+    assert a["n"] == (3, 3) and a["diff"] == pytest.approx(0.0) and a["verdict"] == "within noise"
+    assert claims(old + new, D, O)[0]["diff"] == pytest.approx(40.0)  # by name: the earlier default's runs
+    assert claims(old, D, O, reference=ref)[0]["detail"] == "no runs"

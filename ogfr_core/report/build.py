@@ -716,9 +716,12 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
     from .verdicts import claims_section  # issue 23: the paper's claims as verdicts (a)-(d)
 
     probe_path = at("reports/fep_probe.json")
-    # the recorded seed runs first, so that a record equal to the checkout's own run keeps its t-<m>-s<n> name
+    # the recorded seed runs first, so that a record equal to the checkout's own run keeps its t-<m>-s<n> name;
+    # judged on the checkout's own configuration (its own run comes first, as in method_section) when there is one
+    reference = next((r["params"] for r in runs if r["name"] == "workspace"), runs[0]["params"] if runs else None)
     sections.append(claims_section(distinct_runs(recorded + list(runs)), dataset, dataset + OCC_SUFFIX,
-                                   json.loads(probe_path.read_text()) if probe_path.is_file() else None))
+                                   json.loads(probe_path.read_text()) if probe_path.is_file() else None,
+                                   reference))
 
     sec = Section("Training curves")
     live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}

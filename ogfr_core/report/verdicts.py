@@ -1,7 +1,10 @@
 """The paper's claims as verdicts computed from the recorded seed runs (issue 23 item 7).
 
-Four claims, each judged on the seed runs of OGFR and of the baseline (``t-ogfr-s<seed>`` /
-``t-baseline-s<seed>`` in ``reports/seed_runs.json`` or ``dvc exp``; test protocol):
+Four claims, each judged on the seed runs of OGFR and of the baseline in ``reports/seed_runs.json`` or
+``dvc exp`` (test protocol): the runs of the checkout's own configuration (``params.yaml``, any seed, any
+run name; :func:`seed_runs` with a ``reference``), so the verdicts follow the default when it changes
+(an earlier default's runs, or an ablation, are another configuration); without a reference, the runs
+named ``t-ogfr-s<seed>`` / ``t-baseline-s<seed>``:
 
 (a) OGFR > baseline on holistic queries (the dataset's own query set), mAP of each method's primary
     distance (Eq. 23 for OGFR; the global feature for the baseline, whose two distances coincide);
@@ -79,11 +82,30 @@ def paired(d: Sequence[float]) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
-def seed_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, dict]]:
+def seed_runs(runs: Sequence[Mapping[str, Any]], reference: Mapping[str, Any] | None = None
+              ) -> dict[str, dict[int, dict]]:
     """``{"ogfr": {seed: flattened metrics}, "baseline": {...}}`` from run records (flattened
-    ``{"name", "params", "metrics"}``) named ``t-<method>-s<seed>`` (optionally ``-main`` and
-    `` @<commit>``); a later record of the same method and seed replaces an earlier one."""
+    ``{"name", "params", "metrics"}``); a later record of the same method and seed replaces an earlier one.
+
+    Args:
+        runs: the records.
+        reference: flattened params of the configuration to judge (the checkout's ``params.yaml``): a
+            run counts for method m when its configuration
+            (:func:`~ogfr_core.report.experiments.config_key`) is the reference's with
+            ``train.model.method`` = m, whatever its name; its seed is ``train.seed``. None: the runs
+            named ``t-<method>-s<seed>`` (optionally ``-main`` and `` @<commit>``).
+    """
     out: dict[str, dict[int, dict]] = {"ogfr": {}, "baseline": {}}
+    if reference is not None:
+        from .experiments import config_key
+
+        wanted = {m: config_key({**reference, "train.model.method": m}, dict(reference)) for m in out}
+        for r in runs:
+            params = dict(r.get("params") or {})
+            method = params.get("train.model.method", "ogfr")
+            if method in out and config_key(params, dict(reference)) == wanted[method]:
+                out[method][int(params.get("train.seed", 0))] = dict(r.get("metrics") or {})
+        return out
     for r in runs:
         m = RUN_NAME.match(str(r.get("name", "")))
         if m:
@@ -97,7 +119,7 @@ def _map(metrics: Mapping, dataset: str, distance: str) -> float | None:
 
 
 def claims(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
-           probe: Mapping[str, Any] | None = None) -> list[dict]:
+           probe: Mapping[str, Any] | None = None, reference: Mapping[str, Any] | None = None) -> list[dict]:
     """The four verdicts, each ``{"claim", "verdict", "diff", "se", "n", "detail"}`` (numbers in mAP
     points ×100 for (a), (b), (d); in retain-probability points ×100 for (c)).
 
@@ -105,8 +127,9 @@ def claims(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
         runs: flattened run records (see :func:`seed_runs`).
         dataset: the holistic test set's name (``data.name``); occluded: the occluded-query set's.
         probe: ``reports/fep_probe.json`` (optional), quoted beside (c).
+        reference: the configuration judged (:func:`seed_runs`); None: the runs named ``t-<method>-s<seed>``.
     """
-    by = seed_runs(runs)
+    by = seed_runs(runs, reference)
     og, bl = by["ogfr"], by["baseline"]
 
     def values(ms: Mapping[int, Mapping], ds: str, dist: str) -> list[float]:
@@ -182,13 +205,16 @@ def claims(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
 
 
 def claims_section(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
-                   probe: Mapping[str, Any] | None = None):
+                   probe: Mapping[str, Any] | None = None, reference: Mapping[str, Any] | None = None):
     """The report's "The paper's claims, judged on the seed runs" section (a table of :func:`claims`)."""
     from .build import Section
 
     sec = Section("The paper's claims, judged on the seed runs")
-    rows = claims(runs, dataset, occluded, probe)
-    sec.p("Each claim of the paper, computed from the seed runs `t-ogfr-s<seed>` / `t-baseline-s<seed>` "
+    rows = claims(runs, dataset, occluded, probe, reference)
+    which = ("the seed runs of this checkout's configuration (`params.yaml`; OGFR and the same with "
+             "`train.model.method=baseline`, any run name)" if reference is not None else
+             "the seed runs `t-ogfr-s<seed>` / `t-baseline-s<seed>`")
+    sec.p(f"Each claim of the paper, computed from {which} "
           "(`make seeds`, `make record-seeds`; test protocol). *diff* is in the claimed direction (points); "
           "**holds** = diff > 2 standard errors, **does not hold** = diff < −2 standard errors, else **within "
           "noise**. (c) needs the agent on (≥ 2 % of tokens erased) and background erased more than body on "
