@@ -47,3 +47,24 @@ def test_stage_unknown_param(tmp_path, caplog):
         run_stage(lambda: main(tmp_path))
     assert exit_.value.code == 1
     assert "unknown key(s) ['layot']" in caplog.text
+
+
+def test_root_spelling_changes_nothing_downstream_of_the_index(tmp_path):
+    """A queued experiment gets ``data.root`` as an absolute path (``seed_runs.data_root_override``): the
+    index must come out byte-identical (paths relative to the root) and no later stage may declare
+    ``data.root`` as a param — else every queued seed re-parses and retrains the occluder (issue 26)."""
+    make_market(tmp_path / "ds", train=["0002_c1s1_000001_00.jpg", "0002_c2s1_000002_00.jpg"],
+                query=["0005_c1s1_000004_01.jpg"], gallery=["0005_c2s1_000005_00.jpg"])
+    out = tmp_path / "data" / "index" / "toy.parquet"
+    _params(tmp_path, "ds")
+    assert main(tmp_path) == 0
+    relative = out.read_bytes()
+    _params(tmp_path, str((tmp_path / "ds").resolve()))
+    assert main(tmp_path) == 0
+    assert out.read_bytes() == relative
+
+    from pathlib import Path
+    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
+    readers = sorted(name for name, stage in stages.items()
+                     if {"data", "data.root"} & {p for p in stage.get("params", []) if isinstance(p, str)})
+    assert readers == ["index"]

@@ -14,7 +14,9 @@ Usage (``make seeds`` / ``make record-seeds`` wrap these)::
 status`` follows them, ``dvc queue logs <name>`` shows one; ``dvc queue start`` here returns when its
 workers have emptied the queue, so run ``make seeds`` in the background or a terminal multiplexer).
 A relative ``data.root`` is passed as an absolute ``-S data.root=...`` (:func:`data_root_override`):
-the temporary workspace lives in ``.dvc/tmp/exps/``. ``record`` reads ``dvc exp show --json
+the temporary workspace lives in ``.dvc/tmp/exps/``. Only the ``index`` stage declares ``data.root`` (its
+rows hold paths relative to the root, so the respelled root gives the same file), so a queued run reuses the
+cached parse, occluder and occlusion stages. ``record`` reads ``dvc exp show --json
 --all-commits`` and writes every finished experiment whose name starts with ``--prefix`` into
 ``reports/seed_runs.json`` as ``{"name", "commit", "finished", "params", "metrics", "train_metrics"}``
 (nested ``params.yaml``, ``reports/metrics.json`` and ``dvclive/metrics.json`` of the run; ``commit``
