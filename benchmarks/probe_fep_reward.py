@@ -56,7 +56,8 @@ def probe_records(model, records, root: Path, z: dict, label_maps: dict, meta: d
         for k, v in out.items():
             acc.setdefault(k, []).append(v.double().cpu().numpy())
     cat = {k: np.concatenate(v) for k, v in acc.items()}
-    return summarize_probe(cat["p_b"], {m: cat[m] for m in MASKS}, {m: cat[f"erased_{m}"] for m in MASKS})
+    return summarize_probe(cat["p_b"], {m: cat[m] for m in MASKS}, {m: cat[f"erased_{m}"] for m in MASKS},
+                           {m: cat[f"change_{m}"] for m in MASKS})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     result.update(available=True, checkpoint=str(args.checkpoint), branch=args.branch, batch=args.batch,
                   seed=args.seed, command=command)
     write_json(args.out, result)
-    print(f"{'mask':<11} {'erased':>7} {'p^m':>16} {'reward Eq.8':>20} {'- random':>20}")
+    print(f"{'mask':<11} {'erased':>7} {'p^m':>16} {'reward Eq.8':>20} {'- random':>20} {'feature change':>15}")
     for k, e in result["masks"].items():
         d = e.get("reward_eq8_minus_random")
         vs = f"{d['mean']:+11.5f}±{d['se']:.5f}" if d else f"{'–':>20}"
         print(f"{k:<11} {e['erased_fraction']:7.3f} {e['p_m']['mean']:9.4f}±{e['p_m']['se']:.4f} "
-              f"{e['reward_eq8']['mean']:+11.5f}±{e['reward_eq8']['se']:.5f} {vs}")
+              f"{e['reward_eq8']['mean']:+11.5f}±{e['reward_eq8']['se']:.5f} {vs} "
+              f"{100 * e['feature_change']['mean']:8.2f} % ±{100 * e['feature_change']['se']:.2f}")
     print(f"p^b {result['p_b']['mean']:.4f} on {result['images']} images -> {args.out}")
     return 0
 

@@ -42,13 +42,17 @@ def test_probe_erasing_nothing_gives_p_b_and_zero_reward():
     assert out["erased_none"].eq(0).all() and out["erased_all"].eq(1).all()
     assert torch.allclose(out["erased_random"], out["erased_background"])
     assert not torch.allclose(out["all"], out["p_b"])  # erasing changes the prediction
+    assert out["change_none"].eq(0).all() and (out["change_all"] > 0).all()  # ‖g^m − g^b‖ / ‖g^b‖
     # the probe's p^b is the training reward's p^b after a refresh (same live decoder, same batch BN)
     model.refresh_reward_baseline()
     model.train()
     tr = model.head("teacher", enc, labels)
     assert torch.allclose(tr["p_b"], out["p_b"], atol=1e-6)
     summary = summarize_probe(out["p_b"].numpy(), {m: out[m].numpy() for m in MASKS},
-                              {m: out[f"erased_{m}"].numpy() for m in MASKS})
+                              {m: out[f"erased_{m}"].numpy() for m in MASKS},
+                              {m: out[f"change_{m}"].numpy() for m in MASKS})
+    assert summary["masks"]["none"]["feature_change"] == {"mean": 0.0, "se": 0.0}
+    assert summary["masks"]["all"]["feature_change"]["mean"] == pytest.approx(out["change_all"].mean().item(), rel=1e-6)
     none = summary["masks"]["none"]
     assert none["reward_eq8"]["mean"] == 0.0 and none["reward_eq8"]["se"] == 0.0
     assert none["reward_log_ratio"]["mean"] == 0.0 and none["erased_fraction"] == 0.0
@@ -58,7 +62,11 @@ def test_probe_erasing_nothing_gives_p_b_and_zero_reward():
 def test_summarize_probe_hand_computed():
     p_b = np.array([0.5, 0.2])
     s = summarize_probe(p_b, {"random": np.array([0.25, 0.2]), "background": np.array([0.75, 0.6])},
-                        {"random": np.array([0.5, 0.5]), "background": np.array([0.5, 0.5])})
+                        {"random": np.array([0.5, 0.5]), "background": np.array([0.5, 0.5])},
+                        {"background": np.array([0.1, 0.3])})
+    assert s["masks"]["background"]["feature_change"]["mean"] == pytest.approx(0.2)
+    assert s["masks"]["background"]["feature_change"]["se"] == pytest.approx(0.1)  # std 0.1414 / sqrt 2
+    assert "feature_change" not in s["masks"]["random"]
     # Eq. 8: (0.25-0.5)/0.5 = -0.5, 0; (0.75-0.5)/0.5 = 0.5, (0.6-0.2)/0.8 = 0.5
     assert s["masks"]["random"]["reward_eq8"]["mean"] == pytest.approx(-0.25)
     assert s["masks"]["random"]["reward_eq8"]["se"] == pytest.approx(0.25)  # std(ddof=1) 0.3536 / sqrt 2

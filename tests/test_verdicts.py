@@ -56,10 +56,12 @@ def test_agent_off_or_mixed_seeds_and_noise():
           rec("t-ogfr-s1", 0.30, 0.18, fep=fep(0.7, 0.8, 0.75)),
           rec("t-ogfr-s2", 0.31, 0.18, fep=fep(0.8, 0.7, 0.75))]
     a, b, c, d = claims(base + og, D, O, probe={"masks": {"background": {
-        "reward_eq8": {"mean": -0.0053, "se": 0.0003}, "reward_eq8_minus_random": {"mean": 0.0015, "se": 0.0006}}}})
+        "reward_eq8": {"mean": -0.0053, "se": 0.0003}, "reward_eq8_minus_random": {"mean": 0.0015, "se": 0.0006}},
+        "all": {"feature_change": {"mean": 0.045, "se": 0.001}}}})
     assert a["verdict"] == "within noise"  # equal means
     assert c["verdict"] == "does not hold" and "1 agent(s) off" in c["detail"] and "2/3 seeds > 0" in c["detail"]
     assert "minus random +0.0015" in c["detail"]
+    assert "erasing every patch moves the purified global feature by 4.5 %" in c["detail"]
     assert d["verdict"] == "within noise" and d["diff"] == 0.0  # Eq. 23 == global on every run
 
 

@@ -18,7 +18,11 @@ reward cannot learn Fig. 7's behaviour. Both p's are computed as in training
 only, the branch's global BNNeck with the batch's statistics, the shared global classifier. ``p^b``
 here is the live network without a mask (not the frozen copy of training, which is a stale live
 network). Rewards are reported per mask as mean ± standard error over images, and paired with
-``random`` (mean of the per-image difference ± its standard error).
+``random`` (mean of the per-image difference ± its standard error). Each mask's relative change of the
+purified global feature, ``‖g^m − g^b‖ / ‖g^b‖``, says whether the erased patches can move what the
+classifier reads at all: in the customised decoder the global and part tokens skip the first layer's
+attention (MHSA_fix, Eq. 13) and the erased patches are refilled from them there, so a feature that
+barely moves when *every* patch is erased leaves no mask a reward to earn.
 """
 from __future__ import annotations
 
@@ -68,7 +72,10 @@ def fixed_mask_probabilities(model, enc: torch.Tensor, labels: torch.Tensor, pat
         branch: ``teacher`` (the paper's agent) or ``student``.
 
     Returns:
-        ``{"p_b": [B], "<mask>": [B] p^m for each of MASKS, "erased_<mask>": [B] erased fraction}``.
+        ``{"p_b": [B], "<mask>": [B] p^m for each of MASKS, "erased_<mask>": [B] erased fraction,
+        "change_<mask>": [B] ‖g^m − g^b‖ / ‖g^b‖}``: the relative L2 change of the purified global
+        feature (the decoder's [cls] output, before the BNNeck) that the mask causes — how much the
+        erased patches can move what the classifier reads at all.
 
     Raises:
         ValueError: the branch has no FEP module with a mask token.
@@ -87,14 +94,16 @@ def fixed_mask_probabilities(model, enc: torch.Tensor, labels: torch.Tensor, pat
     try:
         idx = labels.long()[:, None]
 
-        def prob(keep: torch.Tensor | None) -> torch.Tensor:
+        def prob(keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             g = head.decode(enc, keep, num_queries=1)[:, 0]  # [B, D]
-            return fc(bn_batch_stats(neck, g)).float().softmax(-1).gather(1, idx)[:, 0]  # [B]
+            return g, fc(bn_batch_stats(neck, g)).float().softmax(-1).gather(1, idx)[:, 0]  # [B, D], [B]
 
-        out = {"p_b": prob(None)}
+        g_b, p_b = prob(None)
+        out = {"p_b": p_b}
         for name, keep in fixed_masks(patch_foreground, generator).items():
-            out[name] = prob(keep)
+            g_m, out[name] = prob(keep)
             out[f"erased_{name}"] = 1 - keep.float().mean(1)
+            out[f"change_{name}"] = ((g_m - g_b).float().norm(dim=-1) / g_b.float().norm(dim=-1).clamp_min(1e-12))
     finally:
         head.train(was)
     return out
@@ -106,12 +115,15 @@ def _mean_se(x: np.ndarray) -> dict[str, float]:
     return {"mean": float(x.mean()), "se": se}
 
 
-def summarize_probe(p_b: np.ndarray, p_m: dict[str, np.ndarray], erased: dict[str, np.ndarray]) -> dict[str, Any]:
+def summarize_probe(p_b: np.ndarray, p_m: dict[str, np.ndarray], erased: dict[str, np.ndarray],
+                    change: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Per-mask mean ± standard error of p^m, of the Eq. (8) reward (unclipped) and of the log-ratio
     reward ``log p^m − log p^b``; and each mask's reward minus the ``random`` mask's, paired per image.
 
     Args:
-        p_b: ``[M]`` p^b of M images; p_m: ``{mask: [M]}``; erased: ``{mask: [M]}`` erased fractions.
+        p_b: ``[M]`` p^b of M images; p_m: ``{mask: [M]}``; erased: ``{mask: [M]}`` erased fractions;
+        change: ``{mask: [M]}`` relative change of the purified global feature (optional; entry
+        ``feature_change``).
     """
     from ..model.ogfr import reinforce_reward
 
@@ -124,6 +136,8 @@ def summarize_probe(p_b: np.ndarray, p_m: dict[str, np.ndarray], erased: dict[st
         entry = {"p_m": _mean_se(v), "reward_eq8": _mean_se(rewards[k]),
                  "reward_log_ratio": _mean_se(np.log(np.clip(v, 1e-12, None)) - np.log(np.clip(pb.numpy(), 1e-12, None))),
                  "erased_fraction": float(np.mean(erased[k]))}
+        if change is not None and k in change:
+            entry["feature_change"] = _mean_se(change[k])
         if "random" in rewards and k != "random":
             entry["reward_eq8_minus_random"] = _mean_se(rewards[k] - rewards["random"])
         out["masks"][k] = entry

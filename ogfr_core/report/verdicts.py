@@ -187,6 +187,9 @@ def claims(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
         detail += (f"; fixed-mask probe: Eq. 8 reward of erasing background {b['reward_eq8']['mean']:+.4f} ± "
                    f"{b['reward_eq8']['se']:.4f}, minus random {vs.get('mean', float('nan')):+.4f} ± "
                    f"{vs.get('se', float('nan')):.4f}")
+        change = (probe["masks"].get("all") or {}).get("feature_change")
+        if change:
+            detail += f"; erasing every patch moves the purified global feature by {100 * change['mean']:.1f} %"
     out.append({"claim": "(c) the FEP agent erases background more than body on every seed", "verdict": v,
                 "diff": 100 * d, "se": 100 * se, "n": (len(gaps),), "detail": detail})
 
