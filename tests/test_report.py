@@ -377,6 +377,11 @@ def test_method_comparison_table_groups_methods_over_seeds():
     base = [r for r in rows if r[0] == "baseline"][0]
     assert base[1:4] == ["2.50", "0.40 (1.0×)", "66.4 / 59.2"] and base[7] == "36.0 ± 1.4"
     assert not any("train.lr" in str(r) for r in rows)
+    text = "\n".join(b[1] for b in sec.blocks if b[0] == "p")
+    assert "recorded only under another configuration" not in text  # every method is in the table
+    old = run("fed-s0", "fed", 0, 0.2, 0.1, **{"train.lr": 1e-3, "train.model.fed.momentum": 0.5})
+    text = "\n".join(b[1] for b in method_section(runs + [old], DATASET, bench).blocks if b[0] == "p")
+    assert "fed (train.lr=0.001)" in text  # its own param is not what keeps it out
 
 
 def test_method_comparison_table_adds_a_flagged_row_per_test_time_extra():

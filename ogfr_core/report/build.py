@@ -490,7 +490,30 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
              "configuration", "run", *[c for c, _ in columns]], rows)
     for text in disclosures([r for g in groups for r in g.runs]):
         s.p(f"_How it was chosen: {text}_")
+    elsewhere = elsewhere_methods(group_runs(runs, ref), groups, ref)
+    if elsewhere:
+        s.p("Not in this table — recorded only under another configuration than this checkout's, so not "
+            "under the same protocol (section \"Experiments over seeds\" lists them): "
+            + "; ".join(f"{m} ({diff})" for m, diff in elsewhere.items()) + ".")
     return s
+
+
+def elsewhere_methods(all_groups, shown, ref: dict) -> dict[str, str]:
+    """``{method: "k=v, …"}`` for each method with recorded runs none of which is in ``shown``
+    (the method comparison's groups): the params other than the method's own in which its first
+    configuration differs from ``ref`` — e.g. a peer recorded under an earlier default."""
+    from .experiments import config_label
+
+    shown_methods = {g.params.get("train.model.method", "ogfr") for g in shown}
+    out: dict[str, str] = {}
+    for g in all_groups:
+        m = g.params.get("train.model.method", "ogfr")
+        if m in shown_methods or m in out:
+            continue
+        own = {k: v for k, v in g.params.items()  # the method's own params do not keep it out
+               if k != "train.model.method" and not k.startswith((f"train.model.{m}.", f"evaluate.{m}."))}
+        out[m] = config_label(own, ref)
+    return out
 
 
 def ablation_section(runs: list[dict] | None, note: str, dataset: str) -> Section:
