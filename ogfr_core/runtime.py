@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import UserError
+
 
 def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821
     """``"auto"`` → ``cuda`` when available, else ``cpu``; otherwise ``torch.device(name)``.
@@ -44,31 +46,9 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "your input or setup is wrong" (each message names the file/key and the
-    fix), as opposed to bugs. Imported lazily so that importing this module stays cheap."""
-    from .config import ConfigError
-    from .data.dataset import MissingLabelsError
-    from .data.images import ImageReadError
-    from .data.index import IndexFileError
-    from .data.readers import DatasetLayoutError
-    from .evaluation.inputs import CheckpointMismatchError
-    from .io import OutputWriteError
-    from .model.oa_vit import PretrainedWeightsError
-    from .model.registry import ModelConfigError
-    from .parsing.base import BackendUnavailableError
-    from .data.occluded_benchmark import OccluderSourceError
-    from .occlusion.table import MissingOccluderMaskError
-    from .occlusion.truth import OcclusionTruthError
-    from .parsing.cache import MissingAmodalMapError, ParsingIncompleteError
-    from .pretrained import PretrainedDownloadError, PretrainedHashError
-    from .model.stem import StemConfigError
-    from .training.checkpoint import CheckpointError
-    from .training.loop import NonFiniteLossError
-
-    return (ConfigError, MissingLabelsError, ImageReadError, IndexFileError, DatasetLayoutError,
-            CheckpointMismatchError, PretrainedWeightsError, ModelConfigError, BackendUnavailableError,
-            CheckpointError, NonFiniteLossError, PretrainedDownloadError, PretrainedHashError, StemConfigError,
-            FileNotFoundError, OutputWriteError, ParsingIncompleteError, MissingAmodalMapError,
-            OccluderSourceError, OcclusionTruthError, MissingOccluderMaskError)
+    fix), as opposed to bugs: :class:`ogfr_core.errors.UserError` (the base of every such error class of
+    the project) and ``FileNotFoundError``. Importing nothing else keeps this module cheap."""
+    return (UserError, FileNotFoundError)
 
 
 def is_user_error(exc: BaseException) -> bool:
