@@ -2,10 +2,11 @@
 that turns the project's user-facing errors into one logged line and exit status 1."""
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +43,29 @@ def setup_logging(level: int = logging.INFO) -> logging.Logger:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     return logging.getLogger("ogfr_core")
+
+
+def stage_parser(description: str, params: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser every stage shares: ``--params FILE`` (default ``params.yaml``, relative
+    to the working directory) when ``params``; nothing else, so a mistyped or unknown argument is
+    rejected instead of silently ignored. ``description`` may be a whole module docstring (its first
+    line is used)."""
+    parser = argparse.ArgumentParser(description=(description or "").strip().splitlines()[0] if description
+                                     else None)
+    if params:
+        parser.add_argument("--params", default="params.yaml", metavar="FILE",
+                            help="params file to read (default: params.yaml)")
+    return parser
+
+
+def stage_args(description: str, argv: Sequence[str] | None = None, params: bool = True) -> argparse.Namespace:
+    """Parse a stage's arguments with :func:`stage_parser` (``argv`` None = ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: code 2 with argparse's one-line usage error for an unknown argument (0 after
+            ``--help``); not an ``Exception``, so :func:`run_stage` lets it through unchanged.
+    """
+    return stage_parser(description, params).parse_args(argv)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
