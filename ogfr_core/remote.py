@@ -33,8 +33,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
 
-class RemoteError(RuntimeError):
+
+class RemoteError(UserError, RuntimeError):
     """The DVC remote is missing, not writable, or DVC failed (the message names the folder / fix)."""
 
 

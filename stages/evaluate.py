@@ -9,14 +9,13 @@ Run: ``python -m stages.evaluate [--params params.yaml]`` from the repository ro
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from ogfr_core.config import ConfigError, DataConfig, EvaluateConfig, load_section
 from ogfr_core.evaluation.pipeline import run_evaluation
 from ogfr_core.io import write_json, write_text
-from ogfr_core.runtime import resolve_device, run_stage, setup_logging
+from ogfr_core.runtime import resolve_device, run_stage, setup_logging, stage_args
 
 log = logging.getLogger("stages.evaluate")
 
@@ -27,9 +26,7 @@ MASKS = Path("reports/eval/erasing_masks.json")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = stage_args(__doc__, argv)
     setup_logging()
     data = load_section(args.params, "data", DataConfig)
     cfg = load_section(args.params, "evaluate", EvaluateConfig)

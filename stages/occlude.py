@@ -14,7 +14,8 @@ Writes ``data/derived/<derived>/`` (occluded query PNGs, gallery symlinks, ``occ
 training identities (``<derived>-val``, ``occlude.val_ids``) on which the occlusion rule is chosen;
 ``reports/occlude/z_accuracy.json`` scores the parsed z of both against their ground truth (the holistic
 parse with the occluder's pixels hidden, :mod:`ogfr_core.occlusion.truth`); every image's occluder mask
-comes from the ``occluder`` stage's segmenter, as in the ``occlusion`` stage. Run: ``python -m stages.occlude``.
+comes from the ``occluder`` stage's segmenter, as in the ``occlusion`` stage.
+Run: ``python -m stages.occlude [--params params.yaml]``.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ogfr_core.occlusion.benchmark import derive_occluded_set, derive_validation
 from ogfr_core.occlusion.learned import occluder_masker
 from ogfr_core.occlusion.truth import OcclusionTruthError
 from ogfr_core.parsing.overlay import overlay_grid
-from ogfr_core.runtime import run_stage, setup_logging
+from ogfr_core.runtime import run_stage, setup_logging, stage_args
 
 REPORT_DIR = Path("reports/occlude")
 
@@ -42,7 +43,7 @@ def main(params_path: str = "params.yaml") -> None:
     rule = rule_from_config(load_section(params_path, "occlusion", OcclusionConfig))
     cfg = load_section(params_path, "occlude", OccludeConfig)
     if cfg.val_ids < 1:  # dvc.yaml lists the validation set's outputs: the stage must make them
-        raise ConfigError("params.yaml occlude.val_ids: must be >= 1 for the occlude stage (its outputs include "
+        raise ConfigError(f"{params_path} occlude.val_ids: must be >= 1 for the occlude stage (its outputs include "
                           "the occluded validation set <derived>-val that chooses the occlusion rule)")
     label_hw = (parse_cfg.label_height, parse_cfg.label_width)
     masks = occluder_masker(params_path, rule, label_hw)
@@ -65,5 +66,14 @@ def main(params_path: str = "params.yaml") -> None:
     log.info("occlude: wrote %s (%d queries, %d gallery)", derived.root, *derived.summary["index"].values())
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m stages.occlude [--params FILE]``: run :func:`main` with that params file.
+
+    Raises:
+        SystemExit: code 2 for an unknown argument (argparse's usage line).
+    """
+    main(stage_args(__doc__, argv).params)
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(cli)

@@ -12,7 +12,7 @@ same draw as :func:`ogfr_core.occlusion.benchmark.derive_validation_set`), whose
 Reads ``data/index/<data.name>.parquet``, ``data/parsing/<data.name>/``, the stem weights
 (``train.model.stem_weights``) and params ``occluder`` / ``occlude``. Writes
 ``models/occluder/segmenter.safetensors`` and ``reports/occluder/summary.json``.
-Run from the repository root: ``python -m stages.occluder``.
+Run from the repository root: ``python -m stages.occluder [--params params.yaml]``.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ogfr_core.data.occluded_benchmark import OccluderSourceError
 from ogfr_core.occlusion.learned import WEIGHTS, OccluderSegmenter, SynthSpec, fit, save_segmenter
 from ogfr_core.parsing import load_label_maps, read_parsing
 from ogfr_core.parsing.cache import check_coverage
-from ogfr_core.runtime import run_stage, setup_logging
+from ogfr_core.runtime import run_stage, setup_logging, stage_args
 
 SUMMARY = Path("reports/occluder/summary.json")
 
@@ -80,5 +80,14 @@ def main(params_path: str = "params.yaml") -> None:
              len(fit_rows), fit_rows["pid"].nunique(), result.holdout.get("pixel_iou"))
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m stages.occluder [--params FILE]``: run :func:`main` with that params file.
+
+    Raises:
+        SystemExit: code 2 for an unknown argument (argparse's usage line).
+    """
+    main(stage_args(__doc__, argv).params)
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(cli)

@@ -9,7 +9,7 @@ indexed image — never a partial table. Writes ``data/occlusion/<data.name>.par
 (key, z_head … z_legs, occ_type, count_head … count_legs, hidden_head … hidden_legs,
 occluder_head … occluder_legs, status),
 ``reports/occlusion/summary.json`` and ``reports/occlusion/types.png``.
-Run from the repository root: ``python -m stages.occlusion``.
+Run from the repository root: ``python -m stages.occlusion [--params params.yaml]``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ogfr_core.occlusion.learned import occluder_masker
 from ogfr_core.occlusion.table import occlusion_summary, occlusion_table, type_counts_by_split
 from ogfr_core.parsing import read_parsing
 from ogfr_core.parsing.cache import check_coverage
-from ogfr_core.runtime import run_stage, setup_logging
+from ogfr_core.runtime import run_stage, setup_logging, stage_args
 
 
 
@@ -48,5 +48,14 @@ def main(params_path: str = "params.yaml") -> None:
     log.info("occlusion: %d images, %.1f%% holistic", len(table), 100 * float((table["occ_type"] == 0).mean()))
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m stages.occlusion [--params FILE]``: run :func:`main` with that params file.
+
+    Raises:
+        SystemExit: code 2 for an unknown argument (argparse's usage line).
+    """
+    main(stage_args(__doc__, argv).params)
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(cli)

@@ -4,7 +4,7 @@ Reads ``data/index/<data.name>.parquet`` and params ``parse`` (+ ``data.name``, 
 writes ``data/parsing/<data.name>/`` (resumable cache, see ogfr_core.parsing.cache),
 ``reports/parse/summary.json`` (results only; this run's timing and cache counts go to the log)
 and ``reports/parse/overlay.png``.
-Run from the repository root: ``python -m stages.parse``.
+Run from the repository root: ``python -m stages.parse [--params params.yaml]``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ogfr_core.data.index import dataset_root, read_index
 from ogfr_core.data.readers import DatasetLayoutError
 from ogfr_core.parsing import parse_dataset
 from ogfr_core.parsing.report import write_parse_report
-from ogfr_core.runtime import run_stage, setup_logging
+from ogfr_core.runtime import run_stage, setup_logging, stage_args
 
 
 def main(params_path: str = "params.yaml") -> None:
@@ -26,7 +26,7 @@ def main(params_path: str = "params.yaml") -> None:
     index = read_index(index_path)  # key, path, pid, camid, split, label, width, height; names `dvc repro index` if absent
     root = dataset_root(data, Path("."))
     if not root.is_dir():
-        raise DatasetLayoutError(f"data.root {root} is not a directory; set data.root in params.yaml")
+        raise DatasetLayoutError(f"data.root {root} is not a directory; set data.root in {params_path}")
     out_dir = Path("data/parsing") / data.name
     summary = parse_dataset(index, root, cfg, out_dir)
     write_parse_report(index, root, out_dir, summary, Path("reports/parse"), cfg.overlay_grid)
@@ -35,5 +35,14 @@ def main(params_path: str = "params.yaml") -> None:
              summary.parse_seconds, summary.images_per_s)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m stages.parse [--params FILE]``: run :func:`main` with that params file.
+
+    Raises:
+        SystemExit: code 2 for an unknown argument (argparse's usage line).
+    """
+    main(stage_args(__doc__, argv).params)
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(cli)

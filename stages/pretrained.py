@@ -11,7 +11,7 @@ it ends with one error line naming the file to put where.
 from __future__ import annotations
 
 from ogfr_core.pretrained import DEFAULT_OUT, ensure_stem_weights
-from ogfr_core.runtime import run_stage, setup_logging
+from ogfr_core.runtime import run_stage, setup_logging, stage_args
 
 
 def main() -> None:
@@ -20,5 +20,15 @@ def main() -> None:
     log.info("pretrained: %s (%s, %d tensors)", DEFAULT_OUT, record["origin"], record["tensors"])
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m stages.pretrained``: takes no arguments (it reads no params).
+
+    Raises:
+        SystemExit: code 2 for any argument (argparse's usage line).
+    """
+    stage_args(__doc__, argv, params=False)
+    main()
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(cli)

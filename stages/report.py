@@ -7,21 +7,18 @@ Run: ``python -m stages.report [--params params.yaml]`` from the repository root
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from ogfr_core.config import DataConfig, ReportConfig, load_section, read_params
 from ogfr_core.report import build_report
-from ogfr_core.runtime import run_stage, setup_logging
+from ogfr_core.runtime import run_stage, setup_logging, stage_args
 
 log = logging.getLogger("stages.report")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
+    args = stage_args(__doc__, argv)
     setup_logging()
     data = load_section(args.params, "data", DataConfig)
     cfg = load_section(args.params, "report", ReportConfig)

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
 from .images import load_rgb
 from .sampler import PKSampler
 
@@ -27,7 +28,7 @@ __all__ = ["MissingLabelsError", "ReIDImageDataset", "collate", "build_train_loa
 _REQUIRED = ("key", "path", "pid", "camid", "label")
 
 
-class MissingLabelsError(ValueError):
+class MissingLabelsError(UserError, ValueError):
     """Label maps or occlusion labels are missing for some records (rerun parse / occlusion).
 
     Attributes:

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import UserError
+
 __all__ = ["ImageReadError", "ImageInfo", "decode_rgb", "load_rgb", "read_image_bytes", "read_image_info", "to_rgb",
            "IMAGE_SUFFIXES"]
 
@@ -40,7 +42,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _FIX = "re-extract or re-download the dataset, or delete the file and rerun `dvc repro index`"
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image file could not be read (missing, unreadable, empty, truncated, not an image, too large).
 
     Attributes:

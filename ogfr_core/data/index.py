@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError, DataConfig
+from ..errors import UserError
 from ..io import write_parquet
 from .images import ImageReadError, read_image_info
 from .readers import READERS, SPLITS, DatasetLayoutError, DatasetListing, ImageRecord
@@ -48,7 +49,7 @@ VAL_SPLITS = ("val_query", "val_gallery")
 INDEX_SPLITS = SPLITS + VAL_SPLITS
 
 
-class IndexFileError(ValueError):
+class IndexFileError(UserError, ValueError):
     """An index parquet is missing or does not have the contract's columns/dtypes."""
 
 

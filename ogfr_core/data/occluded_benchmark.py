@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..errors import UserError
 from .images import load_rgb
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ EDGES = ("bottom", "left", "right")
 KINDS = ("person", "object", "mixed")
 
 
-class OccluderSourceError(ValueError):
+class OccluderSourceError(UserError, ValueError):
     """No usable occluder source (no training image with a parsed person)."""
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from ..config import ConfigError
+from ..errors import UserError
 from .images import IMAGE_SUFFIXES
 
 __all__ = [
@@ -71,7 +72,7 @@ def _ascii_int(text: str) -> int:
     return int(text)
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(UserError, ValueError):
     """The dataset folder is missing, has the wrong layout, or a split has no images."""
 
 

@@ -10,12 +10,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..errors import UserError
+
 Z_COLUMNS = ("z_head", "z_arms", "z_torso", "z_legs")
 META_KEYS = ("model", "data", "train", "num_classes", "num_cameras", "height", "width",
              "epochs_trained", "pretrained_weights", "method")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """The checkpoint was trained under another config than the one being evaluated."""
 
 

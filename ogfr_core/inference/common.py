@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.images import IMAGE_SUFFIXES, ImageReadError, read_image_info
+from ..errors import UserError
 
 
-class InferenceInputError(ValueError):
+class InferenceInputError(UserError, ValueError):
     """Bad input to ``ogfr search`` / ``ogfr export`` (unreadable query, empty gallery, missing params
     file, no crops to verify on); the message names the file/option and the fix."""
 

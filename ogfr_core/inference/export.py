@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..io import atomic_path
 from .common import InferenceInputError, eval_transform, file_sha1, image_key, list_images
 
@@ -56,7 +57,7 @@ FORMATS = ("onnx", "torchscript")
 TRACE_BATCH = 2
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The export cannot run (missing onnx/onnxruntime) or does not match PyTorch on the check."""
 
 

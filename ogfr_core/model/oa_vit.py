@@ -33,6 +33,8 @@ import torch
 from timm.layers import resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
 
 NUM_COARSE = 4  # C of Eq. (1)-(3): head, arms, torso, legs
@@ -47,7 +49,7 @@ def patch_grid(height: int, width: int, patch_size: int, stride: int) -> tuple[i
     return (height + stride - patch_size) // stride, (width + stride - patch_size) // stride
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(UserError, RuntimeError):
     """Backbone weights are missing, unreadable, could not be downloaded, or do not match the backbone."""
 
 

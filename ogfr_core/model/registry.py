@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
+from ..errors import UserError
 from .base import ReIDMethod
 
 METHODS: dict[str, type[ReIDMethod]] = {}
 T = TypeVar("T", bound=type)
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """An unknown method or an inconsistent combination of model switches."""
 
 

@@ -40,11 +40,13 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import UserError
+
 #: stem name → {output stride: number of ``features`` blocks kept}
 STEM_CUTS: dict[str, dict[int, int]] = {"mobilenetv2": {8: 7, 16: 14}}
 
 
-class StemConfigError(ValueError):
+class StemConfigError(UserError, ValueError):
     """An unknown stem name or output stride."""
 
 

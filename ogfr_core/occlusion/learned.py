@@ -38,6 +38,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..errors import UserError
+
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +264,7 @@ def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], k
     return out
 
 
-class OccluderWeightsError(FileNotFoundError):
+class OccluderWeightsError(UserError, FileNotFoundError):
     """The occluder segmenter's weights are missing or unreadable: the message names the file and the
     stage to rerun (``dvc repro occluder``)."""
 

@@ -12,6 +12,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
 from . import COARSE_NAMES, OcclusionRule, coarse_counts, hidden_fractions, occlusion_type, type_to_z
 
 Z_COLUMNS = tuple(f"z_{c}" for c in COARSE_NAMES)  # z_head, z_arms, z_torso, z_legs
@@ -23,7 +24,7 @@ _SHARE_PREFIXES = ("hidden_", "occluder_")
 _ABBREV = {"head": "H", "arms": "A", "torso": "T", "legs": "L"}
 
 
-class MissingOccluderMaskError(ValueError):
+class MissingOccluderMaskError(UserError, ValueError):
     """The ``covered`` rule was asked for without predicted occluder masks (stage ``occluder``)."""
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..errors import UserError
 from . import COARSE_NAMES, NUM_COARSE, OcclusionRule, coarse_counts, hidden_fractions, labels_after_cover
 
 BEFORE = tuple(f"count_before_{c}" for c in COARSE_NAMES)
@@ -41,7 +42,7 @@ TRUTH_FILE = "z_truth.parquet"
 HALF_COVERED = 0.5  # the rule-free reference: "the part is at least half covered"
 
 
-class OcclusionTruthError(ValueError):
+class OcclusionTruthError(UserError, ValueError):
     """The ground truth of an occluded set cannot be computed: its occluders table is missing or was
     drawn with another seed, or a query has no holistic parse. The message names the file and the
     stage to rerun."""

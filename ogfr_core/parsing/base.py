@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import PART_NAMES
+from ..errors import UserError
 
 NUM_CLASSES = len(PART_NAMES)  # K + 1 = 9
 NUM_COCO_KEYPOINTS = 17
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(UserError, RuntimeError):
     """An optional parsing backend cannot run: a package or a local weights file is missing.
 
     The message names what to install (``pip install ...``) or which file to provide.

@@ -44,16 +44,17 @@ import pandas as pd
 from PIL import Image
 
 from ..config import ParseConfig
+from ..errors import UserError
 from ..io import write_json, write_parquet
 from .base import NUM_CLASSES, ParseResult
 
-class ParsingIncompleteError(ValueError):
+class ParsingIncompleteError(UserError, ValueError):
     """The parsing cache does not (yet) hold a result for every image that is needed: the parse stage
     was interrupted, failed on unreadable files, or ran on an older index. The message counts the
     missing images, shows a few, and names the stage to rerun."""
 
 
-class MissingAmodalMapError(ValueError):
+class MissingAmodalMapError(UserError, ValueError):
     """The parsing cache has no amodal part map (a backend that cannot predict unseen parts, e.g.
     PifPaf fields), but the ``hidden_fraction`` occlusion rule needs one."""
 

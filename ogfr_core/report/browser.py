@@ -26,6 +26,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _PROBE_ID = "ogfr-browser-check"
 _PROBE = """<script>
@@ -46,7 +48,7 @@ window.addEventListener('load', () => {
 </script>""" % _PROBE_ID
 
 
-class BrowserCheckError(RuntimeError):
+class BrowserCheckError(UserError, RuntimeError):
     """Chromium is missing, failed, or the page gave no measurements."""
 
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from ..io import write_text
 from . import figures
 from .paper import PAPER_RESULTS, PAPER_SETUP, PAPER_TABLE, PAPER_TABLE_IV, paper_dataset
@@ -48,7 +49,7 @@ EVAL_METRICS_FILE = "reports/metrics.json"
 ABLATION_SWITCHES = ("oa_vit", "fep_student", "fep_teacher", "kd")
 
 
-class MissingMetricsError(FileNotFoundError):
+class MissingMetricsError(UserError, FileNotFoundError):
     """``reports/metrics.json`` is missing: the report has nothing to report."""
 
 

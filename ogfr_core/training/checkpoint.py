@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig, from_dict
+from ..errors import UserError
 from ..io import TEMP_PREFIX, TEMP_SUFFIX, save_torch
 
 REQUIRED_META = ("model", "data", "train", "num_classes", "num_cameras", "height", "width",
@@ -89,7 +90,7 @@ def run_fingerprint(meta: dict[str, Any], code: str | None = None) -> dict[str, 
     return {"config": config, "code": code, "fingerprint": _sha1_json([config, code])}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not match the model it is loaded into."""
 
 

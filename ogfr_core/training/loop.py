@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from ..config import TrainConfig
 from ..data.occlusion_aug import occlusion_augment
+from ..errors import UserError
 from ..occlusion import OcclusionRule
 from .agent_stats import CI_SUFFIXES, grad_snr, mean_ci95
 from .checkpoint import CheckpointError, load_state_strict, read_checkpoint, run_fingerprint, save_checkpoint, unwrap
@@ -59,7 +60,7 @@ def _to_float32(obj: Any) -> Any:
     return obj
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """A loss term became NaN/inf; the message names the step, the term and the last good checkpoint."""
 
 
