@@ -20,9 +20,10 @@ here is the live network without a mask (not the frozen copy of training, which 
 network). Rewards are reported per mask as mean ± standard error over images, and paired with
 ``random`` (mean of the per-image difference ± its standard error). Each mask's relative change of the
 purified global feature, ``‖g^m − g^b‖ / ‖g^b‖``, says whether the erased patches can move what the
-classifier reads at all: in the customised decoder the global and part tokens skip the first layer's
-attention (MHSA_fix, Eq. 13) and the erased patches are refilled from them there, so a feature that
-barely moves when *every* patch is erased leaves no mask a reward to earn.
+classifier reads at all: a feature that barely moves when *every* patch is erased leaves no mask a
+reward to earn. (Our reading of why it barely moves, not measured by this probe: in the customised
+decoder the global and part tokens skip the first layer's attention, MHSA_fix Eq. 13, while the erased
+patches attend to them there and can take their content back.)
 """
 from __future__ import annotations
 

@@ -453,7 +453,8 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
         return all(k == "train.model.method" or k.startswith(f"train.model.{method}.")
                    or k.startswith(f"evaluate.{method}.") for k in keys)
 
-    groups = [g for g in group_runs(runs, ref) if only_method(g)]
+    all_groups = group_runs(runs, ref)
+    groups = [g for g in all_groups if only_method(g)]
     if not groups:
         s.p("_No method runs yet: `dvc exp run -S train.model.method=<name>` for each of "
             "baseline, fed, pgfl_kd, fpc, cpacol (README, \"Peer methods\")._")
@@ -491,7 +492,7 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None) ->
              "configuration", "run", *[c for c, _ in columns]], rows)
     for text in disclosures([r for g in groups for r in g.runs]):
         s.p(f"_How it was chosen: {text}_")
-    elsewhere = elsewhere_methods(group_runs(runs, ref), groups, ref)
+    elsewhere = elsewhere_methods(all_groups, groups, ref)
     if elsewhere:
         s.p("Not in this table — recorded only under another configuration than this checkout's, so not "
             "under the same protocol (section \"Experiments over seeds\" lists them): "
