@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from ogfr_core.report import MissingMetricsError, build_report, parse_experiments
-from ogfr_core.report.build import ablation_section, occlusion_counts
+from ogfr_core.report.sections import ablation_section
+from ogfr_core.report.sources import occlusion_counts
 
 DATASET = "cuhk03-np-detected"
 
@@ -265,7 +266,7 @@ def test_cpacol_test_set_probe_is_disclosed_where_its_choice_is_shown():
 
 
 def test_repeated_runs_collapse_to_one_row():
-    from ogfr_core.report.build import parse_experiments
+    from ogfr_core.report.sources import parse_experiments
 
     data = {"params": {"params.yaml": {"data": {"train": {"model": {"method": "ogfr"}}}}},
             "metrics": {"reports/metrics.json": {"data": {"m": {"rank-1": 0.5}}}}}
@@ -323,7 +324,7 @@ def _git(cwd: Path, *args: str) -> str:
 def test_a_fresh_clone_says_experiments_are_not_available(tmp_path):
     """Real git + DVC: a repository with an experiment ref, and a `git clone` of it (which does not
     copy refs/exps). The clone's ablation section says so; the original's does not."""
-    from ogfr_core.report.build import NO_EXPERIMENTS_NOTE, has_experiment_refs, load_experiments
+    from ogfr_core.report.sources import NO_EXPERIMENTS_NOTE, has_experiment_refs, load_experiments
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -356,7 +357,7 @@ def test_a_fresh_clone_says_experiments_are_not_available(tmp_path):
 def test_method_comparison_table_groups_methods_over_seeds():
     """Configurations differing only in train.model.method (or its own params) are methods: mean ± std
     over seeds on both protocols, params, the benchmark's step time ratio and the published numbers."""
-    from ogfr_core.report.build import method_section
+    from ogfr_core.report.sections import method_section
 
     def run(name, method, seed, r1, occ_r1, **extra):
         m = {f"datasets.{DATASET}.visibility.rank-1": r1, f"datasets.{DATASET}.visibility.mAP": r1 - 0.05,
@@ -388,7 +389,7 @@ def test_method_comparison_table_adds_a_flagged_row_per_test_time_extra():
     """A run that evaluated a test-time extra (CpaCol's re-scoring) gets one mean row under its method,
     read from the extra's own metrics and labelled with its flags, next to the paper's headline row
     (the standard row keeps the paper's stage-I-only number)."""
-    from ogfr_core.report.build import method_section
+    from ogfr_core.report.sections import method_section
 
     def run(name, seed, r1, extra_r1):
         m = {"num_parameters": 4_100_000, "test_time_extras.cpacol_rescore": ["re-scores the top-k (approx.)"]}
@@ -416,7 +417,7 @@ def test_z_accuracy_section_puts_each_part_under_its_column_after_a_json_round_t
     head, arms, torso, legs in that order, and mark the rule the validation grid chose."""
     import json
 
-    from ogfr_core.report.build import z_accuracy_section
+    from ogfr_core.report.sections import z_accuracy_section
 
     def scores(f1):
         return {p: {"precision": f, "recall": f, "f1": f, "support": 30} for p, f in f1.items()}

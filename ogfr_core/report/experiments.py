@@ -240,7 +240,7 @@ def load_recorded_runs(path) -> list[dict]:
 
     Format: ``{"runs": [{"name", "commit", "params": {nested params.yaml of the run},
     "metrics": {nested reports/metrics.json}}]}`` → ``[{"name": "<name> @<commit>", "params", "metrics"}]``
-    with flattened keys, as :func:`ogfr_core.report.build.parse_experiments` returns. Missing file → [].
+    with flattened keys, as :func:`ogfr_core.report.sources.parse_experiments` returns. Missing file → [].
     """
     import json
     from pathlib import Path
