@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ..io import write_text
 from .render import Section, render_html, render_markdown
-from .sections import (ablation_section, cmc_section, erasing_masks_section, method_section,
+from .sections import (ConfigRefs, cmc_section, erasing_masks_section, headline_section, method_section,
                        occluded_benchmark_section, occlusion_types_section, parsing_section, results_section,
-                       retrievals_section, setup_section, training_curves_section, z_accuracy_section)
+                       retrievals_section, runs_appendix, setup_section, table_iv_section, training_curves_section,
+                       validation_section, z_accuracy_section)
 from .sections.common import OCC_SUFFIX
 from .sources import ReportInputs, ReportPaths, distinct_runs, read_inputs
 from .verdicts import claims_section
@@ -23,16 +24,22 @@ def report_sections(inputs: ReportInputs, dataset: str, fig_dir: Path, crop_dir:
                     num_retrieval_queries: int = 6, num_mask_examples: int = 8,
                     paths: ReportPaths = ReportPaths()) -> list[Section]:
     """The report's sections in reading order, from ``inputs`` (figures drawn into ``fig_dir`` /
-    ``crop_dir``)."""
-    metrics, runs = inputs.metrics, inputs.all_runs
+    ``crop_dir``): the first screen, the checkout's run, the comparisons over runs, the verdicts, the
+    other stages' outputs, then the appendices (every run; the long configuration strings the tables
+    refer to as ``C<n>``)."""
+    metrics, runs, note = inputs.metrics, inputs.all_runs, inputs.experiments_note
+    occ = dataset + OCC_SUFFIX
     # the recorded seed runs first, so that a record equal to the checkout's own run keeps its t-<m>-s<n> name
     claim_runs = distinct_runs(list(inputs.recorded) + list(inputs.experiments))
-    return [
+    refs = ConfigRefs()
+    sections = [
+        headline_section(metrics, claim_runs, dataset, inputs.reference, inputs.fep_probe),
         setup_section(metrics, inputs.parse_backend, inputs.parse_backend_source),
         results_section(metrics),
-        method_section(runs, dataset, inputs.bench),
-        ablation_section(runs, inputs.experiments_note, dataset),
-        claims_section(claim_runs, dataset, dataset + OCC_SUFFIX, inputs.fep_probe, inputs.reference),
+        method_section(runs, dataset, inputs.bench, refs, note),
+        table_iv_section(runs, note, dataset, refs),
+        validation_section(runs, dataset, refs),
+        claims_section(claim_runs, dataset, occ, inputs.fep_probe, inputs.reference),
         training_curves_section(inputs.live, fig_dir, paths.dvclive),
         cmc_section(inputs.cmc, fig_dir, paths.cmc),
         occlusion_types_section(inputs.occlusion, inputs.occlusion_missing, fig_dir),
@@ -42,6 +49,8 @@ def report_sections(inputs: ReportInputs, dataset: str, fig_dir: Path, crop_dir:
         retrievals_section(inputs.retrievals, crop_dir, num_retrieval_queries, paths.retrievals),
         parsing_section(inputs.parse_overlay, inputs.parse_backend, paths.parse_overlay),
     ]
+    sections.append(runs_appendix(runs, dataset, refs))
+    return sections + [refs.section()]  # last: every reference handed out above
 
 
 def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retrieval_queries: int = 6,

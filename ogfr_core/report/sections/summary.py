@@ -1,8 +1,14 @@
-"""The run's own sections: its setup and its results beside the paper's."""
+"""The first screen (what was run, the headline result, the verdicts) and the checkout's own run: its
+setup and its results beside the paper's."""
 from __future__ import annotations
 
+import math
+from typing import Any, Mapping, Sequence
+
+from ..experiments import fmt_pct, mean_std
 from ..paper import PAPER_RESULTS, PAPER_SETUP, PAPER_TABLE, paper_dataset
 from ..render import Section
+from ..verdicts import claims, seed_runs
 from .common import OCC_SUFFIX, RANK_METRICS, pct
 
 
@@ -92,3 +98,68 @@ def results_section(metrics: dict) -> Section:
             ", ".join(f"{n}: {v}" for n, v in skipped.items()) + ".")
     return s
 
+
+
+#: the distance each method is judged on (as in :mod:`..verdicts`): Eq. 23 for OGFR, the global
+#: feature for the baseline (its two distances coincide)
+PRIMARY_DISTANCE = {"ogfr": "visibility", "baseline": "global"}
+
+
+def profile_line(metrics: dict) -> str:
+    """The training profile in words (backbone, weights, epochs, input size) and whether it is the paper's."""
+    stem = metrics.get("patch_embed") == "hybrid"
+    weights = ("ImageNet ViT weights" if metrics.get("pretrained_weights") else
+               "ImageNet CNN stem, random transformer blocks" if stem and metrics.get("stem_weights") else "random init")
+    size = f"{metrics.get('height', '?')}×{metrics.get('width', '?')}"
+    ours = (metrics.get("backbone"), metrics.get("epochs"), size)
+    paper = (PAPER_SETUP["backbone"], PAPER_SETUP["epochs"], f"{PAPER_SETUP['height']}×{PAPER_SETUP['width']}")
+    kind = "the paper's profile" if ours == paper and metrics.get("pretrained_weights") else "a reduced (CPU demo) profile"
+    return (f"{kind}: `{metrics.get('backbone', '?')}` ({weights}), {metrics.get('epochs', '?')} epochs, input {size} "
+            f"(paper: `{paper[0]}`, {paper[1]} epochs, {paper[2]})")
+
+
+def headline_section(metrics: dict, runs: Sequence[Mapping[str, Any]], dataset: str,
+                     reference: Mapping[str, Any] | None = None, probe: Mapping[str, Any] | None = None) -> Section:
+    """The first screen, "At a glance": what was run (dataset, both test protocols, profile, seeds) and the
+    headline result — OGFR vs the baseline, rank-1 / mAP in percent as mean ± sample std over the seed
+    runs of this checkout's configuration (:func:`~ogfr_core.report.verdicts.seed_runs`: the runs of
+    ``reports/seed_runs.json`` / ``dvc exp`` whose configuration is ``reference`` with that method; each
+    method on its primary distance, :data:`PRIMARY_DISTANCE`) on the holistic (``dataset``) and occluded
+    (``dataset-occ``) queries — with the paper's claims as verdicts (:func:`~ogfr_core.report.verdicts.claims`)
+    in one short table."""
+    s = Section("At a glance")
+    occ = f"{dataset}{OCC_SUFFIX}"
+    by = seed_runs(runs, reference)
+    seeds = {m: sorted(v) for m, v in by.items()}
+    s.p(f"**What was run.** OGFR and the ViT baseline (TransReID-style, no OA-ViT / FEP / KD), trained on "
+        f"`{metrics.get('trained_on', dataset)}` with {profile_line(metrics)}; tested on its holistic queries "
+        f"(`{dataset}`) and on the same queries with a synthetic occluder (`{occ}`, same gallery). Seeds: OGFR "
+        f"{', '.join(map(str, seeds['ogfr'])) or 'none'}; baseline {', '.join(map(str, seeds['baseline'])) or 'none'} "
+        "(this checkout's configuration; `reports/seed_runs.json`).")
+    if profile_line(metrics).startswith("a reduced"):
+        s.warn("**Not a reproduction**: a pipeline demo on a reduced profile; compare OGFR with the baseline "
+               "run here, not with the paper's numbers.")
+    cols = [(ds, m) for ds in (dataset, occ) for m in ("rank-1", "mAP")]
+    values = {m: [[v.get(f"datasets.{ds}.{PRIMARY_DISTANCE[m]}.{k}") for v in by[m].values()] for ds, k in cols]
+              for m in ("ogfr", "baseline")}
+    rows = []
+    for m, name in (("ogfr", "OGFR (Eq. 23 distance)"), ("baseline", "baseline (global feature)")):
+        rows.append([name, len(by[m]), *[fmt_pct(*mean_std(v)) for v in values[m]]])
+    diffs = []
+    for vo, vb in zip(values["ogfr"], values["baseline"]):
+        mo, mb = mean_std(vo)[0], mean_std(vb)[0]
+        diffs.append(f"{100 * (mo - mb):+.1f}" if mo == mo and mb == mb else "–")
+    rows.append(["OGFR − baseline", "", *diffs])
+    if any(by.values()):
+        s.p("**Headline result** (rank-1 / mAP in percent, mean ± sample std over the seeds):")
+        s.table(["method", "seeds", "holistic rank-1", "holistic mAP", "occluded rank-1", "occluded mAP"], rows)
+    else:
+        s.p("_No seed runs of this checkout's configuration: `make seeds` then `make record-seeds`._")
+    verdicts = claims(runs, dataset, occ, probe, reference)
+    s.p("**The paper's claims**, judged on those seeds (holds = the difference in the claimed direction exceeds "
+        "2 standard errors; details in \"The paper's claims, judged on the seed runs\"):")
+    s.table(["claim", "verdict", "diff ± se (points)"],
+            [[v["claim"], f"**{v['verdict']}**",
+              f"{v['diff']:+.1f} ± {v['se']:.1f}" if math.isfinite(v["se"]) else
+              (f"{v['diff']:+.1f}" if math.isfinite(v["diff"]) else "–")] for v in verdicts])
+    return s
