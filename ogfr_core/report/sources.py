@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import UserError
+from .experiments import flatten, load_recorded_runs
 
 EVAL_METRICS_FILE = "reports/metrics.json"
 
@@ -160,16 +161,6 @@ def has_experiment_refs(run_dir: Path) -> bool | None:
     return bool(proc.stdout.strip()) if proc.returncode == 0 else None
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    if isinstance(d, Mapping):
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = d
-    return out
-
-
 def parse_experiments(doc: Any) -> list[dict]:
     """Runs of DVC 3's ``exp show --json --all-commits`` document as ``{"name", "params", "metrics"}``.
 
@@ -189,11 +180,11 @@ def parse_experiments(doc: Any) -> list[dict]:
         data = node.get("data")
         if not isinstance(data, Mapping):
             return
-        params = {k: v for f in (data.get("params") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
-        metrics = {k: v for f in (data.get("metrics") or {}).values() for k, v in _flatten(f.get("data", {})).items()}
+        params = {k: v for f in (data.get("params") or {}).values() for k, v in flatten(f.get("data", {})).items()}
+        metrics = {k: v for f in (data.get("metrics") or {}).values() for k, v in flatten(f.get("data", {})).items()}
         if metrics:
             runs.append({"name": name, "params": params, "metrics": metrics})
-            evaluation.append(_flatten(((data.get("metrics") or {}).get(EVAL_METRICS_FILE) or {}).get("data", {})))
+            evaluation.append(flatten(((data.get("metrics") or {}).get(EVAL_METRICS_FILE) or {}).get("data", {})))
 
     commits = [n for n in (doc if isinstance(doc, list) else [doc]) if isinstance(n, Mapping)]
     head_seen = False
@@ -320,8 +311,6 @@ def read_inputs(run_dir: Path, dataset: str, parse_backend: str = "", paths: Rep
         MissingMetricsError: ``reports/metrics.json`` is missing (run ``dvc repro evaluate``).
     """
     import pandas as pd
-
-    from .experiments import load_recorded_runs
 
     run_dir = Path(run_dir)
     at = lambda p: Path(p) if Path(p).is_absolute() else run_dir / p  # noqa: E731
