@@ -159,7 +159,7 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None, re
     (``bench``; the ratio to the baseline is the number to read) and the published numbers of its paper.
     A flagged test-time extra (FPC's consolidation, CpaCol's re-scoring) gets a ``+ <extra>`` row."""
     refs = refs if refs is not None else ConfigRefs()
-    s = Section("Method comparison under one protocol (Table I analogue)")
+    s = Section("Method comparison (Table I analogue)")
     occ = f"{dataset}{OCC_SUFFIX}"
     columns = metric_columns([(dataset, "holistic"), (occ, "occluded")])
     runs = [r for r in (runs or []) if not is_validation(r)]
