@@ -1,6 +1,6 @@
 """Stage `report`: ``reports/report.md`` + self-contained ``reports/report.html`` + ``reports/figures``.
 
-Everything comes from the pipeline's outputs (see :mod:`ogfr_core.report.build` for the inputs and
+Everything comes from the pipeline's outputs (see :mod:`ogfr_core.report.sources` for the inputs and
 which stage makes each); only ``reports/metrics.json`` is required.
 
 Run: ``python -m stages.report [--params params.yaml]`` from the repository root.

@@ -72,7 +72,7 @@ def test_every_error_class_is_a_user_error(project_errors):
     ("ogfr_core.training.loop.NonFiniteLossError", RuntimeError),
     ("ogfr_core.io.OutputWriteError", OSError),
     ("ogfr_core.occlusion.learned.OccluderWeightsError", FileNotFoundError),
-    ("ogfr_core.report.build.MissingMetricsError", FileNotFoundError),
+    ("ogfr_core.report.sources.MissingMetricsError", FileNotFoundError),
 ])
 def test_errors_keep_their_builtin_base(name, base):
     """``except ValueError`` (RuntimeError, OSError, ...) callers written before UserError still work."""

@@ -87,7 +87,7 @@ EVAL = {"device": "cpu", "batch_size": 4, "retrieval_queries": 1, "mask_examples
 
 @pytest.mark.slow
 def test_fpc_train_and_evaluate_with_consolidation(tmp_path, monkeypatch):
-    from ogfr_core.report.build import results_section
+    from ogfr_core.report.sections import results_section
 
     root = make_toy_repo(tmp_path, n_ids=6, per_id=4, overrides={
         "data": {"val_ids": 2},

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from ogfr_core.report import MissingMetricsError, build_report, parse_experiments
-from ogfr_core.report.build import ablation_section, occlusion_counts
+from ogfr_core.report.sections import table_iv_section, validation_section
+from ogfr_core.report.sources import occlusion_counts
 
 DATASET = "cuhk03-np-detected"
 
@@ -130,7 +131,7 @@ def test_report_has_every_section_and_figure(tmp_path, shared_root):
                        experiments=(parse_experiments(EXPERIMENTS), ""))
     md = out["markdown"].read_text()
     html = out["html"].read_text()
-    for title in ("Run setup", "Results vs. the paper", "Experiments over seeds (Table IV layout)", "Training curves",
+    for title in ("At a glance", "Run setup", "Results vs. the paper", "OGFR ablations (Table IV layout)", "Training curves",
                   "CMC curve", "Occlusion types (Fig. 6b)", "Erasing masks on holistic images (Fig. 7)",
                   "Rank-5 retrievals of occluded queries (Fig. 8)", "Parsing overlays"):
         assert f"## {title}" in md
@@ -144,7 +145,8 @@ def test_report_has_every_section_and_figure(tmp_path, shared_root):
     assert html.count("data:image/png;base64,") == 7 and "src='figures/" not in html
     assert "random init — not a reproduction" in md  # pretrained_weights == ""
     assert "30.0" in md and "76.6" in md  # this run's rank-1 and the paper's Table IV / I numbers
-    assert "exp-base" in md and "workspace" in md  # two runs → ablation rows
+    assert "exp-base" in md and "workspace" in md  # two runs → rows of the appendix of every run
+    assert md.index("## At a glance") < md.index("## Run setup")  # the first screen comes first
     assert "(reports/parse/summary.json)" in md
     # the occluded-query benchmark: the drop line, its summary and examples; the FEP background AUC
     assert f"({DATASET} → {DATASET}-occ, same gallery): rank-1 30.0 → 20.0 (-10.0), mAP 25.0 → 15.0 (-10.0 points)" in md
@@ -198,12 +200,10 @@ def test_occlusion_counts_per_split(tmp_path):
 def test_ablation_switches_from_params():
     runs = parse_experiments(EXPERIMENTS)
     assert {r["name"] for r in runs} == {"workspace", "exp-base"}
-    sec = ablation_section(runs, "", DATASET)
-    table = [b for b in sec.blocks if b[0] == "table"][0]
-    by_name = {r[5]: r for r in table[2]}
-    assert by_name["workspace"][:5] == ["✓", "–", "✓", "✓", "default"] and by_name["workspace"][6] == "31.0"
-    assert by_name["exp-base"][:5] == ["–", "–", "–", "–", "train.model.method=baseline"]
-    assert by_name["exp-base"][6] == "20.0"
+    sec = table_iv_section(runs, "", DATASET)
+    rows = [b for b in sec.blocks if b[0] == "table"][0][2]
+    assert rows[0][:6] == ["✓", "–", "✓", "✓", "this checkout", "?"] and rows[0][6] == "31.0"
+    assert rows[1][:4] == ["–", "–", "–", "–"] and rows[1][6] == "20.0"  # the baseline: every switch off
 
 
 def _run(name, seed, r1, mAP, **params):
@@ -212,22 +212,21 @@ def _run(name, seed, r1, mAP, **params):
 
 
 def test_seeds_of_one_configuration_give_mean_and_std():
-    """Runs that differ only in seed (and thread count) are one configuration: a mean ± sample-std row
-    (hand-computed) then one row per seed; validation-split runs go to their own table."""
+    """Runs that differ only in seed (and thread count) are one configuration: one mean ± sample-std row
+    (hand-computed); validation-split runs go to their own section."""
     runs = [_run("workspace", 0, 0.30, 0.20, **{"train.model.method": "ogfr"}),
             _run("ogfr-s1", 1, 0.32, 0.22, **{"train.model.method": "ogfr"}),
             _run("ogfr-s2", 2, 0.34, 0.27, **{"train.model.method": "ogfr"}),
             _run("base-s0", 0, 0.25, 0.18, **{"train.model.method": "baseline"}),
             {"name": "val-a", "params": {"train.seed": 0, "data.val_ids": 100, "train.lr": 0.001},
              "metrics": {f"datasets.{DATASET}:val.visibility.rank-1": 0.5, f"datasets.{DATASET}:val.visibility.mAP": 0.4}}]
-    sec = ablation_section(runs, "", DATASET)
-    tables = [b for b in sec.blocks if b[0] == "table"]
-    rows = tables[0][2]
-    assert rows[0][4:] == ["default", "mean of 3", "32.0 ± 2.0", "23.0 ± 3.6"]  # sd of 20, 22, 27 = 3.61
-    assert [r[5] for r in rows[1:4]] == ["workspace (seed 0)", "ogfr-s1 (seed 1)", "ogfr-s2 (seed 2)"]
-    assert rows[4][4:] == ["train.model.method=baseline", "base-s0", "25.0", "18.0"]
-    val = tables[1][2]
-    assert val == [["–", "–", "–", "–", "data.val_ids=100, train.lr=0.001", "val-a", "50.0", "40.0"]]
+    rows = [b for b in table_iv_section(runs, "", DATASET).blocks if b[0] == "table"][0][2]
+    assert rows[0][4:] == ["this checkout", "0, 1, 2", "32.0 ± 2.0", "23.0 ± 3.6"]  # sd of 20, 22, 27 = 3.61
+    assert rows[1] == ["–", "–", "–", "–", "this checkout", "0", "25.0", "18.0"]  # the baseline
+    assert len(rows) == 2  # no per-seed rows: they are in the appendix of every run
+    sec = validation_section(runs, DATASET)
+    assert [b for b in sec.blocks if b[0] == "table"][0][2] == [["ogfr", "common only", "val-a", "50.0", "40.0"]]
+    assert any("`data.val_ids=100, train.lr=0.001`" in b[1] for b in sec.blocks if b[0] == "p")
 
 
 def test_validation_table_lists_each_swept_extra_under_its_run():
@@ -242,11 +241,11 @@ def test_validation_table_lists_each_swept_extra_under_its_run():
     runs = [_run("workspace", 0, 0.30, 0.20),
             {"name": "v-cpacol", "params": {"train.seed": 0, "data.val_ids": 100, "train.model.method": "cpacol"},
              "metrics": m}]
-    tables = [b for b in ablation_section(runs, "", DATASET).blocks if b[0] == "table"]
-    assert tables[1][2] == [
-        ["–", "–", "–", "–", "data.val_ids=100, train.model.method=cpacol", "v-cpacol", "59.0", "57.0"],
-        ["", "", "", "", "+ cpacol_rescore (re-scores the top-k; weight=0.3)", "v-cpacol", "64.0", "59.0"],
-        ["", "", "", "", "+ cpacol_rescore@w=1 (re-scores the top-k; weight=1.0)", "v-cpacol", "62.0", "57.0"]]
+    tables = [b for b in validation_section(runs, DATASET).blocks if b[0] == "table"]
+    assert tables[0][2] == [
+        ["cpacol", "common only", "v-cpacol", "59.0", "57.0"],
+        ["", "+ cpacol_rescore (re-scores the top-k; weight=0.3)", "v-cpacol", "64.0", "59.0"],
+        ["", "+ cpacol_rescore@w=1 (re-scores the top-k; weight=1.0)", "v-cpacol", "62.0", "57.0"]]
 
 
 def test_cpacol_test_set_probe_is_disclosed_where_its_choice_is_shown():
@@ -258,14 +257,14 @@ def test_cpacol_test_set_probe_is_disclosed_where_its_choice_is_shown():
               "metrics": m}
     other = {"name": "v-base", "params": {"train.seed": 0, "data.val_ids": 100, "train.model.method": "baseline"},
              "metrics": m}
-    texts = lambda runs: [b[1] for b in ablation_section(runs, "", DATASET).blocks if b[0] == "p"]  # noqa: E731
+    texts = lambda runs: [b[1] for b in validation_section(runs, DATASET).blocks if b[0] == "p"]  # noqa: E731
     with_cpacol = [t for t in texts([_run("workspace", 0, 0.3, 0.2), cpacol]) if "88db609" in t]
     assert len(with_cpacol) == 1 and "test set" in with_cpacol[0] and "stage2_epochs" in with_cpacol[0]
     assert not any("88db609" in t for t in texts([_run("workspace", 0, 0.3, 0.2), other]))
 
 
 def test_repeated_runs_collapse_to_one_row():
-    from ogfr_core.report.build import parse_experiments
+    from ogfr_core.report.sources import parse_experiments
 
     data = {"params": {"params.yaml": {"data": {"train": {"model": {"method": "ogfr"}}}}},
             "metrics": {"reports/metrics.json": {"data": {"m": {"rank-1": 0.5}}}}}
@@ -323,7 +322,7 @@ def _git(cwd: Path, *args: str) -> str:
 def test_a_fresh_clone_says_experiments_are_not_available(tmp_path):
     """Real git + DVC: a repository with an experiment ref, and a `git clone` of it (which does not
     copy refs/exps). The clone's ablation section says so; the original's does not."""
-    from ogfr_core.report.build import NO_EXPERIMENTS_NOTE, has_experiment_refs, load_experiments
+    from ogfr_core.report.sources import NO_EXPERIMENTS_NOTE, has_experiment_refs, load_experiments
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -347,48 +346,46 @@ def test_a_fresh_clone_says_experiments_are_not_available(tmp_path):
 
     runs, note = load_experiments(tmp_path / "clone")
     assert note == NO_EXPERIMENTS_NOTE and len(runs) == 1  # HEAD only (the workspace equals it)
-    text = "\n".join(b[1] for b in ablation_section(runs, note, DATASET).blocks if b[0] == "p")
+    text = "\n".join(b[1] for b in table_iv_section(runs, note, DATASET).blocks if b[0] == "p")
     assert "not available in this clone" in text and "dvc exp pull -A origin" in text
     assert "not available in this clone" not in "\n".join(
-        b[1] for b in ablation_section(runs + runs, "", DATASET).blocks if b[0] == "p")
+        b[1] for b in table_iv_section(runs + runs, "", DATASET).blocks if b[0] == "p")
+
+
+def _method_run(name, method, seed, r1, occ_r1, **extra):
+    m = {f"datasets.{DATASET}.visibility.rank-1": r1, f"datasets.{DATASET}.visibility.mAP": r1 - 0.05,
+         f"datasets.{DATASET}-occ.visibility.rank-1": occ_r1, f"datasets.{DATASET}-occ.visibility.mAP": occ_r1 - 0.05,
+         "num_parameters": 5_610_000 if method == "ogfr" else 2_500_000}
+    return {"name": name, "params": {"train.seed": seed, "train.model.method": method, "train.lr": 7e-4, **extra},
+            "metrics": m}
 
 
 def test_method_comparison_table_groups_methods_over_seeds():
-    """Configurations differing only in train.model.method (or its own params) are methods: mean ± std
-    over seeds on both protocols, params, the benchmark's step time ratio and the published numbers."""
-    from ogfr_core.report.build import method_section
+    """One row per method configuration: mean ± std over seeds on both protocols, params, the benchmark's
+    step time ratio and the published numbers; a configuration only OGFR ran (an ablation) is left to
+    Table IV, a protocol that two methods ran is kept and named by a short cell."""
+    from ogfr_core.report.sections import method_section
 
-    def run(name, method, seed, r1, occ_r1, **extra):
-        m = {f"datasets.{DATASET}.visibility.rank-1": r1, f"datasets.{DATASET}.visibility.mAP": r1 - 0.05,
-             f"datasets.{DATASET}-occ.visibility.rank-1": occ_r1, f"datasets.{DATASET}-occ.visibility.mAP": occ_r1 - 0.05,
-             "num_parameters": 5_610_000 if method == "ogfr" else 2_500_000}
-        return {"name": name, "params": {"train.seed": seed, "train.model.method": method, "train.lr": 7e-4, **extra},
-                "metrics": m}
-
-    runs = [run("workspace", "ogfr", 0, 0.40, 0.30), run("ogfr-s1", "ogfr", 1, 0.42, 0.32),
-            run("base-s0", "baseline", 0, 0.35, 0.20), run("base-s1", "baseline", 1, 0.37, 0.22),
-            run("lr", "ogfr", 0, 0.1, 0.1, **{"train.lr": 1e-3})]  # not a method: another recipe
+    runs = [_method_run("workspace", "ogfr", 0, 0.40, 0.30), _method_run("ogfr-s1", "ogfr", 1, 0.42, 0.32),
+            _method_run("base-s0", "baseline", 0, 0.35, 0.20), _method_run("base-s1", "baseline", 1, 0.37, 0.22),
+            _method_run("lr", "ogfr", 0, 0.1, 0.1, **{"train.lr": 1e-3})]  # not a method: another recipe
     bench = {"params_yaml": {"methods": {"ogfr": {"train_s": 1.2}, "baseline": {"train_s": 0.4}}}}
-    sec = method_section(runs, DATASET, bench)
-    rows = [b for b in sec.blocks if b[0] == "table"][0][2]
-    first = rows[0]
-    assert first[:5] == ["ogfr", "5.61", "1.20 (3.0×)", "76.6 / 64.7", "96.4 / 90.2"]
-    assert first[6:] == ["mean of 2", "41.0 ± 1.4", "36.0 ± 1.4", "31.0 ± 1.4", "26.0 ± 1.4"]
-    base = [r for r in rows if r[0] == "baseline"][0]
-    assert base[1:4] == ["2.50", "0.40 (1.0×)", "66.4 / 59.2"] and base[7] == "36.0 ± 1.4"
-    assert not any("train.lr" in str(r) for r in rows)
-    text = "\n".join(b[1] for b in sec.blocks if b[0] == "p")
-    assert "recorded only under another configuration" not in text  # every method is in the table
-    old = run("fed-s0", "fed", 0, 0.2, 0.1, **{"train.lr": 1e-3, "train.model.fed.momentum": 0.5})
-    text = "\n".join(b[1] for b in method_section(runs + [old], DATASET, bench).blocks if b[0] == "p")
-    assert "fed (train.lr=0.001)" in text  # its own param is not what keeps it out
+    rows = [b for b in method_section(runs, DATASET, bench).blocks if b[0] == "table"][0][2]
+    assert rows[0] == ["ogfr", "this checkout", "0, 1", "41.0 ± 1.4", "36.0 ± 1.4", "31.0 ± 1.4", "26.0 ± 1.4",
+                       "5.61", "1.20 (3.0×)", "76.6 / 64.7", "96.4 / 90.2"]
+    assert rows[1][:4] == ["baseline", "this checkout", "0, 1", "36.0 ± 1.4"] and rows[1][7:10] == [
+        "2.50", "0.40 (1.0×)", "66.4 / 59.2"]
+    assert len(rows) == 2  # the lr ablation: OGFR alone under that configuration
+    old = [_method_run("fed-s0", "fed", 0, 0.2, 0.1, **{"train.lr": 1e-3, "train.model.fed.momentum": 0.5})]
+    rows = [b for b in method_section(runs + old, DATASET, bench).blocks if b[0] == "table"][0][2]
+    assert [r[:2] for r in rows[2:]] == [["ogfr", "train.lr=0.001"], ["fed", "train.lr=0.001 + train.model.fed.momentum=0.5"]]
 
 
 def test_method_comparison_table_adds_a_flagged_row_per_test_time_extra():
     """A run that evaluated a test-time extra (CpaCol's re-scoring) gets one mean row under its method,
     read from the extra's own metrics and labelled with its flags, next to the paper's headline row
     (the standard row keeps the paper's stage-I-only number)."""
-    from ogfr_core.report.build import method_section
+    from ogfr_core.report.sections import method_section
 
     def run(name, seed, r1, extra_r1):
         m = {"num_parameters": 4_100_000, "test_time_extras.cpacol_rescore": ["re-scores the top-k (approx.)"]}
@@ -400,15 +397,93 @@ def test_method_comparison_table_adds_a_flagged_row_per_test_time_extra():
                       f"datasets.{ds}.cpacol_rescore.mAP": extra_r1 + off})
         return {"name": name, "params": {"train.seed": seed, "train.model.method": "cpacol"}, "metrics": m}
 
-    sec = method_section([run("c0", 0, 0.30, 0.33), run("c1", 1, 0.32, 0.37)], DATASET, None)
+    rows = [b for b in method_section([run("c0", 0, 0.30, 0.33), run("c1", 1, 0.32, 0.37)], DATASET, None).blocks
+            if b[0] == "table"][0][2]
+    assert len(rows) == 2 and rows[0][:3] == ["cpacol", "this checkout", "0, 1"]
+    assert rows[0][9] == "69.2 / 60.7" and rows[0][3] == "31.0 ± 1.4"     # CpaCol stage I only (Table IV)
+    assert rows[0][10] == "–"  # no stage-I-only Market-1501 number published: not the headline row's
+    extra = rows[1]
+    assert extra[1] == "+ cpacol_rescore (C1)"  # its flags are long: in the appendix
+    assert extra[9] == "72.8 / 65.2" and extra[10] == "95.2 / 89.8"        # the paper's headline row
+    assert extra[3:7] == ["35.0 ± 2.8", "35.0 ± 2.8", "25.0 ± 2.8", "25.0 ± 2.8"]
+
+
+def test_method_comparison_one_row_for_the_same_runs_under_two_spellings():
+    """Two configurations whose runs measured the same numbers seed for seed (the same runs recorded under
+    params spelled differently: a value as a string, an explicit default) are one row, both cells named."""
+    from ogfr_core.report.sections import method_section
+
+    runs = [_method_run("workspace", "ogfr", 0, 0.40, 0.30), _method_run("base-s0", "baseline", 0, 0.35, 0.20),
+            _method_run("base-s1", "baseline", 1, 0.37, 0.22),
+            _method_run("base-s0-again", "baseline", 0, 0.35, 0.20, **{"train.lr": "0.0007"}),
+            _method_run("base-s1-again", "baseline", 1, 0.37, 0.22, **{"train.lr": "0.0007"})]
+    rows = [b for b in method_section(runs, DATASET, None).blocks if b[0] == "table"][0][2]
+    assert [r[0] for r in rows] == ["ogfr", "baseline"]
+    assert rows[1][1:4] == ["this checkout = train.lr=0.0007", "0, 1", "36.0 ± 1.4"]
+    runs[-1] = _method_run("base-s1-other", "baseline", 1, 0.38, 0.22, **{"train.lr": "0.0007"})  # other numbers
+    rows = [b for b in method_section(runs, DATASET, None).blocks if b[0] == "table"][0][2]
+    assert rows[1][1] == "this checkout"  # not merged: not the same runs
+
+
+def test_table_iv_has_no_peer_method():
+    """Table IV shows OGFR's ablations (and the baseline, its every-switch-off row), never a peer."""
+    from ogfr_core.report.sections import table_iv_section
+
+    runs = [_method_run("workspace", "ogfr", 0, 0.40, 0.30), _method_run("kd-off", "ogfr", 0, 0.35, 0.25,
+                                                                         **{"train.model.kd": False}),
+            _method_run("base", "baseline", 0, 0.30, 0.20)] + [
+        _method_run(m, m, 0, 0.71 + i / 100, 0.1) for i, m in enumerate(("fed", "pgfl_kd", "fpc", "cpacol"))]
+    sec = table_iv_section(runs, "", DATASET)
     rows = [b for b in sec.blocks if b[0] == "table"][0][2]
-    assert [r[6] for r in rows] == ["mean of 2", "c0 (seed 0)", "c1 (seed 1)", "mean of 2"]
-    assert rows[0][3] == "69.2 / 60.7" and rows[0][7] == "31.0 ± 1.4"     # CpaCol stage I only (Table IV)
-    assert rows[0][4] == "–"  # no stage-I-only Market-1501 number published: not the headline row's
-    extra = rows[-1]
-    assert extra[5] == "+ cpacol_rescore (re-scores the top-k (approx.); weight=0.3)"
-    assert extra[3] == "72.8 / 65.2" and extra[4] == "95.2 / 89.8"        # the paper's headline row
-    assert extra[7:] == ["35.0 ± 2.8", "35.0 ± 2.8", "25.0 ± 2.8", "25.0 ± 2.8"]
+    assert [r[4] for r in rows] == ["this checkout", "train.model.kd=False", "this checkout"]
+    assert [r[:4] for r in rows][2] == ["–", "–", "–", "–"]
+    text = repr(sec.blocks)
+    assert not any(m in text for m in ("fed", "pgfl_kd", "fpc", "cpacol", "71.0", "72.0", "73.0", "74.0"))
+
+
+def test_long_configurations_go_to_the_appendix(tmp_path):
+    """A configuration string longer than a table cell's limit is a C<n> reference in the tables; the
+    appendix section holds the string itself, once."""
+    from ogfr_core.report.sections import ConfigRefs, method_section, runs_appendix
+
+    long = {"occlusion.rule": "pixels", "parse.min_keypoint_visibility": 0.5}
+    runs = [_method_run("workspace", "ogfr", 0, 0.40, 0.30, **{"occlusion.rule": "covered"}),
+            _method_run("base", "baseline", 0, 0.30, 0.20, **{"occlusion.rule": "covered"}),
+            _method_run("old-ogfr", "ogfr", 0, 0.36, 0.26, **long), _method_run("old-fed", "fed", 0, 0.2, 0.1, **long)]
+    refs = ConfigRefs()
+    rows = [b for b in method_section(runs, DATASET, None, refs).blocks if b[0] == "table"][0][2]
+    assert [r[1] for r in rows] == ["this checkout", "this checkout", "C1", "C1"]
+    appendix_rows = [b for b in runs_appendix(runs, DATASET, refs).blocks if b[0] == "table"][0][2]
+    assert [r[1] for r in appendix_rows if r[2].startswith("old")] == ["C1", "C1"]
+    table = [b for b in refs.section().blocks if b[0] == "table"][0][2]
+    assert table == [["C1", "`occlusion.rule=pixels, parse.min_keypoint_visibility=0.5`"]]
+
+
+def test_first_screen_has_ogfr_and_baseline_mean_std_and_the_verdicts(tmp_path, shared_root):
+    """The first section: what was run and OGFR vs baseline as mean ± std over the seed runs of
+    reports/seed_runs.json (hand-computed below), on both protocols, with the four verdicts."""
+    def record(method, seed, hol, occ):
+        dist = "visibility" if method == "ogfr" else "global"
+        return {"name": f"t-{method}-s{seed}", "commit": "abc1234",
+                "params": {"train": {"seed": seed, "model": {"method": method}}},
+                "metrics": {"datasets": {DATASET: {dist: {"rank-1": hol + 0.01, "mAP": hol}},
+                                         f"{DATASET}-occ": {dist: {"rank-1": occ + 0.01, "mAP": occ}}}}}
+
+    run = make_run(tmp_path / "run", shared_root, with_optional=False)
+    (run / "reports/seed_runs.json").write_text(json.dumps({"runs": [
+        record("ogfr", 0, 0.36, 0.20), record("ogfr", 1, 0.38, 0.22), record("ogfr", 2, 0.40, 0.21),
+        record("baseline", 0, 0.30, 0.18), record("baseline", 1, 0.32, 0.17)]}))
+    md = build_report(run, DATASET, experiments=([], ""))["markdown"].read_text()
+    first = md[md.index("## At a glance"):md.index("## Run setup")]
+    assert "Seeds: OGFR 0, 1, 2; baseline 0, 1" in first and f"`{DATASET}-occ`" in first
+    # OGFR mAP 36, 38, 40 -> 38.0 ± 2.0; occluded 20, 22, 21 -> 21.0 ± 1.0; rank-1 one point above
+    assert "| OGFR (Eq. 23 distance) | 3 | 39.0 ± 2.0 | 38.0 ± 2.0 | 22.0 ± 1.0 | 21.0 ± 1.0 |" in first
+    # baseline mAP 30, 32 -> 31.0 ± 1.4; occluded 18, 17 -> 17.5 ± 0.7
+    assert "| baseline (global feature) | 2 | 32.0 ± 1.4 | 31.0 ± 1.4 | 18.5 ± 0.7 | 17.5 ± 0.7 |" in first
+    assert "| OGFR − baseline |  | +7.0 | +7.0 | +3.5 | +3.5 |" in first
+    for claim in ("(a) OGFR > baseline", "(b) OGFR's relative drop", "(c) the FEP agent", "(d) Eq. 23 distance"):
+        assert claim in first
+    assert "| (a) OGFR > baseline, holistic queries (mAP) | **holds** |" in first  # +7.0 ± 1.5 (Welch)
 
 
 def test_z_accuracy_section_puts_each_part_under_its_column_after_a_json_round_trip():
@@ -416,7 +491,7 @@ def test_z_accuracy_section_puts_each_part_under_its_column_after_a_json_round_t
     head, arms, torso, legs in that order, and mark the rule the validation grid chose."""
     import json
 
-    from ogfr_core.report.build import z_accuracy_section
+    from ogfr_core.report.sections import z_accuracy_section
 
     def scores(f1):
         return {p: {"precision": f, "recall": f, "f1": f, "support": 30} for p, f in f1.items()}
@@ -449,9 +524,9 @@ def test_validation_table_gains_the_occluded_validation_columns_when_evaluated()
                          f"datasets.{occ_val}.visibility.rank-1": 0.3, f"datasets.{occ_val}.visibility.mAP": 0.25}},
             {"name": "val-b", "params": {"train.seed": 0, "data.val_ids": 100, "train.lr": 0.001},
              "metrics": {f"datasets.{DATASET}:val.visibility.rank-1": 0.6, f"datasets.{DATASET}:val.visibility.mAP": 0.45}}]
-    sec = ablation_section(runs, "", DATASET)
-    header, rows = [b for b in sec.blocks if b[0] == "table"][1][1:3]
+    sec = validation_section(runs, DATASET)
+    header, rows = [b for b in sec.blocks if b[0] == "table"][0][1:3]
     assert header[-4:] == ["validation rank-1", "validation mAP", "occluded validation rank-1", "occluded validation mAP"]
-    by_name = {r[5]: r[6:] for r in rows}
+    by_name = {r[2]: r[3:] for r in rows}
     assert by_name["val-a"] == ["50.0", "40.0", "30.0", "25.0"]
     assert by_name["val-b"][:2] == ["60.0", "45.0"] and by_name["val-b"][2] in ("–", "")

@@ -1,7 +1,7 @@
 
 
 def test_distinct_runs_drops_a_run_listed_twice():
-    from ogfr_core.report.build import distinct_runs
+    from ogfr_core.report.sources import distinct_runs
 
     a = {"name": "t-ogfr-s0 @abc", "params": {"train.seed": 0}, "metrics": {"datasets.d.visibility.mAP": 0.36}}
     head = {"name": "main", "params": {"train.seed": 0, "data.root": "x"},  # dvc exp show: other key path
@@ -12,7 +12,7 @@ def test_distinct_runs_drops_a_run_listed_twice():
 
 def test_distinct_runs_keeps_runs_that_differ_only_in_a_test_time_extra():
     """CpaCol with a longer stage II: same stage-I features (same standard numbers), another re-scoring row."""
-    from ogfr_core.report.build import distinct_runs
+    from ogfr_core.report.sources import distinct_runs
 
     std = {"datasets.d.visibility.mAP": 0.30, "datasets.d.global.mAP": 0.30}
     a = {"name": "st2-4", "params": {}, "metrics": dict(std, **{"datasets.d.cpacol_rescore.mAP": 0.301})}

@@ -107,14 +107,19 @@ def config_key(params: dict, reference: dict | None = None) -> tuple:
     return tuple(sorted((k, config_value(k, v)) for k, v in params.items() if is_config_param(k, params)))
 
 
-def config_label(params: dict, reference: dict) -> str:
-    """``k=v`` for every configuration param of the run (:func:`is_config_param`) that differs from
-    ``reference`` ("default" if none); params the run does not have (an older params file) are not listed
+def config_diff(params: dict, reference: dict) -> list[tuple[str, Any]]:
+    """``(key, value)`` for every configuration param of the run (:func:`is_config_param`) that differs
+    from ``reference``, sorted by key; params the run does not have (an older params file) are not listed
     (they count as the reference's, :func:`with_defaults`) unless their default changed since
     (:data:`EARLIER_DEFAULTS`)."""
     params = {**{k: v for k, v in EARLIER_DEFAULTS.items() if k in reference}, **params}
     keys = sorted(k for k in params if is_config_param(k, params))
-    diff = [f"{k}={params.get(k)}" for k in keys if config_value(k, params.get(k)) != config_value(k, reference.get(k))]
+    return [(k, params.get(k)) for k in keys if config_value(k, params.get(k)) != config_value(k, reference.get(k))]
+
+
+def config_label(params: dict, reference: dict) -> str:
+    """``k=v, …`` of :func:`config_diff` ("default" if none)."""
+    diff = [f"{k}={v}" for k, v in config_diff(params, reference)]
     return ", ".join(diff) if diff else "default"
 
 
@@ -240,7 +245,7 @@ def load_recorded_runs(path) -> list[dict]:
 
     Format: ``{"runs": [{"name", "commit", "params": {nested params.yaml of the run},
     "metrics": {nested reports/metrics.json}}]}`` → ``[{"name": "<name> @<commit>", "params", "metrics"}]``
-    with flattened keys, as :func:`ogfr_core.report.build.parse_experiments` returns. Missing file → [].
+    with flattened keys, as :func:`ogfr_core.report.sources.parse_experiments` returns. Missing file → [].
     """
     import json
     from pathlib import Path

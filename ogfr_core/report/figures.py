@@ -1,7 +1,7 @@
 """Report figures (matplotlib, Agg, PNG), each drawn from one pipeline output.
 
 Every function writes one PNG atomically and returns its path; inputs are already-parsed data
-(DataFrames, dicts), the reading and "what is missing" logic lives in :mod:`.build`.
+(DataFrames, dicts), the reading lives in :mod:`.sources`, the "what is missing" logic in :mod:`.sections`.
 """
 from __future__ import annotations
 

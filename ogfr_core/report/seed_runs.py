@@ -21,7 +21,7 @@ cached parse, occluder and occlusion stages. ``record`` reads ``dvc exp show --j
 ``reports/seed_runs.json`` as ``{"name", "commit", "finished", "params", "metrics", "train_metrics"}``
 (nested ``params.yaml``, ``reports/metrics.json`` and ``dvclive/metrics.json`` of the run; ``commit``
 = the commit it ran on), replacing a record of the same name and keeping the others. The report
-(:mod:`ogfr_core.report.build`) reads that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
+(:mod:`ogfr_core.report.sources`) reads that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
 ``record --workspace NAME`` records the workspace's own run instead (a plain ``dvc repro``;
 :func:`workspace_record`), refused unless ``dvc status`` is clean.
 """

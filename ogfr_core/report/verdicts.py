@@ -29,6 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .render import Section
+
 RUN_NAME = re.compile(r"^t-(?P<method>ogfr|baseline)-s(?P<seed>\d+)(-main)?( @[0-9a-f]+)?$")
 AGENT_OFF = 0.02  # an agent erasing fewer tokens than this is "off" whatever its AUC
 
@@ -210,8 +212,6 @@ def claims(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
 def claims_section(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: str,
                    probe: Mapping[str, Any] | None = None, reference: Mapping[str, Any] | None = None):
     """The report's "The paper's claims, judged on the seed runs" section (a table of :func:`claims`)."""
-    from .build import Section
-
     sec = Section("The paper's claims, judged on the seed runs")
     rows = claims(runs, dataset, occluded, probe, reference)
     which = ("the seed runs of this checkout's configuration (`params.yaml`; OGFR and the same with "
