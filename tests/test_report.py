@@ -206,6 +206,16 @@ def test_ablation_switches_from_params():
     assert rows[1][:4] == ["–", "–", "–", "–"] and rows[1][6] == "20.0"  # the baseline: every switch off
 
 
+
+def test_fep_teacher_is_off_without_kd():
+    """Without KD there is no teacher branch, so FEP-T is "–" whatever ``fep_teacher`` says (Table IV rows
+    2-3); FEP-S follows its own switch."""
+    from ogfr_core.report.sections.runs import _switches
+    ogfr = {"train.model.method": "ogfr", "train.model.oa_vit": True, "train.model.fep_teacher": True}
+    assert _switches({**ogfr, "train.model.kd": True}) == ["✓", "–", "✓", "✓"]
+    assert _switches({**ogfr, "train.model.kd": False, "train.model.fep_student": True}) == ["✓", "✓", "–", "–"]
+    assert _switches({**ogfr, "train.model.method": "fed", "train.model.kd": True}) == ["–", "–", "–", "–"]
+
 def _run(name, seed, r1, mAP, **params):
     return {"name": name, "params": {"train.seed": seed, "train.threads": seed, **params},
             "metrics": {f"datasets.{DATASET}.visibility.rank-1": r1, f"datasets.{DATASET}.visibility.mAP": mAP}}

@@ -224,8 +224,11 @@ def method_section(runs: list[dict] | None, dataset: str, bench: dict | None, re
 
 
 def _switches(params: dict) -> list[str]:
-    baseline = method_of(params) != "ogfr"
-    return ["✓" if (not baseline and bool(params.get(f"train.model.{k}", False))) else "–" for k in ABLATION_SWITCHES]
+    """Table IV's switch marks of a run's flattened params: all "–" for a method other than OGFR; FEP-T only
+    with KD (the teacher branch, and so its FEP, exists only with ``kd: true``)."""
+    on = {k: method_of(params) == "ogfr" and bool(params.get(f"train.model.{k}", False)) for k in ABLATION_SWITCHES}
+    on["fep_teacher"] = on["fep_teacher"] and on["kd"]
+    return ["✓" if on[k] else "–" for k in ABLATION_SWITCHES]
 
 
 def table_iv_section(runs: list[dict] | None, note: str, dataset: str, refs: ConfigRefs | None = None) -> Section:
