@@ -216,6 +216,17 @@ def test_fep_teacher_is_off_without_kd():
     assert _switches({**ogfr, "train.model.kd": False, "train.model.fep_student": True}) == ["✓", "✓", "–", "–"]
     assert _switches({**ogfr, "train.model.method": "fed", "train.model.kd": True}) == ["–", "–", "–", "–"]
 
+def test_content_key_of_runs_with_a_missing_metric():
+    """Two runs of one seed, one without a metric (None), still give a key (a fresh pipeline's own run
+    beside a recorded one used to raise TypeError comparing None with a float)."""
+    from ogfr_core.report.experiments import ConfigGroup
+    from ogfr_core.report.sections.runs import content_key
+    cols = [("mAP", f"datasets.{DATASET}.visibility.mAP")]
+    runs = [{"params": {"train.seed": 0}, "metrics": {f"datasets.{DATASET}.visibility.mAP": 0.25}},
+            {"params": {"train.seed": 0}, "metrics": {}}]
+    key = content_key(ConfigGroup("", {}, runs), cols)
+    assert key == (("0", (0.25,)), ("0", (None,)))
+
 def _run(name, seed, r1, mAP, **params):
     return {"name": name, "params": {"train.seed": seed, "train.threads": seed, **params},
             "metrics": {f"datasets.{DATASET}.visibility.rank-1": r1, f"datasets.{DATASET}.visibility.mAP": mAP}}

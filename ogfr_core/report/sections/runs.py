@@ -111,9 +111,10 @@ def _value(metrics: dict, key: str) -> float | None:
 
 def content_key(group: ConfigGroup, columns: Sequence[tuple[str, str]]) -> tuple:
     """What a configuration's runs measured: per run its seed and the values of ``columns``, sorted — equal
-    for the same runs recorded under two spellings of their params."""
-    return tuple(sorted((str(r["params"].get("train.seed")), tuple(_value(r["metrics"], k) for _, k in columns))
-                        for r in group.runs))
+    for the same runs recorded under two spellings of their params. Sorted by ``repr``: a metric a run did
+    not record is None, which does not compare with a float."""
+    return tuple(sorted(((str(r["params"].get("train.seed")), tuple(_value(r["metrics"], k) for _, k in columns))
+                         for r in group.runs), key=repr))
 
 
 def merge_by_content(groups: Sequence[ConfigGroup], columns: Sequence[tuple[str, str]]) -> list[list[ConfigGroup]]:
