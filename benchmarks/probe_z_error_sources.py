@@ -5,7 +5,7 @@ The pipeline's z of an occluded query (:class:`~ogfr_core.occlusion.OcclusionRul
 two estimates: the occluder mask the segmenter predicts on the occluded image
 (:func:`~ogfr_core.occlusion.learned.predict_masks`, ``occluder.threshold``) and the parse of that
 image (its visible parts). The ground truth (:mod:`ogfr_core.occlusion.truth`) reads the true occluder
-(the pixels it changed, :func:`~ogfr_core.occlusion.truth.true_occluder_mask`) on the parse of the
+(the pixels it changed, :func:`~ogfr_core.occlusion.truth.changed_pixels` at label size) on the parse of the
 *holistic* original. Swapping each estimate for its truth, on the occluded validation set
 (``<derived>-val``) and the occluded test set, the rule in force (params ``occlusion``) is scored under
 four combinations with the pipeline's own :func:`~ogfr_core.occlusion.table.occlusion_table` and
@@ -39,6 +39,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,46 @@ import torch
 COMBOS = ("pred_mask+occluded_parse", "true_mask+occluded_parse", "pred_mask+holistic_parse",
           "true_mask+holistic_parse")
 
+
+
+def mask_scores(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray],
+                within: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+    """Pixel quality of predicted occluder masks against the true ones, pooled over all images.
+
+    Args:
+        pred, truth: bool ``[lh, lw]`` masks, one pair per image (e.g. :func:`~ogfr_core.occlusion.learned.predict_masks` and
+            the changed pixels at label size).
+        within: optional bool ``[lh, lw]`` per image: count only these pixels (e.g. the parsed body).
+
+    Returns:
+        ``{"iou", "precision", "recall", "pred_share", "true_share", "pixels"}``: |P∩T|/|P∪T|,
+        |P∩T|/|P|, |P∩T|/|T| (NaN where the denominator is 0), the shares of the counted pixels
+        predicted / truly occluder, and the number of counted pixels.
+
+    Example::
+
+        >>> p, t = np.array([[1, 1, 0, 0]], bool), np.array([[0, 1, 1, 0]], bool)
+        >>> mask_scores([p], [t])
+        {'iou': 0.3333, 'precision': 0.5, 'recall': 0.5, 'pred_share': 0.5, 'true_share': 0.5, 'pixels': 4}
+    """
+    tp = fp = fn = n = 0
+    for i, (p, t) in enumerate(zip(pred, truth, strict=True)):
+        p, t = np.asarray(p, bool), np.asarray(t, bool)
+        if within is not None:
+            w = np.asarray(within[i], bool)
+            p, t = p & w, t & w
+            n += int(w.sum())
+        else:
+            n += p.size
+        tp += int((p & t).sum())
+        fp += int((p & ~t).sum())
+        fn += int((~p & t).sum())
+
+    def ratio(a: int, b: int) -> float:
+        return round(a / b, 4) if b else float("nan")
+
+    return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+            "pred_share": ratio(tp + fp, n), "true_share": ratio(tp + fn, n), "pixels": int(n)}
 
 def cached_masks(cache: Path | None, tag: str, compute) -> dict[str, np.ndarray]:
     """``compute()`` (``{key: bool [lh, lw]}``), stored as packed bits in ``cache/<tag>.npz`` (None: no cache)."""
@@ -71,9 +112,9 @@ def score_set(model, tag: str, name: str, source: pd.DataFrame, source_root: Pat
     """The four combinations' :func:`rule_report` and the segmenter's pixel quality on the derived set
     ``name`` (module docstring)."""
     from ogfr_core.data.images import load_rgb
-    from ogfr_core.occlusion.learned import mask_scores, predict_masks
+    from ogfr_core.occlusion.learned import predict_masks
     from ogfr_core.occlusion.table import Z_COLUMNS, occlusion_table
-    from ogfr_core.occlusion.truth import TRUTH_FILE, rule_report, rule_score, true_occluder_mask
+    from ogfr_core.occlusion.truth import TRUTH_FILE, changed_pixels, rule_report, rule_score, to_label_size
     from ogfr_core.parsing import read_parsing
     from ogfr_core.parsing.cache import decode_label_map
 
@@ -91,7 +132,7 @@ def score_set(model, tag: str, name: str, source: pd.DataFrame, source_root: Pat
 
     occluded = {k: np.asarray(load_rgb(root / index[k])) for k in truth["key"]}
     original = {k: np.asarray(load_rgb(source_root / source.loc[k, "path"])) for k in truth["source_key"]}
-    true_q = {q: true_occluder_mask(original[s], occluded[q], label_hw)
+    true_q = {q: to_label_size(changed_pixels(original[s], occluded[q]), label_hw)
               for q, s in zip(truth["key"], truth["source_key"])}
     pred_q = cached_masks(cache, f"{tag}-{name}-occluded", lambda: predict_masks(
         model, occluded.__getitem__, truth["key"].tolist(), label_hw, threshold))
@@ -143,10 +184,9 @@ def parse_diagnostics(truth: pd.DataFrame, table: pd.DataFrame, occ_parse: pd.Da
     """How the occluded image's parse departs from the holistic one, per occluder kind: each part's mean
     share under the true occluder read on the occluded parse (``table``: combination 2's occlusion table)
     vs the truth's (holistic parse), its visible pixels relative to the holistic parse's, and the body
-    pixels of the two parses (:func:`~ogfr_core.occlusion.learned.mask_scores` with the occluded parse
+    pixels of the two parses (:func:`mask_scores` with the occluded parse
     as "pred" and the holistic parse as "truth") under the true occluder and outside it."""
     from ogfr_core.occlusion import COARSE_NAMES
-    from ogfr_core.occlusion.learned import mask_scores
     from ogfr_core.occlusion.truth import BEFORE, COVERED
     from ogfr_core.parsing.cache import decode_label_map
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ogfr_core.occlusion import OcclusionRule
-from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, mask_scores, predict_masks,
-                                         synthesize, to_input, to_target)
+from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, predict_masks, synthesize,
+                                         to_input, to_target)
 from ogfr_core.occlusion.table import COUNT_COLUMNS, OCCLUDER_COLUMNS, Z_COLUMNS, occlusion_table
 
 from tests.test_occlusion import parsing_rows
@@ -136,19 +136,3 @@ def test_segmenter_weights_round_trip_and_errors(tmp_path):
                           (16, 8), 0.5)
     assert sorted(masks) == ["ka", "kb"] and masks["ka"].shape == (16, 8) and masks["ka"].dtype == bool
     assert np.array_equal(masks["ka"], masks["kb"])  # same pixels, same mask
-
-
-def test_mask_scores_hand_values():
-    p1 = np.array([[1, 1], [0, 0]], bool)
-    t1 = np.array([[0, 1], [1, 0]], bool)
-    p2 = np.zeros((2, 2), bool)
-    t2 = np.array([[1, 0], [0, 0]], bool)
-    s = mask_scores([p1, p2], [t1, t2])  # pooled: tp 1, fp 1, fn 2 over 8 pixels
-    assert s == {"iou": 0.25, "precision": 0.5, "recall": 0.3333, "pred_share": 0.25, "true_share": 0.375,
-                 "pixels": 8}
-    body = [np.array([[0, 1], [1, 1]], bool), np.array([[0, 1], [1, 1]], bool)]  # drops (0, 0) of each
-    s = mask_scores([p1, p2], [t1, t2], within=body)  # tp 1, fp 0, fn 1 over 6 pixels
-    assert s == {"iou": 0.5, "precision": 1.0, "recall": 0.5, "pred_share": 0.1667, "true_share": 0.3333,
-                 "pixels": 6}
-    empty = mask_scores([p2], [p2])
-    assert np.isnan(empty["iou"]) and np.isnan(empty["precision"]) and empty["pred_share"] == 0.0

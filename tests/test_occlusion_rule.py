@@ -12,8 +12,7 @@ from ogfr_core.occlusion import (OcclusionRule, coarse_counts, hidden_fractions,
                                  rule_from_config)
 from ogfr_core.occlusion.table import MissingOccluderMaskError, occlusion_table
 from ogfr_core.occlusion.truth import (BEFORE, COVERED, OcclusionTruthError, changed_pixels, choose_rule,
-                                       check_occluders, part_scores, rule_report, to_label_size, true_occluder_mask,
-                                       true_z,
+                                       check_occluders, part_scores, rule_report, to_label_size, true_z,
                                        truth_row)
 from ogfr_core.parsing.cache import MissingAmodalMapError, encode_label_map
 
@@ -159,17 +158,6 @@ def test_changed_pixels_and_label_size():
     assert to_label_size(m, (8, 4)).sum() == 16 and to_label_size(m, (8, 4))[4:].all()
     with pytest.raises(ValueError, match="differ in size"):
         changed_pixels(a, b[:2])
-
-
-def test_true_occluder_mask_is_the_changed_pixels_at_label_size():
-    a = np.zeros((4, 2, 3), np.uint8)
-    b = a.copy()
-    b[0, 1, 2] = 7  # one pixel of the top row changed: nearest-neighbour to 8 x 4 = a 2 x 2 block
-    m = true_occluder_mask(a, b, (8, 4))
-    assert m.shape == (8, 4) and m.sum() == 4 and m[:2, 2:].all()
-    assert not true_occluder_mask(a, a, (8, 4)).any()
-    with pytest.raises(ValueError, match="differ in size"):
-        true_occluder_mask(a, b[:2], (8, 4))
 
 
 def test_part_scores_hand_values():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmarks.probe_z_error_sources import COMBOS, cached_masks, check_against, parse_diagnostics
+from benchmarks.probe_z_error_sources import COMBOS, cached_masks, check_against, mask_scores, parse_diagnostics
 from ogfr_core.occlusion import COARSE_NAMES, OcclusionRule
 from ogfr_core.occlusion.table import occlusion_table
 from ogfr_core.occlusion.truth import truth_row
@@ -58,3 +58,19 @@ def test_parse_diagnostics_hand_values():
     under = d["body_under_occluder"]  # 128 x 128 occluder: holistic body everywhere, occluded parse 32 rows
     assert under["pred_share"] == 0.25 and under["true_share"] == 1.0 and under["precision"] == 1.0
     assert d["body_outside_occluder"]["iou"] == 1.0
+
+
+def test_mask_scores_hand_values():
+    p1 = np.array([[1, 1], [0, 0]], bool)
+    t1 = np.array([[0, 1], [1, 0]], bool)
+    p2 = np.zeros((2, 2), bool)
+    t2 = np.array([[1, 0], [0, 0]], bool)
+    s = mask_scores([p1, p2], [t1, t2])  # pooled: tp 1, fp 1, fn 2 over 8 pixels
+    assert s == {"iou": 0.25, "precision": 0.5, "recall": 0.3333, "pred_share": 0.25, "true_share": 0.375,
+                 "pixels": 8}
+    body = [np.array([[0, 1], [1, 1]], bool), np.array([[0, 1], [1, 1]], bool)]  # drops (0, 0) of each
+    s = mask_scores([p1, p2], [t1, t2], within=body)  # tp 1, fp 0, fn 1 over 6 pixels
+    assert s == {"iou": 0.5, "precision": 1.0, "recall": 0.5, "pred_share": 0.1667, "true_share": 0.3333,
+                 "pixels": 6}
+    empty = mask_scores([p2], [p2])
+    assert np.isnan(empty["iou"]) and np.isnan(empty["precision"]) and empty["pred_share"] == 0.0

@@ -264,46 +264,6 @@ def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], k
     return out
 
 
-def mask_scores(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray],
-                within: Sequence[np.ndarray] | None = None) -> dict[str, float]:
-    """Pixel quality of predicted occluder masks against the true ones, pooled over all images.
-
-    Args:
-        pred, truth: bool ``[lh, lw]`` masks, one pair per image (e.g. :func:`predict_masks` and
-            :func:`~ogfr_core.occlusion.truth.true_occluder_mask`).
-        within: optional bool ``[lh, lw]`` per image: count only these pixels (e.g. the parsed body).
-
-    Returns:
-        ``{"iou", "precision", "recall", "pred_share", "true_share", "pixels"}``: |P∩T|/|P∪T|,
-        |P∩T|/|P|, |P∩T|/|T| (NaN where the denominator is 0), the shares of the counted pixels
-        predicted / truly occluder, and the number of counted pixels.
-
-    Example::
-
-        >>> p, t = np.array([[1, 1, 0, 0]], bool), np.array([[0, 1, 1, 0]], bool)
-        >>> mask_scores([p], [t])
-        {'iou': 0.3333, 'precision': 0.5, 'recall': 0.5, 'pred_share': 0.5, 'true_share': 0.5, 'pixels': 4}
-    """
-    tp = fp = fn = n = 0
-    for i, (p, t) in enumerate(zip(pred, truth, strict=True)):
-        p, t = np.asarray(p, bool), np.asarray(t, bool)
-        if within is not None:
-            w = np.asarray(within[i], bool)
-            p, t = p & w, t & w
-            n += int(w.sum())
-        else:
-            n += p.size
-        tp += int((p & t).sum())
-        fp += int((p & ~t).sum())
-        fn += int((~p & t).sum())
-
-    def ratio(a: int, b: int) -> float:
-        return round(a / b, 4) if b else float("nan")
-
-    return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
-            "pred_share": ratio(tp + fp, n), "true_share": ratio(tp + fn, n), "pixels": int(n)}
-
-
 class OccluderWeightsError(UserError, FileNotFoundError):
     """The occluder segmenter's weights are missing or unreadable: the message names the file and the
     stage to rerun (``dvc repro occluder``)."""

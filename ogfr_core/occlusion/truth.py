@@ -67,17 +67,6 @@ def to_label_size(mask: np.ndarray, label_hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(img) > 127
 
 
-def true_occluder_mask(original: np.ndarray, occluded: np.ndarray, label_hw: tuple[int, int]) -> np.ndarray:
-    """The ground-truth occluder of one query at the label maps' size: the pixels the occluder changed
-    (:func:`changed_pixels` of the uint8 ``[H, W, 3]`` holistic original and occluded query), resized by
-    :func:`to_label_size` — what :func:`truth_table` hides from the holistic parse. bool ``[lh, lw]``.
-
-    Raises:
-        ValueError: the images differ in shape.
-    """
-    return to_label_size(changed_pixels(original, occluded), label_hw)
-
-
 def truth_row(label_map: np.ndarray, amodal_map: np.ndarray | None, changed: np.ndarray) -> dict[str, float]:
     """The rule-free truth numbers of one occluded query (module docstring).
 
@@ -146,7 +135,7 @@ def truth_table(occluders: pd.DataFrame, derived_index: pd.DataFrame, derived_ro
                                       f"rerun `dvc repro parse occlude`") from err
         original = np.asarray(load_rgb(source_root / source_paths[o.key]))
         occluded = np.asarray(load_rgb(derived_root / q.path))
-        changed = true_occluder_mask(original, occluded, label_hw)
+        changed = to_label_size(changed_pixels(original, occluded), label_hw)
         rows.append({"key": q.key, "source_key": o.key, "kind": o.kind, **truth_row(lm, am, changed),
                      "label_height": int(label_hw[0]), "label_width": int(label_hw[1])})
     return pd.DataFrame(rows).sort_values("key", kind="stable").reset_index(drop=True)
