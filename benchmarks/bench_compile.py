@@ -25,8 +25,9 @@ the rest silently runs eager).
 
 Measured (2026-12-05, AMD EPYC with avx512_bf16, 2 cores shared with a ``train`` stage and a
 pytest run, load 3.2–4.1; README "Performance: the CPU training step"): ``seq+stem`` at 1 thread,
-OGFR 2.02 → 2.00 s (min of 7; medians 2.08 → 2.05), 1.01×; baseline 1.02× (median); ``blocks``
-1.00–1.03×; ``full`` 0.95× (slower). Compilation 30–125 s cold (the first step). Loss: bit-equal
+OGFR 1.83 → 1.83 s and 2.02 → 2.00 s in two runs (min of 7), 1.00–1.02× (medians too); baseline
+0.97–1.02×; ``blocks`` 1.00–1.03×; ``full`` 0.95× (slower). Compilation cold (the first step): OGFR
+52–125 s, the baseline 29 s; 2–16 s from inductor's on-disk cache. Loss: bit-equal
 total with ``seq+stem``; within 1e-6 relative with ``full``. Not adopted.
 
 Usage: ``OMP_NUM_THREADS=1 python -m benchmarks.bench_compile [--methods ogfr,baseline] [--steps 7]
