@@ -62,7 +62,12 @@ def mask_scores(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray],
     Returns:
         ``{"iou", "precision", "recall", "pred_share", "true_share", "pixels"}``: |P∩T|/|P∪T|,
         |P∩T|/|P|, |P∩T|/|T| (NaN where the denominator is 0), the shares of the counted pixels
-        predicted / truly occluder, and the number of counted pixels.
+        predicted / truly occluder, and the number of counted pixels. (The same pooled IoU as the
+        ``occluder`` stage's holdout ``pixel_iou`` in :func:`~ogfr_core.occlusion.learned.fit`, plus
+        precision / recall and a pixel subset.)
+
+    Raises:
+        ValueError: ``pred`` and ``truth`` hold different numbers of masks.
 
     Example::
 
