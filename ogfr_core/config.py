@@ -100,9 +100,10 @@ class OcclusionConfig:
     ``pixels`` = Eq. (1)–(2) with λ in pixels at 256×128; ``hidden_fraction`` = a coarse part is
     occluded when more than ``tau`` of its amodal area is not visible; ``covered`` = Eq. (2) on the
     pixels a learned occluder mask leaves, or more than ``tau`` of the part under it (stage
-    ``occluder``; both ours, README "Occlusion labels")."""
+    ``occluder``); ``learned_parts`` = ``covered`` on the occluder stage's learned parse of the target
+    (all three ours, README "Occlusion labels")."""
 
-    rule: Literal["pixels", "hidden_fraction", "covered"] = "pixels"
+    rule: Literal["pixels", "hidden_fraction", "covered", "learned_parts"] = "pixels"
     lam: float = 5.0
     tau: float = 0.5
 
@@ -113,7 +114,9 @@ class OccluderConfig:
     :mod:`ogfr_core.occlusion.learned`): the segmenter is fine-tuned for ``steps`` Adam steps of
     ``batch_size`` synthetic examples (occluders of the ``occlude:`` kind pasted on training crops of
     the identities outside ``occlude.val_ids``; ``none_prob`` of them left holistic) at learning rate
-    ``lr`` from ``seed``; a pixel is an occluder where its probability exceeds ``threshold``."""
+    ``lr`` from ``seed``; a pixel is an occluder where its probability exceeds ``threshold``. Its part
+    head (the learned parse of the ``learned_parts`` rule) trains beside it with loss weight
+    ``part_weight``."""
 
     steps: int = 1000
     batch_size: int = 32
@@ -122,8 +125,11 @@ class OccluderConfig:
     seed: int = 0
     threshold: float = 0.5
     threads: int = 0
+    part_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.part_weight < 0:
+            raise ConfigError(f"occluder.part_weight must be >= 0, got {self.part_weight}")
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"occluder: steps, batch_size must be >= 1 and lr > 0, got {self.steps}, "
                               f"{self.batch_size}, {self.lr}")
@@ -459,7 +465,7 @@ class OccludeConfig:
     ``link_gallery: false``). ``val_ids``: the same kind of occluded set built from that many
     *training* identities (``<derived>-val``: the validation split of ``data.val_ids`` with the
     same seed, its queries occluded by other training identities; 0 = none), on which the
-    occlusion rule is chosen (``tau_grid``: the ``hidden_fraction`` and ``covered`` τ values scored there, written to
+    occlusion rule is chosen (``tau_grid``: the ``hidden_fraction``, ``covered`` and ``learned_parts`` τ values scored there, written to
     ``reports/occlude/z_accuracy.json``); the test set only reports the rule in force."""
 
     kind: Literal["person", "object", "mixed"] = "mixed"

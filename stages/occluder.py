@@ -3,7 +3,8 @@
 Fine-tunes :class:`ogfr_core.occlusion.learned.OccluderSegmenter` (the hybrid stem's ImageNet
 MobileNetV2 blocks 0–13 and an FPN-style head) on synthetic examples: occluders of the ``occlude:``
 benchmark's kind pasted by the benchmark's own functions onto training crops, the target being the
-pixels the paste changed (:func:`ogfr_core.occlusion.learned.synthesize`). It trains on **training
+pixels the paste changed (:func:`ogfr_core.occlusion.learned.synthesize`), and its part head on the
+crop's own label map before the paste (the learned parse of the ``learned_parts`` rule). It trains on **training
 identities only**, and not on the ``occlude.val_ids`` identities of the occluded validation set (the
 same draw as :func:`ogfr_core.occlusion.benchmark.derive_validation_set`), whose crops score it
 (held-out pixel IoU). The ``occlusion`` and ``occlude`` stages predict a mask on every image with it
@@ -67,11 +68,12 @@ def main(params_path: str = "params.yaml") -> None:
     model = OccluderSegmenter(stem, seed=cfg.seed)  # fit() seeds the rest: batches, synthesis
     result = fit(model, *cols(fit_rows), spec, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                  seed=cfg.seed, holdout=cols(hold_rows) if hold_rows["pid"].nunique() >= 2 else None,
-                 threshold=cfg.threshold)
+                 threshold=cfg.threshold, part_weight=cfg.part_weight)
     save_segmenter(model, WEIGHTS)
     write_json(SUMMARY, {
         "training": {"images": int(len(fit_rows)), "identities": int(fit_rows["pid"].nunique()),
-                     "steps": result.steps, "examples": result.examples, "bce": result.losses},
+                     "steps": result.steps, "examples": result.examples, "bce": result.losses,
+                     "part_cross_entropy": result.part_losses, "part_weight": cfg.part_weight},
         "holdout": {"images": int(len(hold_rows)), "identities": int(hold_rows["pid"].nunique()),
                     **result.holdout},
         "synthesis": {"kind": spec.kind, "area": list(spec.area), "edges": list(spec.edges),

@@ -40,7 +40,8 @@ def main(params_path: str = "params.yaml") -> None:
     parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
     parsing = parsing[parsing["key"].isin(set(index["key"]))]
     masker = occluder_masker(params_path, rule, (parse.label_height, parse.label_width))
-    table = occlusion_table(parsing, rule, masker(index, dataset_root(data, Path("."))) if masker else None)
+    seg = masker(index, dataset_root(data, Path("."))) if masker else None
+    table = occlusion_table(parsing, rule, seg and seg.masks, seg and seg.parts)
     write_parquet(Path("data/occlusion") / f"{data.name}.parquet", table)
     write_json("reports/occlusion/summary.json", occlusion_summary(table, index, rule))
     plot_type_histogram(type_counts_by_split(table, index), "reports/occlusion/types.png",

@@ -103,6 +103,7 @@ def prepare_labels(root: Path) -> None:
     from ogfr_core.occlusion import rule_from_config
     from ogfr_core.occlusion.table import occlusion_table
     from ogfr_core.parsing import parse_dataset, read_parsing
+    from ogfr_core.parsing.cache import decode_label_map
     from stages.index import main as index_main
 
     assert index_main(root) == 0
@@ -114,7 +115,10 @@ def prepare_labels(root: Path) -> None:
     rule = rule_from_config(load_section(root / "params.yaml", "occlusion", OcclusionConfig))
     parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
     no_occluder = {k: np.zeros((cfg.label_height, cfg.label_width), bool) for k in parsing["key"]}  # covered rule
-    write_parquet(root / "data" / "occlusion" / f"{data.name}.parquet", occlusion_table(parsing, rule, no_occluder))
+    # learned_parts rule: the parse itself stands in for the occluder stage's learned parse
+    parts = dict(zip(parsing["key"], map(decode_label_map, parsing["label_map"]))) if rule.needs_parts else None
+    write_parquet(root / "data" / "occlusion" / f"{data.name}.parquet",
+                  occlusion_table(parsing, rule, no_occluder, parts))
 
 
 def expect_user_error(main: Callable[[], object], caplog: pytest.LogCaptureFixture, root: Path,

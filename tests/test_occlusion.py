@@ -71,7 +71,9 @@ def test_occlusion_table_columns_and_values():
     assert list(table.columns) == ["key", "z_head", "z_arms", "z_torso", "z_legs", "occ_type",
                                    "count_head", "count_arms", "count_torso", "count_legs",
                                    "hidden_head", "hidden_arms", "hidden_torso", "hidden_legs",
-                                   "occluder_head", "occluder_arms", "occluder_torso", "occluder_legs", "status"]
+                                   "occluder_head", "occluder_arms", "occluder_torso", "occluder_legs",
+                                   "learned_occluder_head", "learned_occluder_arms",
+                                   "learned_occluder_torso", "learned_occluder_legs", "status"]
     assert table[["occluder_head", "occluder_legs"]].isna().all().all()  # no occluder masks given
     assert table["key"].tolist() == ["a", "b", "c"]
     assert table["occ_type"].tolist() == [0, 5, 15]

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from ogfr_core.occlusion import OcclusionRule
-from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, predict_masks, synthesize,
-                                         to_input, to_target)
-from ogfr_core.occlusion.table import COUNT_COLUMNS, OCCLUDER_COLUMNS, Z_COLUMNS, occlusion_table
+from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, part_target, predict,
+                                         predict_masks, synthesize, to_input, to_target)
+from ogfr_core.occlusion.table import (COUNT_COLUMNS, LEARNED_OCCLUDER_COLUMNS,
+                                       OCCLUDER_COLUMNS, Z_COLUMNS, MissingOccluderMaskError, occlusion_table)
 
 from tests.test_occlusion import parsing_rows
 from tests.test_occlusion_rule import body
@@ -22,6 +23,9 @@ def test_segmenter_shapes_and_frozen_backbone():
     assert all(p.requires_grad for p in frozen.head.parameters())
     out = frozen(torch.randn(2, 3, *INPUT_HW))
     assert out.shape == (2, 1, INPUT_HW[0] // 4, INPUT_HW[1] // 4)
+    occ, parts = frozen.eval().forward_parts(torch.randn(2, 3, *INPUT_HW))
+    assert occ.shape == out.shape and parts.shape == (2, 5, INPUT_HW[0] // 4, INPUT_HW[1] // 4)
+    frozen.train()
     out.sum().backward()  # the head learns, the frozen backbone gets no gradient
     assert frozen.lateral[0].weight.grad is not None
     assert all(p.grad is None for p in frozen.backbone.parameters())
@@ -94,14 +98,64 @@ def test_covered_reading_through_the_occlusion_table_hand_values():
     assert at_half.loc["a", list(Z_COLUMNS)].tolist() == [0, 0, 0, 1]  # > tau, not >=
 
 
+def test_part_target_is_the_coarse_share_of_each_cell():
+    """The part head's target: per 8x8 cell of the 256x128 map, the share of background / head / arms /
+    torso / legs (fine ids merged: right arm 3 -> arms, foot 7 -> legs)."""
+    lm = np.zeros((256, 128), np.uint8)
+    lm[:8, :8] = 1  # head fills cell (0, 0)
+    lm[8:16, :4] = 3  # right arm: left half of cell (1, 0)
+    lm[248:, 120:] = 7  # left foot fills cell (31, 15)
+    t = part_target(lm)
+    assert t.shape == (5, 32, 16) and torch.allclose(t.sum(0), torch.ones(32, 16))
+    assert t[1, 0, 0] == 1 and t[0, 0, 0] == 0
+    assert t[2, 1, 0] == 0.5 and t[0, 1, 0] == 0.5
+    assert t[4, 31, 15] == 1 and t[0, 5, 5] == 1
+
+
+def test_learned_parts_reading_through_the_occlusion_table_hand_values():
+    """The learned_parts rule reads the covered share on the learned parse, not on the parser's label map:
+    a parse that drew an occluding pedestrian's legs as the target's (no legs under the mask) reads the
+    legs visible; the learned parse that puts the target's legs under the mask reads them occluded. Eq. (2)
+    reads the parser's counts: a part the learned parse misses is not occluded for it."""
+    lm = body()  # head 32x64 px, arms 2 x 96x32, torso 96x64, legs 128x128 (rows 128..255)
+    mask = np.zeros_like(lm, bool)
+    mask[192:, :] = True  # the lower half of the legs
+    learned = lm.copy()
+    learned[learned == 6] = 5  # coarse classes are drawn as the first fine id of each part
+    learned[128:, :] = np.where(learned[128:, :] > 0, 5, 0)
+    parsed = lm.copy()
+    parsed[192:, :] = 0  # the occluded image's parse lost the covered legs, and drew them higher up
+    parsed[96:128, 32:96] = 5
+    rows = parsing_rows({"a": parsed})
+    rule = OcclusionRule("learned_parts", lam=5.0, tau=0.4)
+    t = occlusion_table(rows, rule, {"a": mask}, {"a": learned}).set_index("key")
+    assert t.loc["a", list(LEARNED_OCCLUDER_COLUMNS)].tolist() == [0.0, 0.0, 0.0, 0.5]
+    assert t.loc["a", list(Z_COLUMNS)].tolist() == [0, 0, 0, 1]
+    no_torso = np.where(learned == 4, 0, learned).astype(np.uint8)  # the learned parse draws no torso
+    t2 = occlusion_table(rows, rule, {"a": mask}, {"a": no_torso}).set_index("key")
+    assert t2.loc["a", "learned_occluder_torso"] == 0.0 and t2.loc["a", list(Z_COLUMNS)].tolist() == [0, 0, 0, 1]
+    covered = occlusion_table(rows, OcclusionRule("covered", lam=5.0, tau=0.4), {"a": mask}, {"a": learned})
+    assert covered.set_index("key").loc["a", "occluder_legs"] == 0.0  # the parser's map: nothing under the mask
+    assert covered.set_index("key").loc["a", "z_legs"] == 0
+    with pytest.raises(MissingOccluderMaskError, match="learned parse"):
+        occlusion_table(rows, rule, {"a": mask})
+    with pytest.raises(MissingOccluderMaskError, match="no learned parse"):
+        occlusion_table(rows, rule, {"a": mask}, {"b": learned})
+
+
 def test_fit_and_predict_on_tiny_random_inputs():
     images, maps = _crops(4)
     model = OccluderSegmenter("", train_backbone=False)
     res = fit(model, images, maps, np.array([0, 0, 1, 1]), SynthSpec(none_prob=0.5), steps=2, batch_size=2, lr=1e-3,
               seed=0, holdout=(images, maps, np.array([0, 0, 1, 1])), log_every=1)
     assert len(res.losses) == 2 and all(np.isfinite(res.losses)) and res.examples == 4
-    assert set(res.holdout) == {"examples", "pixel_iou", "pixel_accuracy", "threshold"}
-    assert res.holdout["examples"] == 8 and 0 <= res.holdout["pixel_iou"] <= 1
+    assert len(res.part_losses) == 2 and all(np.isfinite(res.part_losses))
+    assert set(res.holdout) == {"examples", "pixel_iou", "pixel_accuracy", "threshold", "part_accuracy"}
+    assert res.holdout["examples"] == 8 and 0 <= res.holdout["pixel_iou"] <= 1 and 0 <= res.holdout["part_accuracy"] <= 1
+    seg = predict(model, dict(zip("abcd", images)).__getitem__, list("abcd"), (256, 128))
+    assert set(seg.parts) == set("abcd")
+    assert all(m.shape == (256, 128) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1, 2, 4, 5}
+               for m in seg.parts.values())
     masks = predict_masks(model, dict(zip("abcd", images)).__getitem__, list("abcd"), (256, 128))
     assert set(masks) == set("abcd") and all(m.shape == (256, 128) and m.dtype == bool for m in masks.values())
     with pytest.raises(ValueError, match="2 identities"):
@@ -134,5 +188,6 @@ def test_segmenter_weights_round_trip_and_errors(tmp_path):
         Image.fromarray(np.full((40, 20, 3), 128, np.uint8)).save(tmp_path / name)
     masks = segment_index(loaded, pd.DataFrame({"key": ["ka", "kb"], "path": ["a.png", "b.png"]}), tmp_path,
                           (16, 8), 0.5)
-    assert sorted(masks) == ["ka", "kb"] and masks["ka"].shape == (16, 8) and masks["ka"].dtype == bool
-    assert np.array_equal(masks["ka"], masks["kb"])  # same pixels, same mask
+    assert sorted(masks.masks) == ["ka", "kb"] and masks.masks["ka"].shape == (16, 8) and masks.masks["ka"].dtype == bool
+    assert np.array_equal(masks.masks["ka"], masks.masks["kb"])  # same pixels, same mask
+    assert np.array_equal(masks.parts["ka"], masks.parts["kb"]) and masks.parts["ka"].shape == (16, 8)

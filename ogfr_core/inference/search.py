@@ -154,13 +154,14 @@ def occlusion_z(items: Sequence[tuple[str, str]], source: ZSource, parse_dir: Pa
     cfg = dataclasses.replace(source.parse, workers=max(1, workers))
     summary = parse_dataset(index, Path("."), cfg, parse_dir, progress=progress)
     parsing = read_parsing(parse_dir, summary.cache_id, columns=["label_map", "amodal_map", "status"])
-    masks = None
+    seg = None
     if segmenter is not None:
         from ..occlusion.learned import segment_index
 
-        masks = segment_index(segmenter, index, Path("."), (source.parse.label_height, source.parse.label_width),
-                              source.threshold)
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], source.rule, masks)
+        seg = segment_index(segmenter, index, Path("."), (source.parse.label_height, source.parse.label_width),
+                            source.threshold)
+    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], source.rule, seg and seg.masks,
+                            seg and seg.parts)
     return (dict(zip(table["key"], table[list(Z_COLUMNS)].to_numpy(np.int64))),
             dict(zip(table["key"], table["status"].astype(str))))
 

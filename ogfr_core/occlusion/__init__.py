@@ -1,4 +1,5 @@
-"""Occlusion labels from parsing label maps — OGFR Eq. (1)–(2), and the ``hidden_fraction`` / ``covered`` rules.
+"""Occlusion labels from parsing label maps — OGFR Eq. (1)–(2), and the ``hidden_fraction`` / ``covered`` /
+``learned_parts`` rules.
 
 A 9-class label map (0 background, 1 head, 2/3 left/right arm, 4 torso, 5/6 left/right leg,
 7/8 left/right foot) is merged into C = 4 coarse parts {head, arms, torso, legs(+feet)}; the pixel
@@ -7,7 +8,7 @@ z = [l_head, l_arms, l_torso, l_legs] ∈ {0,1}^4. The occlusion type id packs z
 with the head as the most significant bit: type = 8·z0 + 4·z1 + 2·z2 + z3 ∈ 0..15 (0 = holistic,
 15 = every part occluded / no person found).
 
-Three rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
+Four rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
 
 * ``pixels`` — the paper's Eq. (2): a part is occluded when fewer than λ of its pixels are visible.
   With a keypoint parser that draws every part at its (possibly hallucinated) keypoints, this only
@@ -21,15 +22,24 @@ Three rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
   predicted on the image; s_c is the share of part c's visible pixels under it, and
   z_c = 1 when Eq. (2) fires on the pixels it leaves, |V_c|·(1 − s_c) < λ, or s_c > τ. Without an
   occluder (s = 0) it is exactly Eq. (2).
+* ``learned_parts`` — ours (issue 21): ``covered`` with the share s̃_c read on a *learned* parse of the
+  target person instead of the parser's label map of the image. The occluder stage's segmenter has a
+  second head trained to reproduce the parser's label map of the crop *before* an occluder was pasted
+  on it (:mod:`.learned`), so on an occluded image it draws where the target's parts are, the covered
+  ones included, and not the occluding pedestrian: what the ground truth and the training
+  augmentation read (the holistic parse with the occluder's pixels hidden). z_c = 1 when Eq. (2) fires
+  on the parser's visible pixels that the occluder leaves, |V_c|·(1 − s̃_c) < λ, or s̃_c > τ; a part the
+  learned parse does not draw has s̃_c = 0 (its absence is the parser's Eq. 2 to say, as in training).
 
 Each rule but ``pixels`` carries a per-part share ("state", :attr:`OcclusionRule.state`): the hidden
-share h (``hidden_*`` columns of the occlusion table) or the occluder share s (``occluder_*``).
+share h (``hidden_*`` columns of the occlusion table), the occluder share s (``occluder_*``) or the
+occluder share on the learned parse (``learned_occluder_*``).
 
 After an obstacle covers some visible pixels (training augmentation, or an occluder of the
 benchmark whose ground truth is computed), :func:`labels_after_cover` updates z with the same rule:
 ``pixels`` recounts the visible pixels; ``hidden_fraction`` and ``covered`` scale the part's
 remaining share by the fraction of visible pixels left uncovered, h' = 1 − (1 − h)·|V'_c| / |V_c|
-(for ``covered``: the share under the predicted occluder or the pasted obstacle). Training and test
+(for ``covered`` / ``learned_parts``: the share under the predicted occluder or the pasted obstacle). Training and test
 z therefore mean the same thing.
 
 The same functions serve the `occlusion` stage (NumPy, one map at a time) and training (torch,
@@ -158,7 +168,8 @@ def scaled_threshold(lam: float, shape: Sequence[int], reference: Sequence[int] 
     return float(lam) * (shape[-2] * shape[-1]) / (reference[0] * reference[1])
 
 
-RULES = ("pixels", "hidden_fraction", "covered")
+RULES = ("pixels", "hidden_fraction", "covered", "learned_parts")
+COVER_RULES = ("covered", "learned_parts")  # the rules that read the occluder share and Eq. (2) on what it leaves
 
 
 @dataclass(frozen=True)
@@ -166,12 +177,13 @@ class OcclusionRule:
     """How z is decided from a parse (module docstring).
 
     Attributes:
-        rule: ``pixels`` (Eq. 2, the paper), ``hidden_fraction`` (amodal vs visible parts, ours) or
-            ``covered`` (Eq. 2 outside a learned occluder mask, or the part more than τ under it; ours).
-        lam: λ of Eq. (2) in pixels at 256×128 (rescaled by area to other map sizes); ``pixels`` and
-            ``covered``.
+        rule: ``pixels`` (Eq. 2, the paper), ``hidden_fraction`` (amodal vs visible parts, ours),
+            ``covered`` (Eq. 2 outside a learned occluder mask, or the part more than τ under it; ours) or
+            ``learned_parts`` (``covered`` on the segmenter's learned parse of the target; ours).
+        lam: λ of Eq. (2) in pixels at 256×128 (rescaled by area to other map sizes); every rule but
+            ``hidden_fraction``.
         tau: share threshold in [0, 1): z_c = 1 when the hidden / covered share of c exceeds τ;
-            ``hidden_fraction`` and ``covered``.
+            every rule but ``pixels``.
 
     Raises:
         ValueError: an unknown rule, λ < 0 or τ outside [0, 1).
@@ -195,13 +207,19 @@ class OcclusionRule:
     @property
     def needs_occluder(self) -> bool:
         """True when the rule reads a predicted occluder mask (stage ``occluder``)."""
-        return self.rule == "covered"
+        return self.rule in COVER_RULES
+
+    @property
+    def needs_parts(self) -> bool:
+        """True when the rule reads the occluder stage's learned parse of the target."""
+        return self.rule == "learned_parts"
 
     @property
     def state(self) -> str | None:
         """The per-part share the rule reads (the occlusion table's ``<state>_*`` columns): ``hidden``,
-        ``occluder``, or None for ``pixels``."""
-        return {"hidden_fraction": "hidden", "covered": "occluder"}.get(self.rule)
+        ``occluder``, ``learned_occluder``, or None for ``pixels``."""
+        return {"hidden_fraction": "hidden", "covered": "occluder", "learned_parts": "learned_occluder"}.get(self.rule)
+
 
     @property
     def state_columns(self) -> tuple[str, ...] | None:
@@ -213,7 +231,7 @@ class OcclusionRule:
         """Short text for logs and figure titles, e.g. ``hidden_fraction τ=0.5``."""
         if self.rule == "pixels":
             return f"pixels λ={self.lam:g}"
-        return f"{self.rule} τ={self.tau:g}" + (f" λ={self.lam:g}" if self.rule == "covered" else "")
+        return f"{self.rule} τ={self.tau:g}" + (f" λ={self.lam:g}" if self.needs_occluder else "")
 
     def labels(self, counts: ArrayT, share: ArrayT, shape: Sequence[int]) -> ArrayT:
         """z ``[..., 4]`` int64 from the visible coarse counts (Eq. 1) and the rule's per-part share.
@@ -222,8 +240,8 @@ class OcclusionRule:
             counts: visible coarse pixel counts ``[..., 4]`` (:func:`coarse_counts` of the label map).
             share: ``[..., 4]`` in [0, 1], the rule's :attr:`state`: hidden shares
                 (:func:`hidden_fractions`) for ``hidden_fraction``; the share of each part's visible
-                pixels under the occluder for ``covered`` (the counts are those *before* it); ignored
-                by ``pixels``.
+                pixels under the occluder for ``covered`` / ``learned_parts`` (the counts are those
+                *before* it); ignored by ``pixels``.
             shape: (H, W) of the label map the counts come from (λ is rescaled to it).
         """
         if self.rule == "pixels":
@@ -272,7 +290,7 @@ def labels_after_cover(rule: OcclusionRule, z: ArrayT, hidden: ArrayT, before: A
     ``pixels``: Eq. (2) on the visible counts left (``after``). ``hidden_fraction`` / ``covered``: the
     remaining share shrinks by the uncovered fraction of the visible pixels, h' = 1 − (1 − h)·after/before
     (h' = h where nothing was visible); ``covered`` then reads Eq. (2) on before·(1 − h') = (1 − h)·after
-    pixels. Either way a part already occluded stays occluded: z' = max(z, new).
+    pixels (``learned_parts`` alike). Either way a part already occluded stays occluded: z' = max(z, new).
 
     Args:
         rule: the rule in force.
@@ -301,7 +319,7 @@ def labels_after_cover(rule: OcclusionRule, z: ArrayT, hidden: ArrayT, before: A
         b = np.asarray(before, np.float64)
         ratio = np.where(b > 0, np.asarray(after, np.float64) / np.maximum(b, 1), 1.0)
     new_hidden = 1 - (1 - hidden) * ratio
-    new_z = rule.labels(before if rule.rule == "covered" else after, new_hidden, shape)
+    new_z = rule.labels(before if rule.needs_occluder else after, new_hidden, shape)
     if torch_in:
         import torch
 

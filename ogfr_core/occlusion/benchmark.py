@@ -19,15 +19,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
 from ..config import ConfigError, DataConfig, OccludeConfig, ParseConfig
 from ..io import write_parquet
-from . import OcclusionRule, occlusion_type
+from . import COVER_RULES, OcclusionRule, occlusion_type
 from .table import occlusion_table
+
+if TYPE_CHECKING:
+    from .learned import Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,8 @@ class DerivedSet:
     truth: pd.DataFrame
 
 
-# (index [key, path, ...], root the paths are relative to) -> {key: bool [lh, lw] occluder mask}
-MaskFn = Callable[[pd.DataFrame, Path], dict]
+# (index [key, path, ...], root the paths are relative to) -> learned.Segmentation (occluder masks, learned parse)
+MaskFn = Callable[[pd.DataFrame, Path], "Segmentation"]
 
 
 def derived_name(data: DataConfig, cfg: OccludeConfig) -> str:
@@ -60,8 +63,9 @@ def derive_occluded_set(data: DataConfig, parse_cfg: ParseConfig, rule: Occlusio
                         repo: Path = Path("."), masks: MaskFn | None = None) -> DerivedSet:
     """Generate, index, parse and occlusion-label the occluded-query benchmark of ``data`` (its test
     queries, occluded by training identities; the test gallery unchanged), with its ground truth.
-    ``masks`` predicts every image's occluder mask (the ``occluder_*`` shares; required by the
-    ``covered`` rule), as the ``occlusion`` stage does for ``data``.
+    ``masks`` predicts every image's occluder mask and learned parse (the ``occluder_*`` /
+    ``learned_*`` shares; required by the ``covered`` / ``learned_parts`` rules), as the ``occlusion``
+    stage does for ``data``.
 
     Raises:
         MissingLabelsError / ParsingIncompleteError / IndexFileError: the source set's index, parsing or
@@ -165,8 +169,8 @@ def _derive(src: _Source, name: str, queries: pd.DataFrame, gallery: pd.DataFram
     seeded = seed_cache(src.parse_dir, parse_dir, index.loc[index["split"] == "gallery", "key"])
     parse = parse_dataset(index, out_root, parse_cfg, parse_dir, progress=True)
     parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], rule,
-                            masks(index, out_root) if masks is not None else None)
+    seg = masks(index, out_root) if masks is not None else None
+    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], rule, seg and seg.masks, seg and seg.parts)
     write_parquet(repo / "data/occlusion" / f"{name}.parquet", table)
 
     label_hw = (parse_cfg.label_height, parse_cfg.label_width)
@@ -205,7 +209,8 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
                label_hw: tuple[int, int], tau_grid: tuple[float, ...], validation: str | None) -> dict:
     """``reports/occlude/z_accuracy.json``: per set, the rule in force and the paper's rule scored against
     the ground truth (:func:`.truth.rule_report`); on the ``validation`` set also every τ of
-    ``tau_grid`` for ``hidden_fraction`` and for ``covered`` (when the tables carry occluder shares),
+    ``tau_grid`` for ``hidden_fraction`` and for ``covered`` / ``learned_parts`` (when the tables carry
+    their occluder shares),
     each rule's :func:`.truth.rule_score` and the rule the grid chooses
     (:func:`.truth.choose_rule`). The test set never sees the grid; it reports the rule in force, the
     paper's rule and the validation grid's best deviation.
@@ -234,7 +239,8 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
         for rep in entry["rules"]:
             rep["score"] = rule_score(rep)
         if role == validation:
-            kinds = ["hidden_fraction"] + (["covered"] if _has_shares(derived.occlusion, holistic) else [])
+            kinds = ["hidden_fraction"] + [k for k in COVER_RULES if _has_shares(OcclusionRule(k), derived.occlusion,
+                                                                                 holistic)]
             grid = [rule_report(OcclusionRule(kind, rule.lam, t), derived.truth, derived.occlusion, holistic,
                                 label_hw) for kind in kinds for t in tau_grid]
             entry["tau_grid"] = grid
@@ -250,9 +256,9 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
     return out
 
 
-def _has_shares(*tables: pd.DataFrame) -> bool:
-    """Every table carries predicted occluder shares (``occluder_*``, not NaN)."""
-    cols = list(OcclusionRule("covered").state_columns)
+def _has_shares(rule: OcclusionRule, *tables: pd.DataFrame) -> bool:
+    """Every table carries the shares ``rule`` reads (``occluder_*`` / ``learned_occluder_*``, not NaN)."""
+    cols = list(rule.state_columns)
     return all(set(cols) <= set(t.columns) and not t[cols].isna().any().any() for t in tables)
 
 

@@ -9,17 +9,24 @@ that box from the image alone, so test-time z follows the same update:
 1. :class:`OccluderSegmenter` — ImageNet MobileNetV2 blocks 0–13 (the hybrid stem's weights,
    fine-tuned or frozen; BatchNorm statistics frozen) tapped at strides 4, 8 and 16 (24 / 32 / 96 channels), 1×1 lateral convs to
    ``width`` channels summed at stride 4 (an FPN-style top-down sum), a 3×3 conv + BN + ReLU and a 1×1
-   conv: one occluder logit per 4×4 pixels of the ``INPUT_HW`` = 128×64 input (``[B, 1, 32, 16]``).
+   conv: one occluder logit per 4×4 pixels of the ``INPUT_HW`` = 128×64 input (``[B, 1, 32, 16]``);
+   beside it a second head of the same form gives 5 coarse-part logits (background, head, arms, torso,
+   legs) per cell: the learned parse of the *target* person (``[B, 5, 32, 16]``).
 2. :func:`synthesize` — its training data: a training image with an occluder of the ``occlude:``
    benchmark's kind pasted by the benchmark's own functions
    (:mod:`ogfr_core.data.occluded_benchmark`: person cut-outs and background windows from an edge),
    or no occluder (share ``none_prob``); the target is the pixels the paste changed (as the ground
-   truth of :mod:`.truth`), area-averaged to the output grid.
-3. :func:`predict_masks` / :func:`occluder_masker` — the predicted occluder (probability >
-   ``threshold``, upsampled to the label maps) of every image, which the occlusion table turns into
-   each part's covered share (``occluder_*``) and :class:`~ogfr_core.occlusion.OcclusionRule`
-   ``covered`` into z: Eq. (2) on the pixels the occluder leaves, or more than τ of the part covered —
-   what the parse would say if it saw the occluder as the augmentation does.
+   truth of :mod:`.truth`), area-averaged to the output grid; the part head's target is the parser's
+   label map of the crop *before* the paste (:func:`part_target`): on an occluded image it learns where
+   the target's parts are, the covered ones included, and that an occluding pedestrian is not the
+   target — what the ground truth reads and the parse of the occluded image gets wrong (README "Where
+   the remaining z error comes from").
+3. :func:`predict` / :func:`occluder_masker` — the predicted occluder (probability > ``threshold``,
+   upsampled to the label maps) and the learned parse (argmax, as fine ids) of every image, which the
+   occlusion table turns into each part's covered share on the parser's label map (``occluder_*``) and
+   on the learned parse (``learned_occluder_*``), and :class:`~ogfr_core.occlusion.OcclusionRule`
+   ``covered`` / ``learned_parts`` into z: Eq. (2) on the pixels the occluder leaves, or more than τ of
+   the part covered — what the parse would say if it saw the occluder as the augmentation does.
 
 Caveat (README): the segmenter learns the occluders this repository synthesises (from training
 identities only, never a test image), so its accuracy on our benchmark is an in-distribution number;
@@ -28,7 +35,7 @@ real occluders (Occluded-Duke) would need their own training data.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,6 +54,8 @@ INPUT_HW = (128, 64)  # segmenter input H × W (the ReID model's input size)
 OUT_STRIDE = 4  # logits per 4 × 4 input pixels: [B, 1, 32, 16]
 TAPS = (3, 6, 13)  # MobileNetV2 blocks whose outputs are tapped: stride 4 (24 ch), 8 (32 ch), 16 (96 ch)
 TAP_CHANNELS = (24, 32, 96)
+NUM_PART_CLASSES = 5  # background + the 4 coarse parts (head, arms, torso, legs)
+PART_FINE_IDS = np.array([0, 1, 2, 4, 5], np.uint8)  # coarse class → the fine id it is drawn as (Eq. 1 counts it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS = Path("models/occluder/segmenter.safetensors")  # stage `occluder`'s output (repository-relative)
@@ -64,7 +73,8 @@ class OccluderSegmenter(nn.Module):
             it was); None draws them from the global RNG, whose state at that point is not reproducible
             from one process to the next.
 
-    Shapes: ``forward(x [B, 3, 128, 64] normalised)`` → logits ``[B, 1, 32, 16]``.
+    Shapes: ``forward(x [B, 3, 128, 64] normalised)`` → occluder logits ``[B, 1, 32, 16]``;
+    :meth:`forward_parts` → ``(occluder logits [B, 1, 32, 16], part logits [B, 5, 32, 16])``.
 
     Raises:
         PretrainedWeightsError: ``stem_weights`` missing or not MobileNetV2 (as the ReID stem).
@@ -86,8 +96,8 @@ class OccluderSegmenter(nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in TAP_CHANNELS)
-            self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                      nn.ReLU(inplace=True), nn.Conv2d(width, 1, 1))
+            self.head = _head(width, 1)
+            self.parts = _head(width, NUM_PART_CLASSES)
 
     def train(self, mode: bool = True) -> "OccluderSegmenter":
         super().train(mode)
@@ -95,6 +105,14 @@ class OccluderSegmenter(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._fpn(x))  # [B, 1, H/4, W/4]
+
+    def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both heads on one backbone pass: ``([B, 1, H/4, W/4], [B, 5, H/4, W/4])`` logits."""
+        y = self._fpn(x)
+        return self.head(y), self.parts(y)
+
+    def _fpn(self, x: torch.Tensor) -> torch.Tensor:
         feats = []
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_backbone):
             for i, block in enumerate(self.backbone):
@@ -104,7 +122,13 @@ class OccluderSegmenter(nn.Module):
         size = feats[0].shape[-2:]  # stride 4
         y = sum(nn.functional.interpolate(lat(f), size=size, mode="bilinear", align_corners=False)
                 if f.shape[-2:] != size else lat(f) for lat, f in zip(self.lateral, feats))
-        return self.head(y)  # [B, 1, H/4, W/4]
+        return y  # [B, width, H/4, W/4]
+
+
+def _head(width: int, out: int) -> nn.Sequential:
+    """3×3 conv + BN + ReLU + 1×1 conv to ``out`` logits."""
+    return nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                         nn.ReLU(inplace=True), nn.Conv2d(width, out, 1))
 
 
 def to_input(image: np.ndarray) -> torch.Tensor:
@@ -120,6 +144,17 @@ def to_target(changed: np.ndarray) -> torch.Tensor:
     hw = (INPUT_HW[0] // OUT_STRIDE, INPUT_HW[1] // OUT_STRIDE)
     m = Image.fromarray(changed.astype(np.float32), mode="F").resize((hw[1], hw[0]), Image.BOX)
     return torch.from_numpy(np.asarray(m, np.float32).clip(0, 1).copy())[None]
+
+
+def part_target(label_map: np.ndarray) -> torch.Tensor:
+    """uint8 ``[lh, lw]`` label map (fine ids 0..8) → float32 ``[5, 32, 16]``: the share of each coarse
+    class (background, head, arms, torso, legs) in every output cell (area average of the one-hot map)."""
+    from . import FINE_TO_COARSE
+
+    coarse = torch.from_numpy(FINE_TO_COARSE[np.asarray(label_map, np.int64)] + 1)  # [lh, lw] in 0..4
+    onehot = nn.functional.one_hot(coarse, NUM_PART_CLASSES).permute(2, 0, 1).float()[None]  # [1, 5, lh, lw]
+    hw = (INPUT_HW[0] // OUT_STRIDE, INPUT_HW[1] // OUT_STRIDE)
+    return nn.functional.adaptive_avg_pool2d(onehot, hw)[0]
 
 
 @dataclass(frozen=True)
@@ -165,27 +200,32 @@ def synthesize(rng: np.random.Generator, image: np.ndarray, source: np.ndarray, 
 
 @dataclass
 class FitResult:
-    """What :func:`fit` reports: the loss of each logged window (mean BCE), steps, examples seen and
-    the held-out pixel IoU / accuracy at ``threshold`` (on examples from held-out identities)."""
+    """What :func:`fit` reports: the loss of each logged window (mean BCE; ``part_losses``: mean part
+    cross-entropy), steps, examples seen and the held-out pixel IoU / accuracy at ``threshold`` and the
+    learned parse's pixel accuracy (on examples from held-out identities)."""
 
     losses: list[float]
     steps: int
     examples: int
     holdout: dict
+    part_losses: list[float] = field(default_factory=list)
 
 
 def fit(model: OccluderSegmenter, images: Sequence[np.ndarray], maps: Sequence[np.ndarray],
         pids: np.ndarray, spec: SynthSpec, *, steps: int, batch_size: int, lr: float, seed: int,
         holdout: tuple[Sequence[np.ndarray], Sequence[np.ndarray], np.ndarray] | None = None,
-        threshold: float = 0.5, log_every: int = 100) -> FitResult:
-    """Train the head of ``model`` on :func:`synthesize` examples (BCE with the covered share as a soft
-    target, Adam). An example's occluder comes from an image of another identity.
+        threshold: float = 0.5, log_every: int = 100, part_weight: float = 1.0) -> FitResult:
+    """Train ``model`` on :func:`synthesize` examples (Adam): BCE with the covered share as a soft target,
+    plus ``part_weight`` × the soft cross-entropy of the part head against the crop's own label map
+    before the paste (:func:`part_target`). An example's occluder comes from an image of another identity.
 
     Args:
         images, maps, pids: training crops (uint8 ``[H, W, 3]``), their parsing label maps and pids.
         spec: what to paste; steps, batch_size, lr: the schedule (constant lr); seed: NumPy and torch.
         holdout: (images, maps, pids) of identities the head never trains on: scored after training on
-            ``4 × batch_size`` fixed examples (pixel IoU and accuracy of ``prob > threshold``).
+            ``4 × batch_size`` fixed examples (pixel IoU and accuracy of ``prob > threshold``; the part
+            head's pixel accuracy against the target's majority class, ``part_accuracy``).
+        part_weight: weight of the part loss (0: the part head stays at its initialisation).
 
     Raises:
         ValueError: fewer than 2 identities.
@@ -197,35 +237,43 @@ def fit(model: OccluderSegmenter, images: Sequence[np.ndarray], maps: Sequence[n
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     model.train()
-    losses, window = [], []
+    losses, part_losses, window = [], [], []
     for step in range(steps):
-        x, t = _batch(rng, images, maps, pids, spec, batch_size)
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x), t)
+        x, t, parts = _batch(rng, images, maps, pids, spec, batch_size)
+        occ_logits, part_logits = model.forward_parts(x)
+        bce = nn.functional.binary_cross_entropy_with_logits(occ_logits, t)
+        part_ce = -(parts * part_logits.log_softmax(1)).sum(1).mean()
+        loss = bce + part_weight * part_ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        window.append(loss.item())
+        window.append((bce.item(), part_ce.item()))
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            losses.append(round(float(np.mean(window)), 5))
-            log.info("occluder segmenter: step %d/%d, BCE %.4f", step + 1, steps, losses[-1])
+            losses.append(round(float(np.mean([w[0] for w in window])), 5))
+            part_losses.append(round(float(np.mean([w[1] for w in window])), 5))
+            log.info("occluder segmenter: step %d/%d, BCE %.4f, part CE %.4f", step + 1, steps, losses[-1],
+                     part_losses[-1])
             window = []
     scores = {}
     if holdout is not None:
-        x, t = _batch(np.random.default_rng(seed + 1), *holdout, spec, 4 * batch_size)
+        x, t, parts = _batch(np.random.default_rng(seed + 1), *holdout, spec, 4 * batch_size)
         model.eval()
         with torch.no_grad():
-            p = torch.sigmoid(model(x)) > threshold
+            occ_logits, part_logits = model.forward_parts(x)
+        p = torch.sigmoid(occ_logits) > threshold
         truth = t > 0.5
         inter, union = float((p & truth).sum()), float((p | truth).sum())
         scores = {"examples": int(len(x)), "pixel_iou": round(inter / max(union, 1.0), 4),
-                  "pixel_accuracy": round(float((p == truth).float().mean()), 4), "threshold": threshold}
-    return FitResult(losses, steps, steps * batch_size, scores)
+                  "pixel_accuracy": round(float((p == truth).float().mean()), 4), "threshold": threshold,
+                  "part_accuracy": round(float((part_logits.argmax(1) == parts.argmax(1)).float().mean()), 4)}
+    return FitResult(losses, steps, steps * batch_size, scores, part_losses)
 
 
 def _batch(rng: np.random.Generator, images: Sequence[np.ndarray], maps: Sequence[np.ndarray], pids: np.ndarray,
-           spec: SynthSpec, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` examples: inputs ``[n, 3, 128, 64]`` and targets ``[n, 1, 32, 16]``."""
-    xs, ts = [], []
+           spec: SynthSpec, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` examples: inputs ``[n, 3, 128, 64]``, occluder targets ``[n, 1, 32, 16]`` and part targets
+    ``[n, 5, 32, 16]`` (the label map of the image before the paste)."""
+    xs, ts, ps = [], [], []
     for _ in range(n):
         i = int(rng.integers(len(images)))
         j = int(rng.integers(len(images)))
@@ -234,13 +282,24 @@ def _batch(rng: np.random.Generator, images: Sequence[np.ndarray], maps: Sequenc
         occluded, changed = synthesize(rng, images[i], images[j], maps[j], spec)
         xs.append(to_input(occluded))
         ts.append(to_target(changed))
-    return torch.stack(xs), torch.stack(ts)
+        ps.append(part_target(maps[i]))
+    return torch.stack(xs), torch.stack(ts), torch.stack(ps)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """What the segmenter says of a set of images, at the label maps' resolution: ``masks`` ``{key: bool
+    [lh, lw]}`` (occluder pixels) and ``parts`` ``{key: uint8 [lh, lw]}`` (the learned parse of the target,
+    coarse classes drawn as fine ids 0 / 1 / 2 / 4 / 5: background, head, arms, torso, legs)."""
+
+    masks: dict[str, np.ndarray]
+    parts: dict[str, np.ndarray]
 
 
 @torch.no_grad()
-def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], keys: Sequence[str],
-                  label_hw: tuple[int, int], threshold: float = 0.5, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Predicted occluder pixels of each image at the label maps' resolution.
+def predict(model: OccluderSegmenter, load: Callable[[str], np.ndarray], keys: Sequence[str],
+            label_hw: tuple[int, int], threshold: float = 0.5, batch_size: int = 64) -> Segmentation:
+    """Predicted occluder pixels and learned parse of each image at the label maps' resolution.
 
     Args:
         load: key → uint8 ``[H, W, 3]`` crop.
@@ -249,19 +308,27 @@ def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], k
         threshold: a pixel is an occluder where the bilinearly upsampled probability exceeds it.
 
     Returns:
-        ``{key: bool [lh, lw]}``.
+        :class:`Segmentation` (the part map: argmax of the bilinearly upsampled part logits).
     """
     model.eval()
-    out: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    parts: dict[str, np.ndarray] = {}
     keys = list(keys)
     for start in range(0, len(keys), batch_size):
         chunk = keys[start:start + batch_size]
-        x = torch.stack([to_input(load(k)) for k in chunk])
-        prob = torch.sigmoid(nn.functional.interpolate(model(x), size=tuple(label_hw), mode="bilinear",
-                                                       align_corners=False))[:, 0]  # [b, lh, lw]
-        for k, p in zip(chunk, (prob > threshold).numpy()):
-            out[k] = p
-    return out
+        occ, part = model.forward_parts(torch.stack([to_input(load(k)) for k in chunk]))
+        up = dict(size=tuple(label_hw), mode="bilinear", align_corners=False)
+        prob = torch.sigmoid(nn.functional.interpolate(occ, **up))[:, 0]  # [b, lh, lw]
+        label = nn.functional.interpolate(part, **up).argmax(1)  # [b, lh, lw] in 0..4
+        for k, p, m in zip(chunk, (prob > threshold).numpy(), label.numpy()):
+            masks[k], parts[k] = p, PART_FINE_IDS[m]
+    return Segmentation(masks, parts)
+
+
+def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], keys: Sequence[str],
+                  label_hw: tuple[int, int], threshold: float = 0.5, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The occluder masks of :func:`predict`: ``{key: bool [lh, lw]}``."""
+    return predict(model, load, keys, label_hw, threshold, batch_size).masks
 
 
 class OccluderWeightsError(UserError, FileNotFoundError):
@@ -300,25 +367,24 @@ def load_segmenter(path: str | Path) -> OccluderSegmenter:
 
 
 def segment_index(model: OccluderSegmenter, index: pd.DataFrame, root: Path, label_hw: tuple[int, int],
-                  threshold: float) -> dict[str, np.ndarray]:
-    """:func:`predict_masks` for every row of an index (``key``, ``path`` relative to ``root``):
-    ``{key: bool [lh, lw]}``."""
+                  threshold: float) -> Segmentation:
+    """:func:`predict` for every row of an index (``key``, ``path`` relative to ``root``)."""
     from ..data.images import load_rgb
 
     paths = dict(zip(index["key"], index["path"]))
-    return predict_masks(model, lambda k: np.asarray(load_rgb(Path(root) / paths[k])), list(paths), label_hw,
-                         threshold)
+    return predict(model, lambda k: np.asarray(load_rgb(Path(root) / paths[k])), list(paths), label_hw, threshold)
 
 
 def occluder_masker(params_path: str | Path, rule, label_hw: tuple[int, int]
-                    ) -> Callable[[pd.DataFrame, Path], dict[str, np.ndarray]] | None:
+                    ) -> Callable[[pd.DataFrame, Path], Segmentation] | None:
     """What the ``occlusion`` / ``occlude`` stages segment images with: the ``occluder`` stage's model
-    (:data:`WEIGHTS`) at ``occluder.threshold``, as ``masks(index, root) -> {key: bool [lh, lw]}``
+    (:data:`WEIGHTS`) at ``occluder.threshold``, as ``masks(index, root) ->`` :class:`Segmentation`
     (:func:`segment_index`). None when ``rule`` does not read the mask and the weights are absent (a
-    stage run outside the pipeline): the tables' ``occluder_*`` shares are then NaN.
+    stage run outside the pipeline): the tables' ``occluder_*`` / ``learned_*`` shares are then NaN.
 
     Raises:
-        OccluderWeightsError: the ``covered`` rule without the weights (names ``dvc repro occluder``).
+        OccluderWeightsError: the ``covered`` / ``learned_parts`` rule without the weights (names
+            ``dvc repro occluder``).
         ConfigError: params without an ``occluder:`` section.
     """
     from ..config import OccluderConfig, load_section

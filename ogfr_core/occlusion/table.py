@@ -19,8 +19,10 @@ Z_COLUMNS = tuple(f"z_{c}" for c in COARSE_NAMES)  # z_head, z_arms, z_torso, z_
 COUNT_COLUMNS = tuple(f"count_{c}" for c in COARSE_NAMES)
 HIDDEN_COLUMNS = tuple(f"hidden_{c}" for c in COARSE_NAMES)  # hidden_head, ..., hidden_legs
 OCCLUDER_COLUMNS = tuple(f"occluder_{c}" for c in COARSE_NAMES)  # occluder_head, ..., occluder_legs
-TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, *HIDDEN_COLUMNS, *OCCLUDER_COLUMNS, "status")
-_SHARE_PREFIXES = ("hidden_", "occluder_")
+LEARNED_OCCLUDER_COLUMNS = tuple(f"learned_occluder_{c}" for c in COARSE_NAMES)
+TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, *HIDDEN_COLUMNS, *OCCLUDER_COLUMNS,
+                 *LEARNED_OCCLUDER_COLUMNS, "status")
+_SHARE_PREFIXES = ("hidden_", "occluder_", "learned_")
 _ABBREV = {"head": "H", "arms": "A", "torso": "T", "legs": "L"}
 
 
@@ -29,7 +31,8 @@ class MissingOccluderMaskError(UserError, ValueError):
 
 
 def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
-                    occluder_masks: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+                    occluder_masks: Mapping[str, np.ndarray] | None = None,
+                    part_maps: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per parsed image: coarse pixel counts (Eq. 1), hidden and occluder shares, z under ``rule``
     and the type id.
 
@@ -41,6 +44,10 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         occluder_masks: image key → bool ``[lh, lw]`` predicted occluder pixels at the label maps'
             size (:func:`ogfr_core.occlusion.learned.predict_masks`); the ``occluder_*`` shares are
             NaN without them.
+        part_maps: image key → uint8 ``[lh, lw]`` learned parse of the target (fine ids 0..8,
+            :func:`ogfr_core.occlusion.learned.predict`): the share of each of its parts under the
+            occluder (``learned_occluder_*``, 0 where it draws none of the part), which the
+            ``learned_parts`` rule reads; NaN without them (or without ``occluder_masks``).
 
     Returns:
         DataFrame with columns ``key``, ``z_head``, ``z_arms``, ``z_torso``, ``z_legs`` (int64 0/1,
@@ -48,12 +55,14 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         ``count_head`` … ``count_legs`` (int64 visible pixels), ``hidden_head`` … ``hidden_legs``
         (float64 hidden shares in [0, 1]; NaN without an amodal map), ``occluder_head`` …
         ``occluder_legs`` (float64 share of each part's visible pixels under the predicted occluder, 0
-        where the part has none; NaN without masks) and ``status`` (the parse status), sorted by key.
+        where the part has none; NaN without masks), ``learned_occluder_*`` (float64, the same on the
+        learned parse; NaN without it) and ``status`` (the parse status), sorted by key.
 
     Raises:
         ValueError: a required column is missing.
         MissingAmodalMapError: the rule needs amodal maps and the parsing has none.
-        MissingOccluderMaskError: the ``covered`` rule without ``occluder_masks``, or a key without a mask.
+        MissingOccluderMaskError: the ``covered`` / ``learned_parts`` rule without ``occluder_masks``
+            (``learned_parts``: or without ``part_maps``), or a key without a mask or learned parse.
     """
     from ..parsing.cache import MissingAmodalMapError, decode_label_map
 
@@ -83,14 +92,26 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         if absent:
             raise MissingOccluderMaskError(f"{len(absent)} parsed image(s) have no predicted occluder mask "
                                            f"(e.g. {str(absent[0])[:12]}…): rerun the stage with every image")
-        left = np.stack([coarse_counts(np.where(occluder_masks[k], 0, m)) for k, m in zip(keys, maps)])  # [N, 4]
-        occluder = np.where(counts > 0, 1 - left / np.maximum(counts, 1), 0.0)  # [N, 4]
+        occluder = _covered_shares(counts, maps, [occluder_masks[k] for k in keys])  # [N, 4]
     elif rule.needs_occluder:
-        raise MissingOccluderMaskError("the covered occlusion rule needs predicted occluder masks (stage "
+        raise MissingOccluderMaskError(f"the {rule.rule} occlusion rule needs predicted occluder masks (stage "
                                        "`occluder`: run `dvc repro occluder`); or set occlusion.rule: pixels")
     else:
         occluder = np.full(counts.shape, np.nan)
-    state = {"hidden": hidden, "occluder": occluder}.get(rule.state, hidden)
+    learned = np.full(counts.shape, np.nan)
+    if part_maps is not None and occluder_masks is not None:
+        absent = [k for k in keys if k not in part_maps]
+        if absent:
+            raise MissingOccluderMaskError(f"{len(absent)} parsed image(s) have no learned parse "
+                                           f"(e.g. {str(absent[0])[:12]}…): rerun the stage with every image")
+        pmaps = [np.asarray(part_maps[k]) for k in keys]
+        learned = _covered_shares(np.stack([coarse_counts(m) for m in pmaps]), pmaps,
+                                  [occluder_masks[k] for k in keys])  # [N, 4]
+    elif rule.needs_parts:
+        raise MissingOccluderMaskError("the learned_parts occlusion rule needs the occluder stage's learned "
+                                       "parse (stage `occluder`: run `dvc repro occluder`); or set "
+                                       "occlusion.rule: covered")
+    state = {"hidden": hidden, "occluder": occluder, "learned_occluder": learned}.get(rule.state, hidden)
     z = np.stack([rule.labels(c, h, m.shape) for c, h, m in zip(counts, state, maps)])  # [N, 4]
     out = pd.DataFrame({"key": keys})
     for i, name in enumerate(COARSE_NAMES):
@@ -102,8 +123,17 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         out[f"hidden_{name}"] = hidden[:, i].astype(np.float64)
     for i, name in enumerate(COARSE_NAMES):
         out[f"occluder_{name}"] = occluder[:, i].astype(np.float64)
+    for i, name in enumerate(COARSE_NAMES):
+        out[f"learned_occluder_{name}"] = learned[:, i].astype(np.float64)
     out["status"] = parsing["status"].to_numpy()
     return out.sort_values("key", kind="stable").reset_index(drop=True)[list(TABLE_COLUMNS)]
+
+
+def _covered_shares(counts: np.ndarray, maps: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+    """Share of each coarse part's pixels under the occluder mask: ``[N, 4]`` float64, 0 where the part
+    has no pixels (``counts [N, 4]``: :func:`coarse_counts` of ``maps``; masks bool ``[lh, lw]``)."""
+    left = np.stack([coarse_counts(np.where(o, 0, m)) for m, o in zip(maps, masks)])  # [N, 4]
+    return np.where(counts > 0, 1 - left / np.maximum(counts, 1), 0.0)
 
 
 def type_label(type_id: int) -> str:

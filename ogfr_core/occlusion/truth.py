@@ -143,10 +143,11 @@ def truth_table(occluders: pd.DataFrame, derived_index: pd.DataFrame, derived_ro
 
 def true_z(rule: OcclusionRule, truth: pd.DataFrame, label_hw: tuple[int, int]) -> np.ndarray:
     """Ground-truth z ``[N, 4]`` under ``rule`` from :func:`truth_table` rows: the holistic parse's z,
-    updated by the occluder's changed pixels (:func:`labels_after_cover`). Under ``covered`` the
-    holistic original has no occluder (share 0), so z = Eq. (2) on ``after`` or ``covered`` > τ."""
+    updated by the occluder's changed pixels (:func:`labels_after_cover`). Under ``covered`` (and
+    ``learned_parts``) the holistic original has no occluder (share 0), so z = Eq. (2) on ``after`` or
+    ``covered`` > τ."""
     before, after = truth[list(BEFORE)].to_numpy(), truth[list(AFTER)].to_numpy()
-    hidden0 = truth[list(HIDDEN0)].to_numpy() if rule.rule != "covered" else np.zeros(before.shape)
+    hidden0 = truth[list(HIDDEN0)].to_numpy() if not rule.needs_occluder else np.zeros(before.shape)
     z0 = rule.labels(before, hidden0, label_hw)
     return labels_after_cover(rule, z0, hidden0, before, after, label_hw)[0]
 
