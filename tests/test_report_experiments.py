@@ -109,3 +109,30 @@ def test_a_run_from_before_the_occlusion_rule_param_used_eq2_not_todays_default(
     assert [(g.label, [r["name"] for r in g.runs]) for g in group_runs(runs, ref)] == [
         ("occlusion.rule=pixels", ["pixels-s0", "old-s1"]), ("default", ["covered-s0"]),
         ("occlusion.tau=0.5", ["covered-tau-s0"])]
+
+
+def test_occlusion_params_do_not_split_the_baseline():
+    """The baseline reads no occlusion label: its runs under two occlusion rules are one configuration,
+    and that is true of what it trains on — the augmentation pastes the same pixels whatever z, shares
+    and rule it is given (only z_occ differs), and the baseline's forward reads the pixels, the camera
+    and the label only (``ogfr_core/model/baseline.py``)."""
+    import torch
+
+    from ogfr_core.data.occlusion_aug import occlusion_augment
+    from ogfr_core.occlusion import OcclusionRule
+    from ogfr_core.report.experiments import is_config_param
+
+    base = {"train.model.method": "baseline", "occlusion.rule": "learned_parts"}
+    assert not any(is_config_param(k, base) for k in ("occlusion.rule", "occlusion.tau", "occluder.steps"))
+    assert is_config_param("occlusion.rule", dict(base, **{"train.model.method": "ogfr"}))
+
+    images, maps = torch.rand(4, 3, 32, 16), torch.randint(0, 9, (4, 32, 16))
+    outs = []
+    for rule, z, hidden in ((OcclusionRule("pixels"), torch.zeros(4, 4, dtype=torch.long), None),
+                            (OcclusionRule("learned_parts", 5.0, 0.4), torch.ones(4, 4, dtype=torch.long),
+                             torch.rand(4, 4))):
+        g = torch.Generator().manual_seed(0)
+        outs.append(occlusion_augment(images, maps, z, prob=1.0, area=(0.2, 0.4), rule=rule, generator=g,
+                                      hidden=hidden))
+    assert torch.equal(outs[0].images, outs[1].images) and torch.equal(outs[0].label_maps, outs[1].label_maps)
+    assert not torch.equal(outs[0].z, outs[1].z)

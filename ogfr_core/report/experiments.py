@@ -47,8 +47,9 @@ def is_config_param(key: str, params: dict) -> bool:
     """Whether ``key`` can change the numbers of the run with (flattened) ``params``: not in
     :data:`NON_CONFIG_PARAMS`, not another method's sub-section (:data:`METHOD_SECTIONS`, e.g.
     ``train.model.cpacol.stage2_epochs`` for an OGFR run), not ``train.agent_lr_scale`` (the lr of
-    OGFR's FEP agent) for a method without that agent, and not ``occlusion.tau`` / ``occluder.*`` under
-    an occlusion rule that does not read them. So a change of a peer's default in params.yaml does not
+    OGFR's FEP agent) for a method without that agent, not ``occlusion.tau`` / ``occluder.*`` under
+    an occlusion rule that does not read them, and no ``occlusion.*`` / ``occluder.*`` for the baseline
+    (it reads no occlusion label: its forward sees the augmented pixels only, which no z changes). So a change of a peer's default in params.yaml does not
     split the other methods' runs into new configurations."""
     if key in NON_CONFIG_PARAMS:
         return False
@@ -58,11 +59,13 @@ def is_config_param(key: str, params: dict) -> bool:
         parts[1] if parts[0] == "evaluate" and len(parts) > 2 else None)
     if section in METHOD_SECTIONS and section != method:
         return False
+    if method == "baseline" and parts[0] in ("occlusion", "occluder"):  # it reads no z: its forward sees only
+        return False  # the augmented pixels, which do not depend on z (tests/test_report_experiments.py)
     rule = params.get("occlusion.rule", "pixels")
-    if key == "occlusion.tau":  # read by the hidden_fraction / covered rules only
+    if key == "occlusion.tau":  # read by every rule but the paper's
         return rule != "pixels"
-    if parts[0] == "occluder":  # the learned occluder mask: read by the covered rule only
-        return rule == "covered"
+    if parts[0] == "occluder":  # the learned occluder mask and parse: read by the covered / learned_parts rules only
+        return rule in ("covered", "learned_parts")
     return not (key == "train.agent_lr_scale" and method != "ogfr")
 
 
