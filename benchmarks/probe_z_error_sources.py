@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parse = load_section(args.params, "parse", ParseConfig)
     rule = rule_from_config(load_section(args.params, "occlusion", OcclusionConfig))
     threshold = load_section(args.params, "occluder", OccluderConfig).threshold
-    if not rule.needs_occluder:
-        raise SystemExit(f"{args.params}: occlusion.rule is {rule.rule!r}; this probe decomposes the covered rule")
+    if rule.rule != "covered":
+        raise SystemExit(f"{args.params}: occlusion.rule is {rule.rule!r}; this probe decomposes the covered rule "
+                         f"(pass a params file with occlusion.rule: covered, e.g. `git show ccb23d7:params.yaml`)")
     label_hw = (parse.label_height, parse.label_width)
     source = read_index(Path("data/index") / f"{data.name}.parquet").set_index("key")
     source.attrs["name"] = data.name
