@@ -11,7 +11,8 @@ evaluated on both protocols.
 Writes ``data/derived/<derived>/`` (occluded query PNGs, gallery symlinks, ``occluders.parquet``),
 ``data/index|parsing|occlusion`` for ``<derived>``, ``reports/occlude/summary.json`` and
 ``reports/occlude/examples.png`` (dataset pixels: DVC-cached only), and the same occluded set built from
-training identities (``<derived>-val``, ``occlude.val_ids``) on which the occlusion rule is chosen;
+training identities (``<derived>-val``, ``occlude.val_ids``) and its gallery-occluded twin
+(``<derived>-val-gallery``), on which two together the occlusion rule is chosen;
 ``reports/occlude/z_accuracy.json`` scores the parsed z of both against their ground truth (the holistic
 parse with the occluder's pixels hidden, :mod:`ogfr_core.occlusion.truth`); every image's occluder mask
 comes from the ``occluder`` stage's segmenter, as in the ``occlusion`` stage.
@@ -27,7 +28,8 @@ from ogfr_core.config import ConfigError, DataConfig, OccludeConfig, OcclusionCo
 from ogfr_core.data.index import dataset_root
 from ogfr_core.io import write_json
 from ogfr_core.occlusion import rule_from_config
-from ogfr_core.occlusion.benchmark import derive_occluded_set, derive_validation_set, example_pairs, z_accuracy
+from ogfr_core.occlusion.benchmark import (derive_occluded_set, derive_validation_set, example_pairs, pooled,
+                                          z_accuracy)
 from ogfr_core.occlusion.learned import occluder_masker
 from ogfr_core.occlusion.truth import OcclusionTruthError
 from ogfr_core.parsing.overlay import overlay_grid
@@ -49,13 +51,15 @@ def main(params_path: str = "params.yaml") -> None:
     masks = occluder_masker(params_path, rule, label_hw)
     derived = derive_occluded_set(data, parse_cfg, rule, cfg, Path("."), masks)
     val = derive_validation_set(data, parse_cfg, rule, cfg, Path("."), masks)
+    val_gallery = derive_validation_set(data, parse_cfg, rule, cfg, Path("."), masks, occluded="gallery")
     holistic_path = Path("data/occlusion") / f"{data.name}.parquet"
     if not holistic_path.is_file():
         raise OcclusionTruthError(f"{holistic_path} not found (the holistic queries' z): run `dvc repro occlusion`")
     holistic = pd.read_parquet(holistic_path)
-    sets = {"validation": val, "test": derived} if val is not None else {"test": derived}
-    accuracy = z_accuracy(rule, sets, holistic, label_hw, tuple(cfg.tau_grid), "validation" if val else None)
-    write_json(REPORT_DIR / "summary.json", {**derived.summary, "validation_set": val.summary if val else None})
+    sets = {"validation": pooled(val, val_gallery), "test": derived}
+    accuracy = z_accuracy(rule, sets, holistic, label_hw, tuple(cfg.tau_grid), "validation")
+    write_json(REPORT_DIR / "summary.json", {**derived.summary, "validation_set": val.summary,
+                                             "validation_gallery_set": val_gallery.summary})
     write_json(REPORT_DIR / "z_accuracy.json", accuracy)
     if cfg.examples:
         images, maps, titles = example_pairs(derived, Path("."), dataset_root(data, Path(".")), cfg.examples,

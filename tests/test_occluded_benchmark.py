@@ -182,7 +182,7 @@ def test_validation_set_is_the_held_out_split_when_training_excludes_it(tmp_path
     from ogfr_core.data.index import build_index, hold_out_validation
     from ogfr_core.io import write_parquet
     from ogfr_core.occlusion import OcclusionRule
-    from ogfr_core.occlusion.benchmark import derive_validation_set
+    from ogfr_core.occlusion.benchmark import derive_validation_set, pooled
     from ogfr_core.occlusion.table import occlusion_table
     from ogfr_core.parsing import parse_dataset, read_parsing
 
@@ -207,3 +207,19 @@ def test_validation_set_is_the_held_out_split_when_training_excludes_it(tmp_path
     # the identity a run without data.val_ids holds out for its occluded validation set
     redrawn = hold_out_validation(held_all[held_all.split == "train"], 1)
     assert set(redrawn.loc[redrawn.split == "val_query", "pid"]) == held_pids
+
+    # the gallery-occluded twin: the held-out gallery images occluded, the held-out queries its gallery
+    twin = derive_validation_set(data, parse_cfg, rule, OccludeConfig(kind="object", val_ids=1), tmp_path,
+                                 occluded="gallery")
+    assert twin.name == "tiny-occ-val-gallery"
+    tq, tg = (twin.index[twin.index.split == s] for s in ("query", "gallery"))
+    assert len(tq) == (index.split == "val_gallery").sum() and set(tq.pid) == held_pids
+    assert sorted(tg.key) == sorted(index.loc[index.split == "val_query", "key"])
+    assert sorted(twin.occluders.key) == sorted(index.loc[index.split == "val_gallery", "key"])  # the originals
+    assert not (set(twin.occluders.source_pid) & held_pids)
+    both = pooled(val, twin)
+    assert both.name == "tiny-occ-val + tiny-occ-val-gallery"
+    assert len(both.truth) == len(val.truth) + len(twin.truth) == len(q) + len(tq)
+    assert set(both.occlusion.key) == set(val.occlusion.key) | set(twin.occlusion.key)
+    with pytest.raises(ValueError, match="share occluded images"):
+        pooled(val, val)

@@ -11,15 +11,15 @@ so only the new queries are parsed.
 Outputs (``<derived>`` = ``data.name + occlude.suffix``): ``data/derived/<derived>/`` (with
 ``occluders.parquet`` and the ground truth ``z_truth.parquet``), ``data/index/<derived>.parquet``,
 ``data/parsing/<derived>/``, ``data/occlusion/<derived>.parquet``; the same for ``<derived>-val``,
-built from training identities (:func:`derive_validation_set`), where the rule is chosen
-(:func:`z_accuracy`).
+built from training identities (:func:`derive_validation_set`), and for ``<derived>-val-gallery`` (the
+same identities' gallery images occluded), on which two together the rule is chosen (:func:`z_accuracy`).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -80,12 +80,19 @@ def derive_occluded_set(data: DataConfig, parse_cfg: ParseConfig, rule: Occlusio
 
 
 def derive_validation_set(data: DataConfig, parse_cfg: ParseConfig, rule: OcclusionRule, cfg: OccludeConfig,
-                          repo: Path = Path("."), masks: MaskFn | None = None) -> DerivedSet | None:
+                          repo: Path = Path("."), masks: MaskFn | None = None,
+                          occluded: Literal["query", "gallery"] = "query") -> DerivedSet | None:
     """The same kind of occluded set built from training identities, to choose the occlusion rule on
     (``<derived>-val``; None when ``occlude.val_ids`` is 0): ``occlude.val_ids`` training identities
     split as :func:`ogfr_core.data.index.hold_out_validation` does for ``data.val_ids`` (same seed:
     one query per identity and camera, the rest gallery); the queries are occluded by the *other*
     training identities.
+
+    ``occluded="gallery"`` swaps the roles (``<derived>-val-gallery``): the held-out *gallery* images
+    are occluded and the held-out queries form its gallery. It adds ~3.75× as many occluded images
+    of the same identities to the occlusion-rule choice (:func:`pooled`): with the 200 queries alone
+    only legs and torso reach the 20 half-covered positives :func:`.truth.rule_score` counts, so the
+    choice never saw head or arms. Recipe selection evaluates the query set only.
 
     When the index already holds that validation split (``data.val_ids`` > 0: a run that trains
     without those identities), the split is drawn from all training identities again, so it is the
@@ -110,12 +117,37 @@ def derive_validation_set(data: DataConfig, parse_cfg: ParseConfig, rule: Occlus
     train = src.index[src.index["split"].isin(["train", "val_query", "val_gallery"])].assign(split="train")
     held = hold_out_validation(train, cfg.val_ids)
     queries, gallery = held[held["split"] == "val_query"], held[held["split"] == "val_gallery"]
+    if occluded == "gallery":
+        queries, gallery = gallery, queries
+    elif occluded != "query":
+        raise ValueError(f"occluded must be 'query' or 'gallery', got {occluded!r}")
     sources = src.usable(held[held["split"] == "train"])
-    return _derive(src, derived_name(data, cfg) + VAL_SUFFIX, queries, gallery, sources, parse_cfg, rule, cfg, repo,
+    suffix = VAL_SUFFIX if occluded == "query" else VAL_GALLERY_SUFFIX
+    return _derive(src, derived_name(data, cfg) + suffix, queries, gallery, sources, parse_cfg, rule, cfg, repo,
                    masks)
 
 
 VAL_SUFFIX = "-val"
+VAL_GALLERY_SUFFIX = "-val-gallery"
+
+
+def pooled(*sets: DerivedSet) -> DerivedSet:
+    """Several derived sets as one for scoring (:func:`z_accuracy`): their index, occluders, occlusion
+    table and truth rows concatenated (keys are image-content hashes: distinct images never collide),
+    ``name`` the names joined by `` + ``, ``summary`` keyed by name, ``root`` the first set's.
+
+    Raises:
+        ValueError: no set, or two sets share an occluded image key.
+    """
+    if not sets:
+        raise ValueError("pooled() needs at least one derived set")
+    truth = pd.concat([d.truth for d in sets], ignore_index=True)
+    if truth["key"].duplicated().any():
+        raise ValueError(f"pooled sets share occluded images: {' + '.join(d.name for d in sets)}")
+    index, occluders, occlusion = (pd.concat([getattr(d, a) for d in sets], ignore_index=True)
+                                   for a in ("index", "occluders", "occlusion"))
+    return DerivedSet(" + ".join(d.name for d in sets), sets[0].root, index, occluders, occlusion,
+                      {d.name: d.summary for d in sets}, truth)
 
 
 @dataclass

@@ -250,7 +250,7 @@ def choose_rule(reports: Iterable[dict], margin: float = 0.05, min_support: int 
 
     Args:
         reports: :func:`rule_report` outputs (the paper's rule among them).
-        margin: how much a deviation must win by (200 validation queries: smaller gaps are noise).
+        margin: how much a deviation must win by (~950 occluded validation images: smaller gaps are noise).
 
     Returns:
         ``{"rule", "lam", "tau", "score", "paper_score", "margin"}`` of the chosen rule.
