@@ -1,5 +1,10 @@
-"""Where the remaining error of the ``covered`` occlusion labels comes from (issue 21): the occluder
-segmenter, the parse of the occluded image, or the rule.
+"""Where the remaining error of the ``covered`` / ``learned_parts`` occlusion labels comes from (issue
+21): the occluder segmenter, the parse of the occluded image, or the rule.
+
+Under ``learned_parts`` "the occluded image's parse" below is the segmenter's *learned* parse of the
+target on the occluded image (:func:`~ogfr_core.occlusion.learned.predict`, the shares it reads; Eq. (2)
+still counts the parser's pixels), and "the holistic original's parse" replaces it in combinations 3–4.
+The validation role pools ``<derived>-val`` and ``<derived>-val-gallery``, as ``z_accuracy.json`` does.
 
 The pipeline's z of an occluded query (:class:`~ogfr_core.occlusion.OcclusionRule` ``covered``) reads
 two estimates: the occluder mask the segmenter predicts on the occluded image
@@ -112,22 +117,34 @@ def cached_masks(cache: Path | None, tag: str, compute) -> dict[str, np.ndarray]
     return masks
 
 
-def score_set(model, tag: str, name: str, source: pd.DataFrame, source_root: Path, rule, threshold: float,
-              label_hw: tuple[int, int], cache: Path | None) -> dict:
-    """The four combinations' :func:`rule_report` and the segmenter's pixel quality on the derived set
-    ``name`` (module docstring)."""
+def cached_parts(cache: Path | None, tag: str, compute) -> dict[str, np.ndarray]:
+    """``compute()`` (``{key: uint8 [lh, lw]}`` label maps), stored in ``cache/<tag>.npz`` (None: no cache)."""
+    path = cache / f"{tag}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as f:
+            return dict(zip(f["keys"].tolist(), f["maps"]))
+    maps = compute()
+    if path is not None and maps:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(maps)
+        np.savez_compressed(path, keys=np.asarray(keys), maps=np.stack([maps[k] for k in keys]).astype(np.uint8))
+    return maps
+
+
+def score_set(model, tag: str, names: Sequence[str], source: pd.DataFrame, source_root: Path, rule,
+              threshold: float, label_hw: tuple[int, int], cache: Path | None) -> dict:
+    """The four combinations' :func:`rule_report` and the segmenter's pixel quality on the derived
+    sets ``names`` pooled (module docstring)."""
     from ogfr_core.data.images import load_rgb
-    from ogfr_core.occlusion.learned import predict_masks
+    from ogfr_core.occlusion.learned import predict
     from ogfr_core.occlusion.table import Z_COLUMNS, occlusion_table
     from ogfr_core.occlusion.truth import TRUTH_FILE, changed_pixels, rule_report, rule_score, to_label_size
     from ogfr_core.parsing import read_parsing
     from ogfr_core.parsing.cache import decode_label_map
 
-    root = Path("data/derived") / name
-    truth = pd.read_parquet(root / TRUTH_FILE)
-    index = pd.read_parquet(Path("data/index") / f"{name}.parquet", columns=["key", "path"]).set_index("key")["path"]
+    truth = pd.concat([pd.read_parquet(Path("data/derived") / n / TRUTH_FILE) for n in names], ignore_index=True)
     cols = ["label_map", "status"]
-    occ_parse = read_parsing(Path("data/parsing") / name, columns=cols)
+    occ_parse = pd.concat([read_parsing(Path("data/parsing") / n, columns=cols) for n in names], ignore_index=True)
     occ_parse = occ_parse[occ_parse["key"].isin(set(truth["key"]))].reset_index(drop=True)
     hol_parse = read_parsing(Path("data/parsing") / source.attrs["name"], columns=cols)
     hol_parse = hol_parse[hol_parse["key"].isin(set(truth["source_key"]))].reset_index(drop=True)
@@ -135,23 +152,43 @@ def score_set(model, tag: str, name: str, source: pd.DataFrame, source_root: Pat
     to_query = dict(zip(truth["source_key"], truth["key"]))
     hol_as_query = hol_parse.assign(key=hol_parse["key"].map(to_query))
 
-    occluded = {k: np.asarray(load_rgb(root / index[k])) for k in truth["key"]}
+    occluded = {}
+    for n in names:
+        index = pd.read_parquet(Path("data/index") / f"{n}.parquet", columns=["key", "path"])
+        index = index[index["key"].isin(set(truth["key"]))]
+        occluded.update({k: np.asarray(load_rgb(Path("data/derived") / n / p)) for k, p in zip(index["key"], index["path"])})
     original = {k: np.asarray(load_rgb(source_root / source.loc[k, "path"])) for k in truth["source_key"]}
     true_q = {q: to_label_size(changed_pixels(original[s], occluded[q]), label_hw)
               for q, s in zip(truth["key"], truth["source_key"])}
-    pred_q = cached_masks(cache, f"{tag}-{name}-occluded", lambda: predict_masks(
-        model, occluded.__getitem__, truth["key"].tolist(), label_hw, threshold))
-    pred_h = cached_masks(cache, f"{tag}-{name}-holistic", lambda: predict_masks(
-        model, original.__getitem__, truth["source_key"].tolist(), label_hw, threshold))
-    none_h = {k: np.zeros(label_hw, bool) for k in truth["source_key"]}
+    segs: dict = {}  # one predict() per image set, whichever cache entry asks first
 
-    hol_pred = occlusion_table(hol_parse, rule, pred_h)
-    hol_none = occlusion_table(hol_parse, rule, none_h)
-    tables = {COMBOS[0]: (occlusion_table(occ_parse, rule, pred_q), hol_pred),
-              COMBOS[1]: (occlusion_table(occ_parse, rule, true_q), hol_none),
-              COMBOS[2]: (occlusion_table(hol_as_query, rule, pred_q), hol_pred),
-              COMBOS[3]: (occlusion_table(hol_as_query, rule, true_q), hol_none)}
-    out: dict = {"dataset": name, "queries": int(len(truth)),
+    def seg(which: str):
+        if which not in segs:
+            images, keys = (occluded, truth["key"]) if which == "occluded" else (original, truth["source_key"])
+            segs[which] = predict(model, images.__getitem__, keys.tolist(), label_hw, threshold)
+        return segs[which]
+
+    label = "+".join(names)
+    pred_q = cached_masks(cache, f"{tag}-{label}-occluded", lambda: seg("occluded").masks)
+    pred_h = cached_masks(cache, f"{tag}-{label}-holistic", lambda: seg("holistic").masks)
+    none_h = {k: np.zeros(label_hw, bool) for k in truth["source_key"]}
+    if rule.needs_parts:  # learned_parts: the share is read on the segmenter's learned parse of the target
+        parts_q = cached_parts(cache, f"{tag}-{label}-occluded-parts", lambda: seg("occluded").parts)
+        parts_h = cached_parts(cache, f"{tag}-{label}-holistic-parts", lambda: seg("holistic").parts)
+        true_parts_h = {k: decode_label_map(b) for k, b in zip(hol_parse["key"], hol_parse["label_map"])}
+        true_parts_q = {to_query[k]: m for k, m in true_parts_h.items()}
+    else:
+        parts_q = parts_h = true_parts_h = true_parts_q = None
+
+    hol_pred = occlusion_table(hol_parse, rule, pred_h, parts_h)
+    hol_none = occlusion_table(hol_parse, rule, none_h, parts_h)
+    tables = {COMBOS[0]: (occlusion_table(occ_parse, rule, pred_q, parts_q), hol_pred),
+              COMBOS[1]: (occlusion_table(occ_parse, rule, true_q, parts_q), hol_none),
+              COMBOS[2]: (occlusion_table(hol_as_query, rule, pred_q, true_parts_q),
+                          occlusion_table(hol_parse, rule, pred_h, true_parts_h) if rule.needs_parts else hol_pred),
+              COMBOS[3]: (occlusion_table(hol_as_query, rule, true_q, true_parts_q),
+                          occlusion_table(hol_parse, rule, none_h, true_parts_h) if rule.needs_parts else hol_none)}
+    out: dict = {"dataset": " + ".join(names), "queries": int(len(truth)),
                  "kinds": {str(k): int(n) for k, n in truth["kind"].value_counts().sort_index().items()},
                  "combinations": {}}
     for combo, (occ, hol) in tables.items():
@@ -159,7 +196,7 @@ def score_set(model, tag: str, name: str, source: pd.DataFrame, source_root: Pat
         out["combinations"][combo] = {**rep, "score": rule_score(rep)}
 
     # the pipeline today vs its stored occlusion tables (stage occlude / occlusion): same z per image
-    stored_q = pd.read_parquet(Path("data/occlusion") / f"{name}.parquet").set_index("key")
+    stored_q = pd.concat([pd.read_parquet(Path("data/occlusion") / f"{n}.parquet") for n in names]).set_index("key")
     stored_h = pd.read_parquet(Path("data/occlusion") / f"{source.attrs['name']}.parquet").set_index("key")
     mine_q, mine_h = tables[COMBOS[0]][0].set_index("key"), hol_pred.set_index("key")
     out["stored_tables_z_mismatch"] = {
@@ -180,14 +217,16 @@ def score_set(model, tag: str, name: str, source: pd.DataFrame, source_root: Pat
     seg["note"] = ("pooled over the set's images at the label size; 'body': only the holistic parse's body "
                    "pixels (what the rule reads); holistic: no occluder, so pred_share is the false-alarm share")
     out["segmenter"] = seg
-    out["parse"] = parse_diagnostics(truth, tables[COMBOS[1]][0], occ_parse, body, true_q)
+    out["parse"] = parse_diagnostics(truth, tables[COMBOS[1]][0], occ_parse, body, true_q, rule.state)
     return out
 
 
 def parse_diagnostics(truth: pd.DataFrame, table: pd.DataFrame, occ_parse: pd.DataFrame,
-                      holistic_body: dict[str, np.ndarray], true_masks: dict[str, np.ndarray]) -> dict:
+                      holistic_body: dict[str, np.ndarray], true_masks: dict[str, np.ndarray],
+                      state: str = "occluder") -> dict:
     """How the occluded image's parse departs from the holistic one, per occluder kind: each part's mean
-    share under the true occluder read on the occluded parse (``table``: combination 2's occlusion table)
+    share under the true occluder read on the occluded parse (``table``: combination 2's occlusion table,
+    its ``<state>_*`` columns: ``learned_occluder`` for the learned parse of rule ``learned_parts``)
     vs the truth's (holistic parse), its visible pixels relative to the holistic parse's, and the body
     pixels of the two parses (:func:`mask_scores` with the occluded parse
     as "pred" and the holistic parse as "truth") under the true occluder and outside it."""
@@ -205,7 +244,7 @@ def parse_diagnostics(truth: pd.DataFrame, table: pd.DataFrame, occ_parse: pd.Da
         counts = tab.loc[keys, [f"count_{c}" for c in COARSE_NAMES]].to_numpy(np.float64)
         ratio = np.where(before > 0, counts / np.maximum(before, 1), np.nan)
         p, h = [occ_body[k] for k in keys], [holistic_body[k] for k in keys]
-        shares = tab.loc[keys, [f"occluder_{c}" for c in COARSE_NAMES]].mean()
+        shares = tab.loc[keys, [f"{state}_{c}" for c in COARSE_NAMES]].mean()
         out[str(kind)] = {
             "covered_share_true": {c: round(float(v), 4) for c, v in
                                    zip(COARSE_NAMES, t.loc[keys, list(COVERED)].mean())},
@@ -254,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     from ogfr_core.data.index import dataset_root, read_index
     from ogfr_core.io import write_json
     from ogfr_core.occlusion import rule_from_config
-    from ogfr_core.occlusion.benchmark import VAL_SUFFIX, derived_name
+    from ogfr_core.occlusion.benchmark import VAL_GALLERY_SUFFIX, VAL_SUFFIX, derived_name
     from ogfr_core.occlusion.learned import WEIGHTS, load_segmenter
 
     data = load_section(args.params, "data", DataConfig)
@@ -262,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parse = load_section(args.params, "parse", ParseConfig)
     rule = rule_from_config(load_section(args.params, "occlusion", OcclusionConfig))
     threshold = load_section(args.params, "occluder", OccluderConfig).threshold
-    if rule.rule != "covered":
-        raise SystemExit(f"{args.params}: occlusion.rule is {rule.rule!r}; this probe decomposes the covered rule "
-                         f"(pass a params file with occlusion.rule: covered, e.g. `git show ccb23d7:params.yaml`)")
+    if not rule.needs_occluder:
+        raise SystemExit(f"{args.params}: occlusion.rule is {rule.rule!r}; this probe decomposes the covered and "
+                         f"learned_parts rules (pass a params file with one of them, e.g. `git show ccb23d7:params.yaml`)")
     label_hw = (parse.label_height, parse.label_width)
     source = read_index(Path("data/index") / f"{data.name}.parquet").set_index("key")
     source.attrs["name"] = data.name
@@ -274,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else None
     accuracy = json.loads(Path(args.accuracy).read_text())
     sets = {}
-    for role, name in (("validation", derived_name(data, occl) + VAL_SUFFIX), ("test", derived_name(data, occl))):
-        sets[role] = score_set(model, tag, name, source, root, rule, threshold, label_hw, cache)
+    val = [derived_name(data, occl) + VAL_SUFFIX, derived_name(data, occl) + VAL_GALLERY_SUFFIX]  # pooled, as z_accuracy
+    for role, names in (("validation", val), ("test", [derived_name(data, occl)])):
+        sets[role] = score_set(model, tag, names, source, root, rule, threshold, label_hw, cache)
         sets[role]["reproduces_z_accuracy"] = check_against(sets[role], accuracy, role, rule)
     command = "python -m benchmarks.probe_z_error_sources " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out, {
@@ -283,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         "rule": {"reading": rule.rule, "lam": rule.lam, "tau": rule.tau, "mask_threshold": threshold,
                  "label_size": list(label_hw)},
         "segmenter_weights": {"path": str(WEIGHTS), "sha256_12": tag.split("-")[0]},
+        "parse_read": ("the segmenter's learned parse of the occluded image (shares; Eq. 2 on the parser's counts)"
+                       if rule.needs_parts else "the parser's parse of the occluded image"),
         "combinations": {COMBOS[0]: "predicted occluder mask + occluded image's parse (the pipeline today)",
                          COMBOS[1]: "true occluder mask + occluded image's parse (error left: the parse)",
                          COMBOS[2]: "predicted occluder mask + holistic original's parse (error left: the segmenter)",

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmarks.probe_z_error_sources import COMBOS, cached_masks, check_against, mask_scores, parse_diagnostics
+from benchmarks.probe_z_error_sources import (COMBOS, cached_masks, cached_parts, check_against, mask_scores,
+                                             parse_diagnostics)
 from ogfr_core.occlusion import COARSE_NAMES, OcclusionRule
 from ogfr_core.occlusion.table import occlusion_table
 from ogfr_core.occlusion.truth import truth_row
@@ -24,6 +25,16 @@ def test_cached_masks_round_trip_and_no_recompute(tmp_path):
     assert calls == [1] and set(again) == {"a", "b"}
     assert all(again[k].dtype == bool and (again[k] == masks[k]).all() for k in masks) and first is masks
     assert cached_masks(None, "t", lambda: masks) is masks
+
+
+def test_cached_parts_round_trip_keeps_the_fine_ids(tmp_path):
+    maps = {"a": np.array([[0, 1, 2], [4, 5, 0]], np.uint8), "b": np.full((2, 3), 5, np.uint8)}
+    calls = []
+    cached_parts(tmp_path, "p", lambda: calls.append(1) or maps)
+    again = cached_parts(tmp_path, "p", lambda: calls.append(1) or {})
+    assert calls == [1] and set(again) == {"a", "b"}
+    assert all(again[k].dtype == np.uint8 and (again[k] == maps[k]).all() for k in maps)
+    assert cached_parts(None, "p", lambda: maps) is maps
 
 
 def _report(f1: float) -> dict:
