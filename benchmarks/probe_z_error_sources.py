@@ -162,22 +162,22 @@ def score_set(model, tag: str, names: Sequence[str], source: pd.DataFrame, sourc
               for q, s in zip(truth["key"], truth["source_key"])}
     segs: dict = {}  # one predict() per image set, whichever cache entry asks first
 
-    def seg(which: str):
+    def segment(which: str):
         if which not in segs:
             images, keys = (occluded, truth["key"]) if which == "occluded" else (original, truth["source_key"])
             segs[which] = predict(model, images.__getitem__, keys.tolist(), label_hw, threshold)
         return segs[which]
 
     label = "+".join(names)
-    pred_q = cached_masks(cache, f"{tag}-{label}-occluded", lambda: seg("occluded").masks)
-    pred_h = cached_masks(cache, f"{tag}-{label}-holistic", lambda: seg("holistic").masks)
+    pred_q = cached_masks(cache, f"{tag}-{label}-occluded", lambda: segment("occluded").masks)
+    pred_h = cached_masks(cache, f"{tag}-{label}-holistic", lambda: segment("holistic").masks)
     none_h = {k: np.zeros(label_hw, bool) for k in truth["source_key"]}
     if rule.needs_parts:  # learned_parts: the share is read on the segmenter's learned parse of the target
-        parts_q = cached_parts(cache, f"{tag}-{label}-occluded-parts", lambda: seg("occluded").parts)
-        parts_h = cached_parts(cache, f"{tag}-{label}-holistic-parts", lambda: seg("holistic").parts)
+        parts_q = cached_parts(cache, f"{tag}-{label}-occluded-parts", lambda: segment("occluded").parts)
+        parts_h = cached_parts(cache, f"{tag}-{label}-holistic-parts", lambda: segment("holistic").parts)
         true_parts_h = {k: decode_label_map(b) for k, b in zip(hol_parse["key"], hol_parse["label_map"])}
         true_parts_q = {to_query[k]: m for k, m in true_parts_h.items()}
-    else:
+    else:  # covered: no part maps are read
         parts_q = parts_h = true_parts_h = true_parts_q = None
 
     hol_pred = occlusion_table(hol_parse, rule, pred_h, parts_h)
@@ -185,9 +185,9 @@ def score_set(model, tag: str, names: Sequence[str], source: pd.DataFrame, sourc
     tables = {COMBOS[0]: (occlusion_table(occ_parse, rule, pred_q, parts_q), hol_pred),
               COMBOS[1]: (occlusion_table(occ_parse, rule, true_q, parts_q), hol_none),
               COMBOS[2]: (occlusion_table(hol_as_query, rule, pred_q, true_parts_q),
-                          occlusion_table(hol_parse, rule, pred_h, true_parts_h) if rule.needs_parts else hol_pred),
+                          occlusion_table(hol_parse, rule, pred_h, true_parts_h)),
               COMBOS[3]: (occlusion_table(hol_as_query, rule, true_q, true_parts_q),
-                          occlusion_table(hol_parse, rule, none_h, true_parts_h) if rule.needs_parts else hol_none)}
+                          occlusion_table(hol_parse, rule, none_h, true_parts_h))}
     out: dict = {"dataset": " + ".join(names), "queries": int(len(truth)),
                  "kinds": {str(k): int(n) for k, n in truth["kind"].value_counts().sort_index().items()},
                  "combinations": {}}
