@@ -1,9 +1,10 @@
-"""Where the remaining error of the ``covered`` / ``learned_parts`` occlusion labels comes from (issue
-21): the occluder segmenter, the parse of the occluded image, or the rule.
+"""Where the remaining error of the ``covered`` / ``learned_parts`` / ``learned_soft`` occlusion labels comes
+from (issue 21): the occluder segmenter, the parse of the occluded image, or the rule.
 
-Under ``learned_parts`` "the occluded image's parse" below is the segmenter's *learned* parse of the
-target on the occluded image (:func:`~ogfr_core.occlusion.learned.predict`, the shares it reads; Eq. (2)
-still counts the parser's pixels), and "the holistic original's parse" replaces it in combinations 3–4.
+Under ``learned_parts`` / ``learned_soft`` "the occluded image's parse" below is the segmenter's *learned*
+parse of the target on the occluded image (:func:`~ogfr_core.occlusion.learned.predict`, the shares it reads
+on its argmax / its probabilities; Eq. (2) still counts the parser's pixels), and "the holistic original's
+parse" replaces it in combinations 3–4 (a one-hot parse, on which both readings agree: read as ``learned_parts``).
 The validation role pools ``<derived>-val`` and ``<derived>-val-gallery``, as ``z_accuracy.json`` does.
 
 The pipeline's z of an occluded query (:class:`~ogfr_core.occlusion.OcclusionRule` ``covered``) reads
@@ -39,6 +40,7 @@ Usage (after ``dvc repro occlude``; about 30 s on one core, 15 s with the mask c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -179,26 +181,31 @@ def score_set(model, tag: str, names: Sequence[str], source: pd.DataFrame, sourc
         true_parts_q = {to_query[k]: m for k, m in true_parts_h.items()}
     else:  # covered: no part maps are read
         parts_q = parts_h = true_parts_h = true_parts_q = None
+    # learned_soft reads the learned parse's probabilities (one predict() per set, not cached); on the
+    # holistic parse (one-hot) the soft share is the argmax share: combinations 3-4 read it as learned_parts
+    logits_q = segment("occluded").part_logits if rule.rule == "learned_soft" else None
+    logits_h = segment("holistic").part_logits if rule.rule == "learned_soft" else None
+    one_hot = dataclasses.replace(rule, rule="learned_parts") if rule.rule == "learned_soft" else rule
 
-    hol_pred = occlusion_table(hol_parse, rule, pred_h, parts_h)
-    hol_none = occlusion_table(hol_parse, rule, none_h, parts_h)
-    tables = {COMBOS[0]: (occlusion_table(occ_parse, rule, pred_q, parts_q), hol_pred),
-              COMBOS[1]: (occlusion_table(occ_parse, rule, true_q, parts_q), hol_none),
-              COMBOS[2]: (occlusion_table(hol_as_query, rule, pred_q, true_parts_q),
-                          occlusion_table(hol_parse, rule, pred_h, true_parts_h)),
-              COMBOS[3]: (occlusion_table(hol_as_query, rule, true_q, true_parts_q),
-                          occlusion_table(hol_parse, rule, none_h, true_parts_h))}
+    hol_pred = occlusion_table(hol_parse, rule, pred_h, parts_h, logits_h)
+    hol_none = occlusion_table(hol_parse, rule, none_h, parts_h, logits_h)
+    tables = {COMBOS[0]: (rule, occlusion_table(occ_parse, rule, pred_q, parts_q, logits_q), hol_pred),
+              COMBOS[1]: (rule, occlusion_table(occ_parse, rule, true_q, parts_q, logits_q), hol_none),
+              COMBOS[2]: (one_hot, occlusion_table(hol_as_query, one_hot, pred_q, true_parts_q),
+                          occlusion_table(hol_parse, one_hot, pred_h, true_parts_h)),
+              COMBOS[3]: (one_hot, occlusion_table(hol_as_query, one_hot, true_q, true_parts_q),
+                          occlusion_table(hol_parse, one_hot, none_h, true_parts_h))}
     out: dict = {"dataset": " + ".join(names), "queries": int(len(truth)),
                  "kinds": {str(k): int(n) for k, n in truth["kind"].value_counts().sort_index().items()},
                  "combinations": {}}
-    for combo, (occ, hol) in tables.items():
-        rep = rule_report(rule, truth, occ, hol, label_hw)
+    for combo, (combo_rule, occ, hol) in tables.items():
+        rep = rule_report(combo_rule, truth, occ, hol, label_hw)
         out["combinations"][combo] = {**rep, "score": rule_score(rep)}
 
     # the pipeline today vs its stored occlusion tables (stage occlude / occlusion): same z per image
     stored_q = pd.concat([pd.read_parquet(Path("data/occlusion") / f"{n}.parquet") for n in names]).set_index("key")
     stored_h = pd.read_parquet(Path("data/occlusion") / f"{source.attrs['name']}.parquet").set_index("key")
-    mine_q, mine_h = tables[COMBOS[0]][0].set_index("key"), hol_pred.set_index("key")
+    mine_q, mine_h = tables[COMBOS[0]][1].set_index("key"), hol_pred.set_index("key")
     out["stored_tables_z_mismatch"] = {
         "occluded": int((stored_q.loc[mine_q.index, list(Z_COLUMNS)] != mine_q[list(Z_COLUMNS)]).any(axis=1).sum()),
         "holistic": int((stored_h.loc[mine_h.index, list(Z_COLUMNS)] != mine_h[list(Z_COLUMNS)]).any(axis=1).sum())}
@@ -217,7 +224,7 @@ def score_set(model, tag: str, names: Sequence[str], source: pd.DataFrame, sourc
     seg["note"] = ("pooled over the set's images at the label size; 'body': only the holistic parse's body "
                    "pixels (what the rule reads); holistic: no occluder, so pred_share is the false-alarm share")
     out["segmenter"] = seg
-    out["parse"] = parse_diagnostics(truth, tables[COMBOS[1]][0], occ_parse, body, true_q, rule.state)
+    out["parse"] = parse_diagnostics(truth, tables[COMBOS[1]][1], occ_parse, body, true_q, rule.state)
     return out
 
 
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     threshold = load_section(args.params, "occluder", OccluderConfig).threshold
     if not rule.needs_occluder:
         raise SystemExit(f"{args.params}: occlusion.rule is {rule.rule!r}; this probe decomposes the covered and "
-                         f"learned_parts rules (pass a params file with one of them, e.g. `git show ccb23d7:params.yaml`)")
+                         f"learned_* rules (pass a params file with one of them, e.g. `git show ccb23d7:params.yaml`)")
     label_hw = (parse.label_height, parse.label_width)
     source = read_index(Path("data/index") / f"{data.name}.parquet").set_index("key")
     source.attrs["name"] = data.name

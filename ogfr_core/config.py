@@ -100,10 +100,11 @@ class OcclusionConfig:
     ``pixels`` = Eq. (1)–(2) with λ in pixels at 256×128; ``hidden_fraction`` = a coarse part is
     occluded when more than ``tau`` of its amodal area is not visible; ``covered`` = Eq. (2) on the
     pixels a learned occluder mask leaves, or more than ``tau`` of the part under it (stage
-    ``occluder``); ``learned_parts`` = ``covered`` on the occluder stage's learned parse of the target
-    (all three ours, README "Occlusion labels")."""
+    ``occluder``); ``learned_parts`` = ``covered`` on the occluder stage's learned parse of the target;
+    ``learned_soft`` = ``learned_parts`` on that parse's part probabilities (all four ours, README
+    "Occlusion labels")."""
 
-    rule: Literal["pixels", "hidden_fraction", "covered", "learned_parts"] = "pixels"
+    rule: Literal["pixels", "hidden_fraction", "covered", "learned_parts", "learned_soft"] = "pixels"
     lam: float = 5.0
     tau: float = 0.5
 
@@ -465,7 +466,7 @@ class OccludeConfig:
     ``link_gallery: false``). ``val_ids``: the same kind of occluded set built from that many
     *training* identities (``<derived>-val``: the validation split of ``data.val_ids`` with the
     same seed, its queries occluded by other training identities; 0 = none), on which the
-    occlusion rule is chosen (``tau_grid``: the ``hidden_fraction``, ``covered`` and ``learned_parts`` τ values scored there, written to
+    occlusion rule is chosen (``tau_grid``: the τ values of every rule but ``pixels`` scored there, written to
     ``reports/occlude/z_accuracy.json``); the test set only reports the rule in force."""
 
     kind: Literal["person", "object", "mixed"] = "mixed"

@@ -21,7 +21,7 @@ from ogfr_core.io import write_json, write_parquet
 from ogfr_core.occlusion import rule_from_config
 from ogfr_core.occlusion.figures import plot_type_histogram
 from ogfr_core.occlusion.learned import occluder_masker
-from ogfr_core.occlusion.table import occlusion_summary, occlusion_table, type_counts_by_split
+from ogfr_core.occlusion.table import occlusion_summary, segmentation_table, type_counts_by_split
 from ogfr_core.parsing import read_parsing
 from ogfr_core.parsing.cache import check_coverage
 from ogfr_core.runtime import run_stage, setup_logging, stage_args
@@ -41,7 +41,7 @@ def main(params_path: str = "params.yaml") -> None:
     parsing = parsing[parsing["key"].isin(set(index["key"]))]
     masker = occluder_masker(params_path, rule, (parse.label_height, parse.label_width))
     seg = masker(index, dataset_root(data, Path("."))) if masker else None
-    table = occlusion_table(parsing, rule, seg and seg.masks, seg and seg.parts)
+    table = segmentation_table(parsing, rule, seg)
     write_parquet(Path("data/occlusion") / f"{data.name}.parquet", table)
     write_json("reports/occlusion/summary.json", occlusion_summary(table, index, rule))
     plot_type_histogram(type_counts_by_split(table, index), "reports/occlusion/types.png",

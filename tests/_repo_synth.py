@@ -101,6 +101,7 @@ def prepare_labels(root: Path) -> None:
     from ogfr_core.data.index import read_index
     from ogfr_core.io import write_parquet
     from ogfr_core.occlusion import rule_from_config
+    from ogfr_core.occlusion.learned import one_hot_logits
     from ogfr_core.occlusion.table import occlusion_table
     from ogfr_core.parsing import parse_dataset, read_parsing
     from ogfr_core.parsing.cache import decode_label_map
@@ -117,8 +118,9 @@ def prepare_labels(root: Path) -> None:
     no_occluder = {k: np.zeros((cfg.label_height, cfg.label_width), bool) for k in parsing["key"]}  # covered rule
     # learned_parts rule: the parse itself stands in for the occluder stage's learned parse
     parts = dict(zip(parsing["key"], map(decode_label_map, parsing["label_map"]))) if rule.needs_parts else None
+    logits = {k: one_hot_logits(m) for k, m in parts.items()} if rule.rule == "learned_soft" else None
     write_parquet(root / "data" / "occlusion" / f"{data.name}.parquet",
-                  occlusion_table(parsing, rule, no_occluder, parts))
+                  occlusion_table(parsing, rule, no_occluder, parts, logits))
 
 
 def expect_user_error(main: Callable[[], object], caplog: pytest.LogCaptureFixture, root: Path,

@@ -73,8 +73,10 @@ def test_occlusion_table_columns_and_values():
                                    "hidden_head", "hidden_arms", "hidden_torso", "hidden_legs",
                                    "occluder_head", "occluder_arms", "occluder_torso", "occluder_legs",
                                    "learned_occluder_head", "learned_occluder_arms",
-                                   "learned_occluder_torso", "learned_occluder_legs", "status"]
-    assert table[["occluder_head", "occluder_legs"]].isna().all().all()  # no occluder masks given
+                                   "learned_occluder_torso", "learned_occluder_legs",
+                                   "learned_soft_occluder_head", "learned_soft_occluder_arms",
+                                   "learned_soft_occluder_torso", "learned_soft_occluder_legs", "status"]
+    assert table[["occluder_head", "occluder_legs", "learned_soft_occluder_arms"]].isna().all().all()  # no masks
     assert table["key"].tolist() == ["a", "b", "c"]
     assert table["occ_type"].tolist() == [0, 5, 15]
     assert table.loc[1, ["count_head", "count_arms", "count_torso", "count_legs"]].tolist() == [100, 4, 5, 0]

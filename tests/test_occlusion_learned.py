@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ogfr_core.occlusion import OcclusionRule
-from ogfr_core.occlusion.learned import (INPUT_HW, OccluderSegmenter, SynthSpec, fit, part_target, predict,
-                                         predict_masks, synthesize, to_input, to_target)
-from ogfr_core.occlusion.table import (COUNT_COLUMNS, LEARNED_OCCLUDER_COLUMNS,
+from ogfr_core.occlusion import OcclusionRule, coarse_counts
+from ogfr_core.occlusion.learned import (INPUT_HW, PART_FINE_IDS, OccluderSegmenter, SynthSpec, fit, part_target,
+                                         one_hot_logits, predict, predict_masks, soft_part_shares, synthesize, to_input, to_target)
+from ogfr_core.occlusion.table import (COUNT_COLUMNS, LEARNED_OCCLUDER_COLUMNS, LEARNED_SOFT_COLUMNS,
                                        OCCLUDER_COLUMNS, Z_COLUMNS, MissingOccluderMaskError, occlusion_table)
 
 from tests.test_occlusion import parsing_rows
@@ -143,6 +143,57 @@ def test_learned_parts_reading_through_the_occlusion_table_hand_values():
         occlusion_table(rows, rule, {"a": mask}, {"b": learned})
 
 
+def test_soft_part_shares_hand_values_and_one_hot_parity():
+    """learned_soft reads s_c = sum p_c m / sum p_c on the upsampled probabilities: a 50 % arm under the
+    occluder counts half; a one-hot parse gives the argmax parse's share exactly."""
+    lg = np.full((5, 4, 2), -60.0, np.float32)
+    lg[2, :2] = 0.0  # arms sure in the top two rows
+    lg[[0, 2], 2:] = 0.0  # arms or background 50/50 in the bottom two rows
+    mask = np.zeros((4, 2), bool)
+    mask[2:] = True  # the occluder covers the bottom rows
+    s = soft_part_shares([lg], [mask])
+    assert s.shape == (1, 4) and s[0, 1] == pytest.approx(4 * 0.5 / (4 + 4 * 0.5))  # 4 covered px at 0.5: 1/3
+    assert s[0, [0, 2, 3]].tolist() == [0, 0, 0]  # ~e^-60 of mass in all: not drawn, as in an argmax parse
+    lm = body()
+    learned = np.where(lm == 6, 5, np.where(lm == 3, 2, lm)).astype(np.uint8)
+    occ = np.zeros_like(lm, bool)
+    occ[150:, :] = True
+    from ogfr_core.occlusion.table import _covered_shares
+
+    hard = _covered_shares(coarse_counts(learned)[None], [learned], [occ])
+    assert soft_part_shares([one_hot_logits(learned)], [occ]) == pytest.approx(hard, abs=1e-9)
+    with pytest.raises(ValueError, match="2 logit maps but 1 masks"):
+        soft_part_shares([lg, lg], [mask])
+
+
+def test_learned_soft_rule_through_the_occlusion_table():
+    """The learned_soft rule's z comes from the part probabilities: arms 50/50 with background lose the
+    argmax (no arm drawn: share 0, not occluded under learned_parts) but keep their share under the soft
+    reading (2/3 covered: occluded). Without part logits it names the stage to rerun."""
+    lm = body()  # arms and torso rows 32-127, legs 128-255
+    learned = np.where(lm == 6, 5, np.where(lm == 3, 2, lm)).astype(np.uint8)
+    lg = one_hot_logits(learned)
+    arms = learned == 2
+    lg[0][arms] = 0.0  # background as likely as arms there: the argmax (first index) draws background
+    argmax = PART_FINE_IDS[lg.argmax(0)]
+    assert not (argmax == 2).any()
+    mask = np.zeros_like(lm, bool)
+    mask[64:128, :] = True  # the lower 2/3 of the arms and the torso
+    rows = parsing_rows({"a": lm})
+    soft = OcclusionRule("learned_soft", lam=5.0, tau=0.5)
+    t = occlusion_table(rows, soft, {"a": mask}, {"a": argmax}, {"a": lg}).set_index("key")
+    assert t.loc["a", list(LEARNED_SOFT_COLUMNS)].tolist() == pytest.approx([0, 2 / 3, 2 / 3, 0], abs=1e-6)
+    assert t.loc["a", list(LEARNED_OCCLUDER_COLUMNS)].tolist() == pytest.approx([0, 0, 2 / 3, 0], abs=1e-6)
+    assert t.loc["a", list(Z_COLUMNS)].tolist() == [0, 1, 1, 0]
+    hard = occlusion_table(rows, OcclusionRule("learned_parts", lam=5.0, tau=0.5), {"a": mask}, {"a": argmax})
+    assert hard.loc[0, list(Z_COLUMNS)].tolist() == [0, 0, 1, 0]
+    assert hard["learned_soft_occluder_arms"].isna().all()  # no logits: NaN (learned_parts does not read them)
+    with pytest.raises(MissingOccluderMaskError, match="part logits"):
+        occlusion_table(rows, soft, {"a": mask}, {"a": argmax})
+    with pytest.raises(MissingOccluderMaskError, match="no learned part logits"):
+        occlusion_table(rows, soft, {"a": mask}, {"a": argmax}, {"b": lg})
+
+
 def test_fit_and_predict_on_tiny_random_inputs():
     images, maps = _crops(4)
     model = OccluderSegmenter("", train_backbone=False)
@@ -153,7 +204,8 @@ def test_fit_and_predict_on_tiny_random_inputs():
     assert set(res.holdout) == {"examples", "pixel_iou", "pixel_accuracy", "threshold", "part_accuracy"}
     assert res.holdout["examples"] == 8 and 0 <= res.holdout["pixel_iou"] <= 1 and 0 <= res.holdout["part_accuracy"] <= 1
     seg = predict(model, dict(zip("abcd", images)).__getitem__, list("abcd"), (256, 128))
-    assert set(seg.parts) == set("abcd")
+    assert set(seg.parts) == set(seg.part_logits) == set("abcd")
+    assert all(g.shape == (5, 32, 16) and g.dtype == np.float32 for g in seg.part_logits.values())
     assert all(m.shape == (256, 128) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1, 2, 4, 5}
                for m in seg.parts.values())
     masks = predict_masks(model, dict(zip("abcd", images)).__getitem__, list("abcd"), (256, 128))

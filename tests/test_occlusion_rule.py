@@ -111,6 +111,9 @@ def test_covered_rule_hand_values_numpy_and_torch():
     assert (COVERED_RULE.state, COVERED_RULE.needs_occluder, HIDDEN.state, OcclusionRule().state_columns) == \
         ("occluder", True, "hidden", None)
     assert COVERED_RULE.state_columns == ("occluder_head", "occluder_arms", "occluder_torso", "occluder_legs")
+    soft = OcclusionRule("learned_soft", 5.0, 0.5)
+    assert (soft.state, soft.needs_occluder, soft.needs_parts, OcclusionRule("learned_parts").needs_parts,
+            COVERED_RULE.needs_parts) == ("learned_soft_occluder", True, True, True, False)
 
 
 def test_table_under_the_covered_rule_reads_the_occluder_mask():

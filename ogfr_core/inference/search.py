@@ -140,7 +140,7 @@ def occlusion_z(items: Sequence[tuple[str, str]], source: ZSource, parse_dir: Pa
     """
     import pandas as pd
 
-    from ..occlusion.table import Z_COLUMNS, occlusion_table
+    from ..occlusion.table import Z_COLUMNS, segmentation_table
     from ..parsing import parse_dataset, read_parsing
 
     if source.holistic or not items:
@@ -160,8 +160,7 @@ def occlusion_z(items: Sequence[tuple[str, str]], source: ZSource, parse_dir: Pa
 
         seg = segment_index(segmenter, index, Path("."), (source.parse.label_height, source.parse.label_width),
                             source.threshold)
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], source.rule, seg and seg.masks,
-                            seg and seg.parts)
+    table = segmentation_table(parsing[parsing["key"].isin(set(index["key"]))], source.rule, seg)
     return (dict(zip(table["key"], table[list(Z_COLUMNS)].to_numpy(np.int64))),
             dict(zip(table["key"], table["status"].astype(str))))
 

@@ -8,7 +8,7 @@ z = [l_head, l_arms, l_torso, l_legs] ∈ {0,1}^4. The occlusion type id packs z
 with the head as the most significant bit: type = 8·z0 + 4·z1 + 2·z2 + z3 ∈ 0..15 (0 = holistic,
 15 = every part occluded / no person found).
 
-Four rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
+Five rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
 
 * ``pixels`` — the paper's Eq. (2): a part is occluded when fewer than λ of its pixels are visible.
   With a keypoint parser that draws every part at its (possibly hallucinated) keypoints, this only
@@ -30,10 +30,15 @@ Four rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
   augmentation read (the holistic parse with the occluder's pixels hidden). z_c = 1 when Eq. (2) fires
   on the parser's visible pixels that the occluder leaves, |V_c|·(1 − s̃_c) < λ, or s̃_c > τ; a part the
   learned parse does not draw has s̃_c = 0 (its absence is the parser's Eq. 2 to say, as in training).
+* ``learned_soft`` — ours (issue 21): ``learned_parts`` with the share read on the learned parse's part
+  *probabilities* p_c (softmax of the part head's logits) instead of its argmax,
+  s̃_c = Σ_x p_c(x)·m(x) / Σ_x p_c(x) for the predicted occluder mask m (0 where Σ p_c = 0): an arm the
+  head is unsure of under the occluder still counts with its probability, where the argmax drops it
+  (README "Occlusion labels"). On a one-hot parse both readings agree.
 
 Each rule but ``pixels`` carries a per-part share ("state", :attr:`OcclusionRule.state`): the hidden
 share h (``hidden_*`` columns of the occlusion table), the occluder share s (``occluder_*``) or the
-occluder share on the learned parse (``learned_occluder_*``).
+occluder share on the learned parse (``learned_occluder_*``; on its probabilities ``learned_soft_occluder_*``).
 
 After an obstacle covers some visible pixels (training augmentation, or an occluder of the
 benchmark whose ground truth is computed), :func:`labels_after_cover` updates z with the same rule:
@@ -168,8 +173,9 @@ def scaled_threshold(lam: float, shape: Sequence[int], reference: Sequence[int] 
     return float(lam) * (shape[-2] * shape[-1]) / (reference[0] * reference[1])
 
 
-RULES = ("pixels", "hidden_fraction", "covered", "learned_parts")
-COVER_RULES = ("covered", "learned_parts")  # the rules that read the occluder share and Eq. (2) on what it leaves
+RULES = ("pixels", "hidden_fraction", "covered", "learned_parts", "learned_soft")
+COVER_RULES = ("covered", "learned_parts", "learned_soft")  # read the occluder share and Eq. (2) on what it leaves
+PARTS_RULES = ("learned_parts", "learned_soft")  # read the occluder stage's learned parse of the target
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,8 @@ class OcclusionRule:
     Attributes:
         rule: ``pixels`` (Eq. 2, the paper), ``hidden_fraction`` (amodal vs visible parts, ours),
             ``covered`` (Eq. 2 outside a learned occluder mask, or the part more than τ under it; ours) or
-            ``learned_parts`` (``covered`` on the segmenter's learned parse of the target; ours).
+            ``learned_parts`` (``covered`` on the segmenter's learned parse of the target; ours) or
+            ``learned_soft`` (``learned_parts`` on the learned parse's part probabilities; ours).
         lam: λ of Eq. (2) in pixels at 256×128 (rescaled by area to other map sizes); every rule but
             ``hidden_fraction``.
         tau: share threshold in [0, 1): z_c = 1 when the hidden / covered share of c exceeds τ;
@@ -212,14 +219,14 @@ class OcclusionRule:
     @property
     def needs_parts(self) -> bool:
         """True when the rule reads the occluder stage's learned parse of the target."""
-        return self.rule == "learned_parts"
+        return self.rule in PARTS_RULES
 
     @property
     def state(self) -> str | None:
         """The per-part share the rule reads (the occlusion table's ``<state>_*`` columns): ``hidden``,
-        ``occluder``, ``learned_occluder``, or None for ``pixels``."""
-        return {"hidden_fraction": "hidden", "covered": "occluder", "learned_parts": "learned_occluder"}.get(self.rule)
-
+        ``occluder``, ``learned_occluder``, ``learned_soft_occluder``, or None for ``pixels``."""
+        return {"hidden_fraction": "hidden", "covered": "occluder", "learned_parts": "learned_occluder",
+                "learned_soft": "learned_soft_occluder"}.get(self.rule)
 
     @property
     def state_columns(self) -> tuple[str, ...] | None:

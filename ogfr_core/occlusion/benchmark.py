@@ -27,7 +27,7 @@ import pandas as pd
 from ..config import ConfigError, DataConfig, OccludeConfig, ParseConfig
 from ..io import write_parquet
 from . import COVER_RULES, OcclusionRule, occlusion_type
-from .table import occlusion_table
+from .table import segmentation_table
 
 if TYPE_CHECKING:
     from .learned import Segmentation
@@ -202,7 +202,7 @@ def _derive(src: _Source, name: str, queries: pd.DataFrame, gallery: pd.DataFram
     parse = parse_dataset(index, out_root, parse_cfg, parse_dir, progress=True)
     parsing = read_parsing(parse_dir, columns=["label_map", "amodal_map", "status"])
     seg = masks(index, out_root) if masks is not None else None
-    table = occlusion_table(parsing[parsing["key"].isin(set(index["key"]))], rule, seg and seg.masks, seg and seg.parts)
+    table = segmentation_table(parsing[parsing["key"].isin(set(index["key"]))], rule, seg)
     write_parquet(repo / "data/occlusion" / f"{name}.parquet", table)
 
     label_hw = (parse_cfg.label_height, parse_cfg.label_width)

@@ -58,6 +58,7 @@ NUM_PART_CLASSES = 5  # background + the 4 coarse parts (head, arms, torso, legs
 PART_FINE_IDS = np.array([0, 1, 2, 4, 5], np.uint8)  # coarse class → the fine id it is drawn as (Eq. 1 counts it)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_PART_MASS = 1e-12  # soft_part_shares: a part with less probability mass (in pixels) is not drawn (share 0)
 WEIGHTS = Path("models/occluder/segmenter.safetensors")  # stage `occluder`'s output (repository-relative)
 
 
@@ -290,10 +291,13 @@ def _batch(rng: np.random.Generator, images: Sequence[np.ndarray], maps: Sequenc
 class Segmentation:
     """What the segmenter says of a set of images, at the label maps' resolution: ``masks`` ``{key: bool
     [lh, lw]}`` (occluder pixels) and ``parts`` ``{key: uint8 [lh, lw]}`` (the learned parse of the target,
-    coarse classes drawn as fine ids 0 / 1 / 2 / 4 / 5: background, head, arms, torso, legs)."""
+    coarse classes drawn as fine ids 0 / 1 / 2 / 4 / 5: background, head, arms, torso, legs); and at the
+    segmenter's own grid, ``part_logits`` ``{key: float32 [5, 32, 16]}`` (the part head's logits, which
+    :func:`soft_part_shares` reads for the ``learned_soft`` rule; empty when not kept)."""
 
     masks: dict[str, np.ndarray]
     parts: dict[str, np.ndarray]
+    part_logits: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -308,11 +312,13 @@ def predict(model: OccluderSegmenter, load: Callable[[str], np.ndarray], keys: S
         threshold: a pixel is an occluder where the bilinearly upsampled probability exceeds it.
 
     Returns:
-        :class:`Segmentation` (the part map: argmax of the bilinearly upsampled part logits).
+        :class:`Segmentation` (the part map: argmax of the bilinearly upsampled part logits; the logits
+        themselves at the segmenter's grid, 10 KB an image).
     """
     model.eval()
     masks: dict[str, np.ndarray] = {}
     parts: dict[str, np.ndarray] = {}
+    logits: dict[str, np.ndarray] = {}
     keys = list(keys)
     for start in range(0, len(keys), batch_size):
         chunk = keys[start:start + batch_size]
@@ -320,9 +326,63 @@ def predict(model: OccluderSegmenter, load: Callable[[str], np.ndarray], keys: S
         up = dict(size=tuple(label_hw), mode="bilinear", align_corners=False)
         prob = torch.sigmoid(nn.functional.interpolate(occ, **up))[:, 0]  # [b, lh, lw]
         label = nn.functional.interpolate(part, **up).argmax(1)  # [b, lh, lw] in 0..4
-        for k, p, m in zip(chunk, (prob > threshold).numpy(), label.numpy()):
-            masks[k], parts[k] = p, PART_FINE_IDS[m]
-    return Segmentation(masks, parts)
+        for k, p, m, z in zip(chunk, (prob > threshold).numpy(), label.numpy(), part.numpy()):
+            masks[k], parts[k], logits[k] = p, PART_FINE_IDS[m], z
+    return Segmentation(masks, parts, logits)
+
+
+def one_hot_logits(parse: np.ndarray, margin: float = 60.0) -> np.ndarray:
+    """A parse as the part head's output: uint8 ``[lh, lw]`` label map (fine ids 0..8) → float32
+    ``[5, lh, lw]`` logits, 0 for the pixel's coarse class and −``margin`` for the others, so that
+    :func:`soft_part_shares` on them reads the parse's own (argmax) shares. For parses that stand in for
+    the learned one (tests; a parser's map)."""
+    from . import FINE_TO_COARSE
+
+    coarse = FINE_TO_COARSE[np.asarray(parse, np.int64)] + 1  # [lh, lw] in 0..4
+    return np.where(np.arange(NUM_PART_CLASSES)[:, None, None] == coarse[None], 0.0, -margin).astype(np.float32)
+
+
+@torch.no_grad()
+def soft_part_shares(logits: Sequence[np.ndarray], masks: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """The share of each coarse part under the occluder, read on the part head's probabilities (rule
+    ``learned_soft``, :mod:`ogfr_core.occlusion`): s̃_c = Σ_x p_c(x)·m(x) / Σ_x p_c(x), with p the softmax
+    of the logits bilinearly upsampled to the masks' size (as :func:`predict` upsamples them before its
+    argmax), 0 where Σ_x p_c(x) ≤ :data:`MIN_PART_MASS` (the head draws none of the part, as an argmax parse
+    without it). With one-hot probabilities it is the argmax parse's share.
+
+    Args:
+        logits: per image float ``[5, h, w]`` part logits (background, head, arms, torso, legs;
+            :attr:`Segmentation.part_logits`).
+        masks: per image bool ``[lh, lw]`` occluder pixels (the same images, in order).
+
+    Returns:
+        float64 ``[N, 4]`` in [0, 1], order (head, arms, torso, legs).
+
+    Raises:
+        ValueError: ``logits`` and ``masks`` hold different numbers of images.
+
+    Example (a 2×1 map: an arm sure in the top cell, 50 % likely in the bottom one, which the occluder
+    covers: the argmax would draw no arm there and read share 0; here 0.5 / 1.5)::
+
+        >>> lg = np.full((5, 2, 1), -30.0, np.float32)  # (background, head, arms, torso, legs) × 2 cells
+        >>> lg[2, 0] = 0.0  # top cell: arms only
+        >>> lg[[0, 2], 1] = 0.0  # bottom cell: arms or background, 50 / 50
+        >>> round(float(soft_part_shares([lg], [np.array([[False], [True]])])[0, 1]), 3)
+        0.333
+    """
+    if len(logits) != len(masks):
+        raise ValueError(f"soft_part_shares: {len(logits)} logit maps but {len(masks)} masks")
+    out = np.zeros((len(masks), NUM_PART_CLASSES - 1))
+    for start in range(0, len(masks), batch_size):
+        lg = torch.as_tensor(np.stack(logits[start:start + batch_size]), dtype=torch.float32)  # [b, 5, h, w]
+        m = torch.as_tensor(np.stack(masks[start:start + batch_size]), dtype=torch.float32)  # [b, lh, lw]
+        p = nn.functional.interpolate(lg, size=tuple(m.shape[-2:]), mode="bilinear",
+                                      align_corners=False).softmax(1)[:, 1:]  # [b, 4, lh, lw]
+        total = p.sum((2, 3))  # [b, 4]
+        under = (p * m[:, None]).sum((2, 3))
+        out[start:start + len(m)] = torch.where(total > MIN_PART_MASS, under / total.clamp_min(MIN_PART_MASS),
+                                                0.0).double().numpy()
+    return out
 
 
 def predict_masks(model: OccluderSegmenter, load: Callable[[str], np.ndarray], keys: Sequence[str],

@@ -7,7 +7,7 @@ every coarse part is occluded (type 15).
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,13 +15,17 @@ import pandas as pd
 from ..errors import UserError
 from . import COARSE_NAMES, OcclusionRule, coarse_counts, hidden_fractions, occlusion_type, type_to_z
 
+if TYPE_CHECKING:
+    from .learned import Segmentation
+
 Z_COLUMNS = tuple(f"z_{c}" for c in COARSE_NAMES)  # z_head, z_arms, z_torso, z_legs
 COUNT_COLUMNS = tuple(f"count_{c}" for c in COARSE_NAMES)
 HIDDEN_COLUMNS = tuple(f"hidden_{c}" for c in COARSE_NAMES)  # hidden_head, ..., hidden_legs
 OCCLUDER_COLUMNS = tuple(f"occluder_{c}" for c in COARSE_NAMES)  # occluder_head, ..., occluder_legs
 LEARNED_OCCLUDER_COLUMNS = tuple(f"learned_occluder_{c}" for c in COARSE_NAMES)
+LEARNED_SOFT_COLUMNS = tuple(f"learned_soft_occluder_{c}" for c in COARSE_NAMES)
 TABLE_COLUMNS = ("key", *Z_COLUMNS, "occ_type", *COUNT_COLUMNS, *HIDDEN_COLUMNS, *OCCLUDER_COLUMNS,
-                 *LEARNED_OCCLUDER_COLUMNS, "status")
+                 *LEARNED_OCCLUDER_COLUMNS, *LEARNED_SOFT_COLUMNS, "status")
 _SHARE_PREFIXES = ("hidden_", "occluder_", "learned_")
 _ABBREV = {"head": "H", "arms": "A", "torso": "T", "legs": "L"}
 
@@ -32,7 +36,8 @@ class MissingOccluderMaskError(UserError, ValueError):
 
 def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
                     occluder_masks: Mapping[str, np.ndarray] | None = None,
-                    part_maps: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+                    part_maps: Mapping[str, np.ndarray] | None = None,
+                    part_logits: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per parsed image: coarse pixel counts (Eq. 1), hidden and occluder shares, z under ``rule``
     and the type id.
 
@@ -48,6 +53,10 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
             :func:`ogfr_core.occlusion.learned.predict`): the share of each of its parts under the
             occluder (``learned_occluder_*``, 0 where it draws none of the part), which the
             ``learned_parts`` rule reads; NaN without them (or without ``occluder_masks``).
+        part_logits: image key → float ``[5, h, w]`` part logits of that learned parse
+            (:attr:`~ogfr_core.occlusion.learned.Segmentation.part_logits`): the share read on its
+            probabilities (``learned_soft_occluder_*``, :func:`~ogfr_core.occlusion.learned.soft_part_shares`),
+            which the ``learned_soft`` rule reads; NaN without them (or without ``occluder_masks``).
 
     Returns:
         DataFrame with columns ``key``, ``z_head``, ``z_arms``, ``z_torso``, ``z_legs`` (int64 0/1,
@@ -56,13 +65,15 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         (float64 hidden shares in [0, 1]; NaN without an amodal map), ``occluder_head`` …
         ``occluder_legs`` (float64 share of each part's visible pixels under the predicted occluder, 0
         where the part has none; NaN without masks), ``learned_occluder_*`` (float64, the same on the
-        learned parse; NaN without it) and ``status`` (the parse status), sorted by key.
+        learned parse; NaN without it), ``learned_soft_occluder_*`` (float64, on its probabilities; NaN
+        without the logits) and ``status`` (the parse status), sorted by key.
 
     Raises:
         ValueError: a required column is missing.
         MissingAmodalMapError: the rule needs amodal maps and the parsing has none.
         MissingOccluderMaskError: the ``covered`` / ``learned_parts`` rule without ``occluder_masks``
-            (``learned_parts``: or without ``part_maps``), or a key without a mask or learned parse.
+            (``learned_parts``: or without ``part_maps``; ``learned_soft``: without ``part_logits``), or a
+            key without a mask or learned parse.
     """
     from ..parsing.cache import MissingAmodalMapError, decode_label_map
 
@@ -107,11 +118,25 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         pmaps = [np.asarray(part_maps[k]) for k in keys]
         learned = _covered_shares(np.stack([coarse_counts(m) for m in pmaps]), pmaps,
                                   [occluder_masks[k] for k in keys])  # [N, 4]
-    elif rule.needs_parts:
+    elif rule.rule == "learned_parts":
         raise MissingOccluderMaskError("the learned_parts occlusion rule needs the occluder stage's learned "
                                        "parse (stage `occluder`: run `dvc repro occluder`); or set "
                                        "occlusion.rule: covered")
-    state = {"hidden": hidden, "occluder": occluder, "learned_occluder": learned}.get(rule.state, hidden)
+    soft = np.full(counts.shape, np.nan)
+    if part_logits and occluder_masks is not None:
+        absent = [k for k in keys if k not in part_logits]
+        if absent:
+            raise MissingOccluderMaskError(f"{len(absent)} parsed image(s) have no learned part logits "
+                                           f"(e.g. {str(absent[0])[:12]}…): rerun the stage with every image")
+        from .learned import soft_part_shares
+
+        soft = soft_part_shares([part_logits[k] for k in keys], [occluder_masks[k] for k in keys])  # [N, 4]
+    elif rule.rule == "learned_soft":
+        raise MissingOccluderMaskError("the learned_soft occlusion rule needs the occluder stage's part logits "
+                                       "(stage `occluder`: run `dvc repro occluder`); or set "
+                                       "occlusion.rule: learned_parts")
+    state = {"hidden": hidden, "occluder": occluder, "learned_occluder": learned,
+             "learned_soft_occluder": soft}.get(rule.state, hidden)
     z = np.stack([rule.labels(c, h, m.shape) for c, h, m in zip(counts, state, maps)])  # [N, 4]
     out = pd.DataFrame({"key": keys})
     for i, name in enumerate(COARSE_NAMES):
@@ -125,6 +150,8 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         out[f"occluder_{name}"] = occluder[:, i].astype(np.float64)
     for i, name in enumerate(COARSE_NAMES):
         out[f"learned_occluder_{name}"] = learned[:, i].astype(np.float64)
+    for i, name in enumerate(COARSE_NAMES):
+        out[f"learned_soft_occluder_{name}"] = soft[:, i].astype(np.float64)
     out["status"] = parsing["status"].to_numpy()
     return out.sort_values("key", kind="stable").reset_index(drop=True)[list(TABLE_COLUMNS)]
 
@@ -134,6 +161,15 @@ def _covered_shares(counts: np.ndarray, maps: list[np.ndarray], masks: list[np.n
     has no pixels (``counts [N, 4]``: :func:`coarse_counts` of ``maps``; masks bool ``[lh, lw]``)."""
     left = np.stack([coarse_counts(np.where(o, 0, m)) for m, o in zip(maps, masks)])  # [N, 4]
     return np.where(counts > 0, 1 - left / np.maximum(counts, 1), 0.0)
+
+
+def segmentation_table(parsing: pd.DataFrame, rule: OcclusionRule, seg: "Segmentation | None") -> pd.DataFrame:
+    """:func:`occlusion_table` with what the occluder stage's segmenter says of the images (masks, learned
+    parse, part logits; :class:`~ogfr_core.occlusion.learned.Segmentation`), or none of it (``seg`` None:
+    no segmenter, the ``occluder_*`` / ``learned_*`` shares are NaN). Raises as :func:`occlusion_table`."""
+    if seg is None:
+        return occlusion_table(parsing, rule)
+    return occlusion_table(parsing, rule, seg.masks, seg.parts, seg.part_logits)
 
 
 def type_label(type_id: int) -> str:

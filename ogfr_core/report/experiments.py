@@ -64,8 +64,10 @@ def is_config_param(key: str, params: dict) -> bool:
     rule = params.get("occlusion.rule", "pixels")
     if key == "occlusion.tau":  # read by every rule but the paper's
         return rule != "pixels"
-    if parts[0] == "occluder":  # the learned occluder mask and parse: read by the covered / learned_parts rules only
-        return rule in ("covered", "learned_parts")
+    if parts[0] == "occluder":  # the learned occluder mask and parse: read by the covered / learned_* rules only
+        from ..occlusion import COVER_RULES
+
+        return rule in COVER_RULES
     return not (key == "train.agent_lr_scale" and method != "ogfr")
 
 
