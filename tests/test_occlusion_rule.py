@@ -213,6 +213,42 @@ def test_rule_report_on_a_hand_made_benchmark():
     assert paper["parts"]["legs"]["f1"] == 1.0 and paper["holistic_false_positive_rate"]["any"] == 0.0
 
 
+def test_z_accuracy_grid_scores_learned_soft_when_the_tables_carry_its_shares():
+    """The validation grid of reports/occlude/z_accuracy.json scores every cover rule whose shares the
+    tables carry: learned_soft (the probabilities) flags legs the argmax share under-reads; tables without
+    its shares (no part logits: NaN) leave it out of the grid."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ogfr_core.occlusion.benchmark import DerivedSet, z_accuracy
+
+    amodal = body()
+    cover_legs = np.zeros((256, 128), bool)
+    cover_legs[128:, :] = True
+    truth = _truth_frame([truth_row(amodal, amodal, cover_legs), truth_row(amodal, amodal, np.zeros_like(cover_legs))],
+                         ["object", "object"])
+    names = ("head", "arms", "torso", "legs")
+    occluded, holistic = pd.DataFrame({"key": ["q0", "q1"]}), pd.DataFrame({"key": ["h0", "h1"]})
+    shares = {"occluder": 0.0, "learned_occluder": 0.3, "learned_soft_occluder": 0.9}  # q0's legs under each reading
+    for i, c in enumerate(names):
+        occluded[f"count_{c}"] = holistic[f"count_{c}"] = coarse_counts(amodal)[i]  # the parser still draws them
+        occluded[f"hidden_{c}"] = holistic[f"hidden_{c}"] = 0.0
+        for state, legs in shares.items():
+            occluded[f"{state}_{c}"] = [legs if c == "legs" else 0.0, 0.0]
+            holistic[f"{state}_{c}"] = 0.0
+    val = DerivedSet("val", Path("."), pd.DataFrame(), pd.DataFrame(), occluded, {}, truth)
+    out = z_accuracy(OcclusionRule("learned_soft", 5.0, 0.5), {"validation": val}, holistic, (256, 128), (0.5,),
+                     "validation")
+    grid = {r["rule"]: r for r in out["sets"]["validation"]["tau_grid"]}
+    assert set(grid) == {"hidden_fraction", "covered", "learned_parts", "learned_soft"}
+    assert grid["learned_soft"]["parts"]["legs"]["f1"] == 1.0
+    assert grid["learned_parts"]["parts"]["legs"]["recall"] == 0.0  # 0.3 < τ and 70 % of the legs left
+    no_logits = replace(val, occlusion=occluded.assign(**{f"learned_soft_occluder_{c}": np.nan for c in names}))
+    out = z_accuracy(OcclusionRule("learned_parts", 5.0, 0.5), {"validation": no_logits}, holistic, (256, 128),
+                     (0.5,), "validation")
+    assert {r["rule"] for r in out["sets"]["validation"]["tau_grid"]} == {"hidden_fraction", "covered", "learned_parts"}
+
+
 def test_choose_rule_keeps_the_paper_unless_a_deviation_wins_by_the_margin():
     def rep(rule, tau, f1s, fp, support=30):
         return {"rule": rule, "lam": 5.0 if rule == "pixels" else None, "tau": tau,

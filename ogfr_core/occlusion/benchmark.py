@@ -241,9 +241,8 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
                label_hw: tuple[int, int], tau_grid: tuple[float, ...], validation: str | None) -> dict:
     """``reports/occlude/z_accuracy.json``: per set, the rule in force and the paper's rule scored against
     the ground truth (:func:`.truth.rule_report`); on the ``validation`` set also every τ of
-    ``tau_grid`` for ``hidden_fraction`` and for ``covered`` / ``learned_parts`` (when the tables carry
-    their occluder shares),
-    each rule's :func:`.truth.rule_score` and the rule the grid chooses
+    ``tau_grid`` for ``hidden_fraction`` and for ``covered`` / ``learned_parts`` / ``learned_soft`` (when
+    the tables carry their occluder shares, not NaN), each rule's :func:`.truth.rule_score` and the rule the grid chooses
     (:func:`.truth.choose_rule`). The test set never sees the grid; it reports the rule in force, the
     paper's rule and the validation grid's best deviation.
 
@@ -289,7 +288,8 @@ def z_accuracy(rule: OcclusionRule, sets: dict[str, DerivedSet], holistic: pd.Da
 
 
 def _has_shares(rule: OcclusionRule, *tables: pd.DataFrame) -> bool:
-    """Every table carries the shares ``rule`` reads (``occluder_*`` / ``learned_occluder_*``, not NaN)."""
+    """Every table carries the shares ``rule`` reads (:attr:`~ogfr_core.occlusion.OcclusionRule.state_columns`,
+    not NaN)."""
     cols = list(rule.state_columns)
     return all(set(cols) <= set(t.columns) and not t[cols].isna().any().any() for t in tables)
 
