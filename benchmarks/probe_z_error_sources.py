@@ -183,9 +183,9 @@ def score_set(model, tag: str, names: Sequence[str], source: pd.DataFrame, sourc
         parts_q = parts_h = true_parts_h = true_parts_q = None
     # learned_soft reads the learned parse's probabilities (one predict() per set, not cached); on the
     # holistic parse (one-hot) the soft share is the argmax share: combinations 3-4 read it as learned_parts
-    logits_q = segment("occluded").part_logits if rule.rule == "learned_soft" else None
-    logits_h = segment("holistic").part_logits if rule.rule == "learned_soft" else None
-    one_hot = dataclasses.replace(rule, rule="learned_parts") if rule.rule == "learned_soft" else rule
+    logits_q = segment("occluded").part_logits if rule.needs_logits else None
+    logits_h = segment("holistic").part_logits if rule.needs_logits else None
+    one_hot = dataclasses.replace(rule, rule="learned_parts") if rule.needs_logits else rule
 
     hol_pred = occlusion_table(hol_parse, rule, pred_h, parts_h, logits_h)
     hol_none = occlusion_table(hol_parse, rule, none_h, parts_h, logits_h)

@@ -118,7 +118,7 @@ def prepare_labels(root: Path) -> None:
     no_occluder = {k: np.zeros((cfg.label_height, cfg.label_width), bool) for k in parsing["key"]}  # covered rule
     # learned_parts rule: the parse itself stands in for the occluder stage's learned parse
     parts = dict(zip(parsing["key"], map(decode_label_map, parsing["label_map"]))) if rule.needs_parts else None
-    logits = {k: one_hot_logits(m) for k, m in parts.items()} if rule.rule == "learned_soft" else None
+    logits = {k: one_hot_logits(m) for k, m in parts.items()} if rule.needs_logits else None
     write_parquet(root / "data" / "occlusion" / f"{data.name}.parquet",
                   occlusion_table(parsing, rule, no_occluder, parts, logits))
 

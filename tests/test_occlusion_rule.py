@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ogfr_core.data.occlusion_aug import occlusion_augment
-from ogfr_core.occlusion import (OcclusionRule, coarse_counts, hidden_fractions, labels_after_cover,
+from ogfr_core.occlusion import (RULES, OcclusionRule, coarse_counts, hidden_fractions, labels_after_cover,
                                  rule_from_config)
 from ogfr_core.occlusion.table import MissingOccluderMaskError, occlusion_table
 from ogfr_core.occlusion.truth import (BEFORE, COVERED, OcclusionTruthError, changed_pixels, choose_rule,
@@ -114,6 +114,8 @@ def test_covered_rule_hand_values_numpy_and_torch():
     soft = OcclusionRule("learned_soft", 5.0, 0.5)
     assert (soft.state, soft.needs_occluder, soft.needs_parts, OcclusionRule("learned_parts").needs_parts,
             COVERED_RULE.needs_parts) == ("learned_soft_occluder", True, True, True, False)
+    # only learned_soft reads the part head's logits; learned_parts reads its argmax
+    assert [OcclusionRule(r).needs_logits for r in RULES] == [r == "learned_soft" for r in RULES]
 
 
 def test_table_under_the_covered_rule_reads_the_occluder_mask():

@@ -32,9 +32,10 @@ Five rules decide z (``occlusion.rule``, :class:`OcclusionRule`):
   learned parse does not draw has s̃_c = 0 (its absence is the parser's Eq. 2 to say, as in training).
 * ``learned_soft`` — ours (issue 21): ``learned_parts`` with the share read on the learned parse's part
   *probabilities* p_c (softmax of the part head's logits) instead of its argmax,
-  s̃_c = Σ_x p_c(x)·m(x) / Σ_x p_c(x) for the predicted occluder mask m (0 where Σ p_c = 0): an arm the
-  head is unsure of under the occluder still counts with its probability, where the argmax drops it
-  (README "Occlusion labels"). On a one-hot parse both readings agree.
+  s̃_c = Σ_x p_c(x)·m(x) / Σ_x p_c(x) for the predicted occluder mask m (0 where Σ_x p_c(x) ≤
+  :data:`~.learned.MIN_PART_MASS`): an arm the head is unsure of under the occluder still counts with
+  its probability, where the argmax drops it (README "Occlusion labels"). On a one-hot parse both
+  readings agree.
 
 Each rule but ``pixels`` carries a per-part share ("state", :attr:`OcclusionRule.state`): the hidden
 share h (``hidden_*`` columns of the occlusion table), the occluder share s (``occluder_*``) or the
@@ -220,6 +221,11 @@ class OcclusionRule:
     def needs_parts(self) -> bool:
         """True when the rule reads the occluder stage's learned parse of the target."""
         return self.rule in PARTS_RULES
+
+    @property
+    def needs_logits(self) -> bool:
+        """True when the rule reads the learned parse's part logits (its probabilities), not its argmax."""
+        return self.rule == "learned_soft"
 
     @property
     def state(self) -> str | None:

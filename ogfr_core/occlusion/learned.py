@@ -24,9 +24,12 @@ that box from the image alone, so test-time z follows the same update:
 3. :func:`predict` / :func:`occluder_masker` — the predicted occluder (probability > ``threshold``,
    upsampled to the label maps) and the learned parse (argmax, as fine ids) of every image, which the
    occlusion table turns into each part's covered share on the parser's label map (``occluder_*``) and
-   on the learned parse (``learned_occluder_*``), and :class:`~ogfr_core.occlusion.OcclusionRule`
-   ``covered`` / ``learned_parts`` into z: Eq. (2) on the pixels the occluder leaves, or more than τ of
-   the part covered — what the parse would say if it saw the occluder as the augmentation does.
+   on the learned parse (``learned_occluder_*``); beside them the part head's logits
+   (:attr:`Segmentation.part_logits`), whose probabilities :func:`soft_part_shares` reads
+   (``learned_soft_occluder_*``). :class:`~ogfr_core.occlusion.OcclusionRule` ``covered`` /
+   ``learned_parts`` / ``learned_soft`` turn them into z: Eq. (2) on the pixels the occluder leaves, or
+   more than τ of the part covered — what the parse would say if it saw the occluder as the
+   augmentation does.
 
 Caveat (README): the segmenter learns the occluders this repository synthesises (from training
 identities only, never a test image), so its accuracy on our benchmark is an in-distribution number;

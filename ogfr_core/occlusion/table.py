@@ -118,7 +118,7 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         pmaps = [np.asarray(part_maps[k]) for k in keys]
         learned = _covered_shares(np.stack([coarse_counts(m) for m in pmaps]), pmaps,
                                   [occluder_masks[k] for k in keys])  # [N, 4]
-    elif rule.rule == "learned_parts":
+    elif rule.needs_parts and not rule.needs_logits:
         raise MissingOccluderMaskError("the learned_parts occlusion rule needs the occluder stage's learned "
                                        "parse (stage `occluder`: run `dvc repro occluder`); or set "
                                        "occlusion.rule: covered")
@@ -131,7 +131,7 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         from .learned import soft_part_shares
 
         soft = soft_part_shares([part_logits[k] for k in keys], [occluder_masks[k] for k in keys])  # [N, 4]
-    elif rule.rule == "learned_soft":
+    elif rule.needs_logits:
         raise MissingOccluderMaskError("the learned_soft occlusion rule needs the occluder stage's part logits "
                                        "(stage `occluder`: run `dvc repro occluder`); or set "
                                        "occlusion.rule: learned_parts")
