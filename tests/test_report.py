@@ -551,3 +551,31 @@ def test_validation_table_gains_the_occluded_validation_columns_when_evaluated()
     by_name = {r[2]: r[3:] for r in rows}
     assert by_name["val-a"] == ["50.0", "40.0", "30.0", "25.0"]
     assert by_name["val-b"][:2] == ["60.0", "45.0"] and by_name["val-b"][2] in ("–", "")
+
+
+def test_default_report_reads_the_checkout_and_records_only(tmp_path, shared_root, monkeypatch):
+    """Without ``experiments`` the report never calls ``dvc exp show`` (whose answer depends on the
+    machine's local experiment refs): its runs are the checkout's own (``params.yaml`` +
+    ``reports/metrics.json``, named ``workspace``, the reference configuration) and the committed
+    records; a record repeating the checkout's run is listed once."""
+    import subprocess
+
+    from ogfr_core.report import sources
+
+    def no_subprocess(*a, **k):
+        raise AssertionError(f"the default report ran a subprocess: {a[0] if a else k}")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    run = make_run(tmp_path / "run", shared_root, with_optional=False)
+    (run / "params.yaml").write_text("train:\n  seed: 0\n  model:\n    method: ogfr\ndata:\n  val_ids: 0\n")
+    inputs = sources.read_inputs(run, DATASET)
+    assert [r["name"] for r in inputs.experiments] == ["workspace"] and inputs.experiments_note == ""
+    assert inputs.reference == {"train.seed": 0, "train.model.method": "ogfr", "data.val_ids": 0}
+    assert inputs.experiments[0]["metrics"][f"datasets.{DATASET}.visibility.mAP"] == 0.25
+    record = {"name": "t-ogfr-s0", "commit": "abc1234", "params": {"train": {"seed": 0, "model": {"method": "ogfr"}}},
+              "metrics": _metrics()}
+    (run / "reports/seed_runs.json").write_text(json.dumps({"runs": [record]}))
+    inputs = sources.read_inputs(run, DATASET)
+    assert [r["name"] for r in inputs.all_runs] == ["workspace"]  # the same run (same retrieval numbers)
+    md = build_report(run, DATASET)["markdown"].read_text()
+    assert md == build_report(run, DATASET)["markdown"].read_text()

@@ -67,7 +67,8 @@ def build_report(run_dir: Path, dataset: str, parse_backend: str = "", num_retri
         dataset: ``data.name`` (index/occlusion parquet names).
         parse_backend: ``parse.backend`` from params, used when ``reports/parse/summary.json`` has none.
         num_retrieval_queries, num_mask_examples: figure sizes (``report:`` params).
-        experiments: ``(runs, note)`` as :func:`~.sources.load_experiments` returns; None = call it.
+        experiments: ``(runs, note)`` as :func:`~.sources.load_experiments` returns; None = the checkout's
+            run and the committed records only (:func:`~.sources.read_inputs`).
         paths: input/output locations.
 
     Returns:

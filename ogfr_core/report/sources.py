@@ -1,4 +1,4 @@
-"""Sources: everything the report reads — pipeline output files and ``dvc exp show`` — as plain data.
+"""Sources: everything the report reads — pipeline output files and committed run records — as plain data.
 
 Nothing here formats or decides what a section says (:mod:`.sections`); every reader returns dicts,
 lists, arrays or DataFrames, and :func:`read_inputs` gathers them into one :class:`ReportInputs`.
@@ -24,8 +24,15 @@ data/occlusion/<name>.parquet       occlusion              occlusion-type histog
 reports/parse/summary.json          parse                  parsing backend
 reports/parse/overlay.png           parse                  parsing overlays
 reports/occlude/*.json, *.png       occlude                occluded-query benchmark, z accuracy
-``dvc exp show --json``             (experiments)          methods, Table IV, verdicts
+params.yaml + reports/metrics.json  (the checkout's run)    every comparison (reference configuration)
+``dvc exp show --json``             (opt-in, see below)    methods, Table IV, verdicts
 ==================================  =====================  ==========================================
+
+The runs the comparisons read are the checkout's own (:func:`workspace_run`) and the committed records,
+so the report is a function of the repository's files: a clone and the machine that ran the
+experiments write the same report. This machine's unrecorded ``dvc exp`` experiments
+(:func:`load_experiments`) join only when asked (``python -m stages.report --local-experiments``);
+record them (``python -m ogfr_core.report.seed_runs record``) to make them part of the report.
 """
 from __future__ import annotations
 
@@ -144,6 +151,18 @@ def load_experiments(run_dir: Path, timeout_s: float = 600) -> tuple[list[dict],
     return runs, NO_EXPERIMENTS_NOTE if has_experiment_refs(run_dir) is False else ""
 
 
+def workspace_run(run_dir: Path, metrics: Mapping, params_file: str = "params.yaml") -> dict:
+    """The checkout's own run as ``{"name": "workspace", "params", "metrics"}`` (flattened, as
+    :func:`parse_experiments` and :func:`~ogfr_core.report.experiments.load_recorded_runs` return them):
+    ``params_file`` under ``run_dir`` (``{}`` if absent) and ``metrics`` (``reports/metrics.json``). It is
+    the reference configuration of the comparisons, and a run of them when no record repeats it."""
+    import yaml
+
+    path = Path(run_dir) / params_file
+    params = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return {"name": "workspace", "params": flatten(params), "metrics": flatten(dict(metrics))}
+
+
 # said in the report when the repository holds no experiment refs (typically a fresh `git clone`)
 NO_EXPERIMENTS_NOTE = ("`dvc exp` experiments are not available in this clone: `git clone` does not copy "
                        "experiment refs (`refs/exps/*`); fetch them with `dvc exp pull -A origin`, then "
@@ -252,7 +271,8 @@ class ReportInputs:
     Attributes:
         metrics: ``reports/metrics.json`` (the checkout's own run).
         parse_backend, parse_backend_source: the parsing backend and where it was read.
-        experiments, experiments_note: ``dvc exp show`` runs (flattened ``{"name", "params", "metrics"}``,
+        experiments, experiments_note: the checkout's run (:func:`workspace_run`), or with
+            ``--local-experiments`` the ``dvc exp show`` runs (flattened ``{"name", "params", "metrics"}``,
             :func:`parse_experiments`) and why there are none, if so.
         recorded: runs of ``reports/seed_runs.json`` then ``reports/recipe_selection.json`` (same shape).
         bench, fep_probe, masks, retrievals, occlude_summary, z_accuracy: those JSON documents.
@@ -284,14 +304,14 @@ class ReportInputs:
 
     @property
     def all_runs(self) -> list[dict]:
-        """``dvc exp`` runs then recorded runs, each run once (:func:`distinct_runs`): the checkout's own
+        """The checkout's run (or ``dvc exp`` runs) then recorded runs, each run once (:func:`distinct_runs`): the checkout's own
         run first, it is the reference of the comparisons."""
         return distinct_runs(list(self.experiments) + list(self.recorded))
 
     @property
     def reference(self) -> dict | None:
-        """Flattened params of the checkout's configuration: the ``dvc exp show`` workspace row (else its
-        first row); None without experiments (the verdicts then go by run names)."""
+        """Flattened params of the checkout's configuration: the ``workspace`` run's (else the first
+        ``dvc exp show`` row's); None without either (the verdicts then go by run names)."""
         runs = self.experiments
         return next((r["params"] for r in runs if r["name"] == "workspace"), runs[0]["params"] if runs else None)
 
@@ -305,7 +325,8 @@ def read_inputs(run_dir: Path, dataset: str, parse_backend: str = "", paths: Rep
         dataset: ``data.name`` (index/occlusion parquet names).
         parse_backend: ``parse.backend`` from params, used when ``reports/parse/summary.json`` has none.
         paths: input locations.
-        experiments: ``(runs, note)`` as :func:`load_experiments` returns; None = call it.
+        experiments: ``(runs, note)`` as :func:`load_experiments` returns (``--local-experiments``);
+            None = the checkout's run only (:func:`workspace_run`), no ``dvc exp show``.
 
     Raises:
         MissingMetricsError: ``reports/metrics.json`` is missing (run ``dvc repro evaluate``).
@@ -319,7 +340,8 @@ def read_inputs(run_dir: Path, dataset: str, parse_backend: str = "", paths: Rep
     summary = read_json(at(paths.parse_summary))
     if isinstance(summary, dict) and summary.get("backend"):
         out.parse_backend, out.parse_backend_source = str(summary["backend"]), str(paths.parse_summary)
-    out.experiments, out.experiments_note = experiments if experiments is not None else load_experiments(run_dir)
+    out.experiments, out.experiments_note = (experiments if experiments is not None
+                                             else ([workspace_run(run_dir, out.metrics)], ""))
     out.recorded = load_recorded_runs(at(paths.seed_runs)) + load_recorded_runs(at(paths.recipe_selection))
     out.bench, out.fep_probe = read_json(at(paths.bench)), read_json(at(paths.fep_probe))
     out.live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}

@@ -323,6 +323,6 @@ def runs_appendix(runs: list[dict] | None, dataset: str, refs: ConfigRefs | None
             for g in group_runs(runs, reference) for r in _usable(g.runs, columns)]
     if not rows:
         return s.p("_No runs._")
-    s.p("The runs behind the tables' means: `dvc exp` experiments and `reports/seed_runs.json` (`<name> @<commit>`: "
-        "the commit it ran on), each run once.")
+    s.p("The runs behind the tables' means: this checkout's run (`workspace`), `reports/seed_runs.json` and "
+        "`reports/recipe_selection.json` (`<name> @<commit>`: the commit it ran on), each run once.")
     return s.table(["method", "configuration", "run", "seed", *[c for c, _ in columns]], rows)
