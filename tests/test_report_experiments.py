@@ -33,6 +33,7 @@ def test_another_methods_params_do_not_split_a_configuration():
     assert is_config_param("train.model.cpacol.stage2_epochs", dict(ref, **{"train.model.method": "cpacol"}))
     assert not is_config_param("train.agent_lr_scale", {"train.model.method": "baseline"})
     assert is_config_param("train.agent_lr_scale", ref) and not is_config_param("train.seed", ref)
+    assert not is_config_param("evaluate.part_map", ref)  # adds diagnostics only: runs before/after are one config
 
     def run(name, seed, **params):
         return {"name": name, "params": dict(ref, **{"train.seed": seed}, **params), "metrics": {}}

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 #: params that never change a run's numbers (or only its seed): not part of a configuration
-#: (``data.root`` is where the same dataset, ``data.name``, lies on the machine that ran it)
+#: (``data.root`` is where the same dataset, ``data.name``, lies on the machine that ran it;
+#: ``evaluate.part_map`` only adds per-part diagnostics to metrics.json, every other number unchanged)
 NON_CONFIG_PARAMS = ("train.seed", "train.threads", "data.root", "train.log_every", "data.num_workers", "parse.workers",
                      "evaluate.batch_size", "evaluate.device", "train.device", "parse.device",
                      "report.num_retrieval_queries", "report.num_mask_examples", "evaluate.retrieval_queries",
-                     "evaluate.mask_examples", "parse.overlay_grid")
+                     "evaluate.mask_examples", "parse.overlay_grid", "evaluate.part_map")
 
 
 @dataclass
