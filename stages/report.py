@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from ogfr_core.config import DataConfig, ReportConfig, load_section, read_params
-from ogfr_core.report import build_report, load_experiments
+from ogfr_core.report import ReportPaths, build_report, load_experiments
 from ogfr_core.runtime import run_stage, setup_logging, stage_parser
 
 log = logging.getLogger("stages.report")
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_section(args.params, "report", ReportConfig)
     backend = str((read_params(args.params).get("parse") or {}).get("backend", ""))
     experiments = load_experiments(Path(".")) if args.local_experiments else None
-    out = build_report(Path("."), data.name, backend, cfg.num_retrieval_queries, cfg.num_mask_examples, experiments)
+    out = build_report(Path("."), data.name, backend, cfg.num_retrieval_queries, cfg.num_mask_examples, experiments,
+                       ReportPaths(params=str(args.params)))
     log.info("wrote %s, %s and %d figures", out["markdown"], out["html"], len(out["figures"]))
 
 

@@ -577,5 +577,8 @@ def test_default_report_reads_the_checkout_and_records_only(tmp_path, shared_roo
     (run / "reports/seed_runs.json").write_text(json.dumps({"runs": [record]}))
     inputs = sources.read_inputs(run, DATASET)
     assert [r["name"] for r in inputs.all_runs] == ["workspace"]  # the same run (same retrieval numbers)
+    (run / "other.yaml").write_text("train:\n  model:\n    method: baseline\n")  # stage `--params other.yaml`
+    assert sources.read_inputs(run, DATASET, paths=sources.ReportPaths(params="other.yaml")).reference == {
+        "train.model.method": "baseline"}
     md = build_report(run, DATASET)["markdown"].read_text()
     assert md == build_report(run, DATASET)["markdown"].read_text()

@@ -76,6 +76,7 @@ class ReportPaths:
     index_dir: str = "data/index"
     occlusion_dir: str = "data/occlusion"
     out_dir: str = "reports"
+    params: str = "params.yaml"  # the checkout's configuration (stage `--params`): the reference of the comparisons
 
 
 def read_metrics(path: Path) -> dict:
@@ -151,15 +152,18 @@ def load_experiments(run_dir: Path, timeout_s: float = 600) -> tuple[list[dict],
     return runs, NO_EXPERIMENTS_NOTE if has_experiment_refs(run_dir) is False else ""
 
 
-def workspace_run(run_dir: Path, metrics: Mapping, params_file: str = "params.yaml") -> dict:
+def workspace_run(params_path: Path, metrics: Mapping) -> dict:
     """The checkout's own run as ``{"name": "workspace", "params", "metrics"}`` (flattened, as
     :func:`parse_experiments` and :func:`~ogfr_core.report.experiments.load_recorded_runs` return them):
-    ``params_file`` under ``run_dir`` (``{}`` if absent) and ``metrics`` (``reports/metrics.json``). It is
-    the reference configuration of the comparisons, and a run of them when no record repeats it."""
-    import yaml
+    the params file (``{}`` if absent) and ``metrics`` (``reports/metrics.json``). It is the reference
+    configuration of the comparisons, and a run of them when no record repeats it.
 
-    path = Path(run_dir) / params_file
-    params = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    Raises:
+        ConfigError: the params file is not a valid YAML mapping (:func:`ogfr_core.config.read_params`).
+    """
+    from ..config import read_params
+
+    params = read_params(params_path) if Path(params_path).is_file() else {}
     return {"name": "workspace", "params": flatten(params), "metrics": flatten(dict(metrics))}
 
 
@@ -304,8 +308,8 @@ class ReportInputs:
 
     @property
     def all_runs(self) -> list[dict]:
-        """The checkout's run (or ``dvc exp`` runs) then recorded runs, each run once (:func:`distinct_runs`): the checkout's own
-        run first, it is the reference of the comparisons."""
+        """The checkout's run (or the ``dvc exp`` runs) then the recorded runs, each run once
+        (:func:`distinct_runs`): the checkout's own run first, it is the reference of the comparisons."""
         return distinct_runs(list(self.experiments) + list(self.recorded))
 
     @property
@@ -341,7 +345,7 @@ def read_inputs(run_dir: Path, dataset: str, parse_backend: str = "", paths: Rep
     if isinstance(summary, dict) and summary.get("backend"):
         out.parse_backend, out.parse_backend_source = str(summary["backend"]), str(paths.parse_summary)
     out.experiments, out.experiments_note = (experiments if experiments is not None
-                                             else ([workspace_run(run_dir, out.metrics)], ""))
+                                             else ([workspace_run(at(paths.params), out.metrics)], ""))
     out.recorded = load_recorded_runs(at(paths.seed_runs)) + load_recorded_runs(at(paths.recipe_selection))
     out.bench, out.fep_probe = read_json(at(paths.bench)), read_json(at(paths.fep_probe))
     out.live = read_dvclive(at(paths.dvclive)) if at(paths.dvclive).is_dir() else {}
