@@ -137,7 +137,7 @@ def test_learned_parts_reading_through_the_occlusion_table_hand_values():
     covered = occlusion_table(rows, OcclusionRule("covered", lam=5.0, tau=0.4), {"a": mask}, {"a": learned})
     assert covered.set_index("key").loc["a", "occluder_legs"] == 0.0  # the parser's map: nothing under the mask
     assert covered.set_index("key").loc["a", "z_legs"] == 0
-    with pytest.raises(MissingOccluderMaskError, match="learned parse"):
+    with pytest.raises(MissingOccluderMaskError, match=f"the {rule.rule} occlusion rule needs .*learned parse"):
         occlusion_table(rows, rule, {"a": mask})
     with pytest.raises(MissingOccluderMaskError, match="no learned parse"):
         occlusion_table(rows, rule, {"a": mask}, {"b": learned})

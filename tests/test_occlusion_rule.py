@@ -65,7 +65,7 @@ def test_table_under_the_hidden_fraction_rule():
     assert table.loc[0, "occ_type"] == 1
     # the paper's rule on the same parse: every part still has >= 5 pixels -> holistic
     assert occlusion_table(rows, OcclusionRule()).loc[0, "occ_type"] == 0
-    with pytest.raises(MissingAmodalMapError, match="occlusion.rule: pixels"):
+    with pytest.raises(MissingAmodalMapError, match="the hidden_fraction occlusion rule needs amodal.*occlusion.rule: pixels"):
         occlusion_table(rows.drop(columns="amodal_map"), HIDDEN)
 
 

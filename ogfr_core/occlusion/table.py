@@ -92,8 +92,9 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         amodal = np.stack([coarse_counts(decode_label_map(b)) for b in amodal_bytes])  # [N, 4]
         hidden = hidden_fractions(counts, amodal)  # [N, 4]
     elif rule.needs_amodal:
-        raise MissingAmodalMapError("the parsing has no amodal part maps (parse backend without one, or a "
-                                    "cache written before they existed: rerun `dvc repro parse`); "
+        raise MissingAmodalMapError(f"the {rule.rule} occlusion rule needs amodal part maps and the parsing "
+                                    "has none (parse backend without one, or a cache written before they "
+                                    "existed: rerun `dvc repro parse`); "
                                     "set occlusion.rule: pixels to use Eq. (2)")
     else:
         hidden = np.full(counts.shape, np.nan)
@@ -119,7 +120,7 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
         learned = _covered_shares(np.stack([coarse_counts(m) for m in pmaps]), pmaps,
                                   [occluder_masks[k] for k in keys])  # [N, 4]
     elif rule.needs_parts and not rule.needs_logits:
-        raise MissingOccluderMaskError("the learned_parts occlusion rule needs the occluder stage's learned "
+        raise MissingOccluderMaskError(f"the {rule.rule} occlusion rule needs the occluder stage's learned "
                                        "parse (stage `occluder`: run `dvc repro occluder`); or set "
                                        "occlusion.rule: covered")
     soft = np.full(counts.shape, np.nan)
@@ -132,7 +133,7 @@ def occlusion_table(parsing: pd.DataFrame, rule: OcclusionRule | float,
 
         soft = soft_part_shares([part_logits[k] for k in keys], [occluder_masks[k] for k in keys])  # [N, 4]
     elif rule.needs_logits:
-        raise MissingOccluderMaskError("the learned_soft occlusion rule needs the occluder stage's part logits "
+        raise MissingOccluderMaskError(f"the {rule.rule} occlusion rule needs the occluder stage's part logits "
                                        "(stage `occluder`: run `dvc repro occluder`); or set "
                                        "occlusion.rule: learned_parts")
     state = {"hidden": hidden, "occluder": occluder, "learned_occluder": learned,
