@@ -17,7 +17,7 @@ same identities' gallery images occluded), on which two together the rule is cho
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 class DerivedSet:
     """What :func:`derive_occluded_set` made: the derived ``name`` and ``root``, its ``index``, the
     ``occluders`` table, its ``occlusion`` table, a ``summary`` dict (for the stage's JSON) and the
-    ground truth of its queries (:func:`.truth.truth_table`, also ``<root>/z_truth.parquet``)."""
+    ground truth of its queries (:func:`.truth.truth_table`, also ``<root>/z_truth.parquet``).
+    ``run``: what this call did that depends on the parse cache's state, not on the inputs
+    (``gallery_rows_reused``, ``parsed_now``): logged, never in ``summary`` (the git-tracked
+    ``reports/occlude/summary.json``), as :data:`ogfr_core.parsing.driver.RUN_FIELDS`."""
 
     name: str
     root: Path
@@ -48,6 +51,7 @@ class DerivedSet:
     occlusion: pd.DataFrame
     summary: dict
     truth: pd.DataFrame
+    run: dict = field(default_factory=dict)
 
 
 # (index [key, path, ...], root the paths are relative to) -> learned.Segmentation (occluder masks, learned parse)
@@ -134,7 +138,7 @@ VAL_GALLERY_SUFFIX = "-val-gallery"
 def pooled(*sets: DerivedSet) -> DerivedSet:
     """Several derived sets as one for scoring (:func:`z_accuracy`): their index, occluders, occlusion
     table and truth rows concatenated (keys are image-content hashes: distinct images never collide),
-    ``name`` the names joined by `` + ``, ``summary`` keyed by name, ``root`` the first set's.
+    ``name`` the names joined by `` + ``, ``summary`` and ``run`` keyed by name, ``root`` the first set's.
 
     Raises:
         ValueError: no set, or two sets share an occluded image key.
@@ -147,7 +151,7 @@ def pooled(*sets: DerivedSet) -> DerivedSet:
     index, occluders, occlusion = (pd.concat([getattr(d, a) for d in sets], ignore_index=True)
                                    for a in ("index", "occluders", "occlusion"))
     return DerivedSet(" + ".join(d.name for d in sets), sets[0].root, index, occluders, occlusion,
-                      {d.name: d.summary for d in sets}, truth)
+                      {d.name: d.summary for d in sets}, truth, run={d.name: d.run for d in sets})
 
 
 @dataclass
@@ -223,12 +227,14 @@ def _derive(src: _Source, name: str, queries: pd.DataFrame, gallery: pd.DataFram
         "edges": list(cfg.edges), "seed": cfg.seed,
         "occluders": summarize_occluders(occluders, src.index.loc[src.index["split"] != "train", "pid"].unique()),
         "index": {s: int((index["split"] == s).sum()) for s in ("query", "gallery")},
-        "parse": {"gallery_rows_reused": seeded, "parsed_now": parse.parsed_now, "coverage": parse.coverage},
+        "parse": {"coverage": parse.coverage},
         "queries_occluded_by_parsing": {"source": round(z_before, 4), "derived": round(z_after, 4)},
     }
-    log.info("occlude: %s — %d queries, parsing calls %.1f%% of them occluded (source queries: %.1f%%)",
-             name, len(q_keys), 100 * z_after, 100 * z_before)
-    return DerivedSet(name, out_root, index, occluders, table, summary, truth)
+    log.info("occlude: %s — %d queries, parsing calls %.1f%% of them occluded (source queries: %.1f%%); "
+             "parse: %d gallery rows reused, %d images parsed now", name, len(q_keys), 100 * z_after,
+             100 * z_before, seeded, parse.parsed_now)
+    return DerivedSet(name, out_root, index, occluders, table, summary, truth,
+                      run={"gallery_rows_reused": seeded, "parsed_now": parse.parsed_now})
 
 
 def _has_amodal(parse_dir: Path) -> bool:
