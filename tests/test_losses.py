@@ -180,3 +180,25 @@ def test_single_branch_objective_with_fep_student():
     assert torch.allclose(terms["id"], mean_id)
     assert torch.allclose(terms["total"], terms["id"] + terms["en"] + lc.mu2 * terms["tr"] + terms["mask"]
                           + lc.policy_weight * terms["policy"])
+
+
+def test_baseline_loss_reads_only_the_params_the_report_counts_for_it():
+    """The report treats every other ``train.loss.*`` param as inert for a baseline run
+    (:data:`ogfr_core.report.experiments.BASELINE_LOSS_PARAMS`): Baseline.loss must read no other."""
+    from ogfr_core.report.experiments import BASELINE_LOSS_PARAMS
+
+    class Recording:
+        def __init__(self, cfg):
+            self.cfg, self.read = cfg, set()
+
+        def __getattr__(self, name):
+            self.read.add(f"train.loss.{name}")
+            return getattr(self.cfg, name)
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="vit_tiny_patch16_224", depth=1, stride=12, method="baseline")
+    base = build_model(cfg, 3, 2, (64, 32)).train()
+    b = dict(image=torch.randn(4, 3, 64, 32), camid=torch.zeros(4, dtype=torch.long), label=torch.tensor([0, 0, 1, 1]))
+    lc = Recording(LossConfig())
+    base.loss(base(b), b, lc)
+    assert lc.read == set(BASELINE_LOSS_PARAMS)

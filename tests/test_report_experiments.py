@@ -34,6 +34,9 @@ def test_another_methods_params_do_not_split_a_configuration():
     assert not is_config_param("train.agent_lr_scale", {"train.model.method": "baseline"})
     assert is_config_param("train.agent_lr_scale", ref) and not is_config_param("train.seed", ref)
     assert not is_config_param("evaluate.part_map", ref)  # adds diagnostics only: runs before/after are one config
+    base = {"train.model.method": "baseline"}  # Baseline.loss reads the label smoothing and triplet margin only
+    assert not is_config_param("train.loss.teacher_id_weight", base) and is_config_param("train.loss.teacher_id_weight", ref)
+    assert is_config_param("train.loss.label_smoothing", base) and is_config_param("train.loss.triplet_margin", base)
 
     def run(name, seed, **params):
         return {"name": name, "params": dict(ref, **{"train.seed": seed}, **params), "metrics": {}}

@@ -39,6 +39,10 @@ class ConfigGroup:
         return [r["params"].get("train.seed") for r in self.runs]
 
 
+#: the ``train.loss`` params the baseline reads (:meth:`ogfr_core.model.baseline.Baseline.loss`: L_id + L_tri);
+#: the rest of ``train.loss`` weighs OGFR's terms and is inert for a baseline run
+BASELINE_LOSS_PARAMS = ("train.loss.label_smoothing", "train.loss.triplet_margin")
+
 #: params sub-sections of one method each (``train.model.<name>.*``, ``evaluate.<name>.*``): inert for
 #: a run of any other method (the registered methods with params of their own; checked by a test)
 METHOD_SECTIONS = ("fed", "pgfl_kd", "fpc", "cpacol")
@@ -50,7 +54,8 @@ def is_config_param(key: str, params: dict) -> bool:
     ``train.model.cpacol.stage2_epochs`` for an OGFR run), not ``train.agent_lr_scale`` (the lr of
     OGFR's FEP agent) for a method without that agent, not ``occlusion.tau`` / ``occluder.*`` under
     an occlusion rule that does not read them, and no ``occlusion.*`` / ``occluder.*`` for the baseline
-    (it reads no occlusion label: its forward sees the augmented pixels only, which no z changes). So a change of a peer's default in params.yaml does not
+    (it reads no occlusion label: its forward sees the augmented pixels only, which no z changes), nor
+    ``train.loss.*`` beyond :data:`BASELINE_LOSS_PARAMS`. So a change of a peer's default in params.yaml does not
     split the other methods' runs into new configurations."""
     if key in NON_CONFIG_PARAMS:
         return False
@@ -62,6 +67,8 @@ def is_config_param(key: str, params: dict) -> bool:
         return False
     if method == "baseline" and parts[0] in ("occlusion", "occluder"):  # it reads no z: its forward sees only
         return False  # the augmented pixels, which do not depend on z (tests/test_report_experiments.py)
+    if method == "baseline" and parts[:2] == ["train", "loss"] and key not in BASELINE_LOSS_PARAMS:
+        return False  # OGFR's loss weights (KD, L_mse, the teacher's ID loss, ...): Baseline.loss reads none
     rule = params.get("occlusion.rule", "pixels")
     if key == "occlusion.tau":  # read by every rule but the paper's
         return rule != "pixels"
