@@ -119,3 +119,12 @@ def test_record_workspace_bad_name_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="experiment name 'bad name'"):
         main(["record", "--workspace", "bad name", "--out", str(out)])
     assert not out.exists()
+
+
+def test_verdicts_bad_set_is_one_line(capsys):
+    """``seed_runs verdicts --set`` without ``=``: argparse's usage line and exit code 2, no traceback."""
+    from ogfr_core.report.seed_runs import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["verdicts", "--set", "train.loss.teacher_id_weight"])
+    assert exc.value.code == 2 and "expected key=value" in capsys.readouterr().err

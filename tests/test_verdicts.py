@@ -99,3 +99,29 @@ def test_claims_follow_the_reference_configuration_not_the_names():
     assert a["n"] == (3, 3) and a["diff"] == pytest.approx(0.0) and a["verdict"] == "within noise"
     assert claims(old + new, D, O)[0]["diff"] == pytest.approx(40.0)  # by name: the earlier default's runs
     assert claims(old, D, O, reference=ref)[0]["detail"] == "no runs"
+
+
+def test_an_ablation_is_judged_on_its_own_runs_with_the_default_baseline():
+    """``override`` (``seed_runs verdicts --set``): the ablation's OGFR runs against the baseline runs of
+    the default, since an OGFR loss weight is inert for the baseline; bad overrides are one-line errors."""
+    from ogfr_core.report.verdicts import override
+
+    ref = {"train.model.method": "ogfr", "train.loss.teacher_id_weight": 0.0, "train.seed": 0}
+
+    def run(name, method, seed, tid, hol):
+        r = rec(name, hol, hol / 2)
+        r["params"] = {**ref, "train.model.method": method, "train.seed": seed, "train.loss.teacher_id_weight": tid}
+        return r
+
+    runs = ([run(f"t-ogfr-s{i}", "ogfr", i, 0.0, 0.40) for i in range(3)]
+            + [run(f"t-ogfr-tid05-s{i}", "ogfr", i, 0.5, 0.30 + 0.01 * i) for i in range(3)]
+            + [run(f"t-baseline-s{i}", "baseline", i, 0.0, 0.30 + 0.01 * i) for i in range(3)])
+    ablation = override(ref, ["train.loss.teacher_id_weight=0.5"])
+    assert ablation["train.loss.teacher_id_weight"] == 0.5 and ref["train.loss.teacher_id_weight"] == 0.0
+    a = claims(runs, D, O, reference=ablation)[0]
+    assert a["n"] == (3, 3) and a["diff"] == pytest.approx(0.0)  # the ablation's 30-32 vs the baseline's 30-32
+    assert claims(runs, D, O, reference=ref)[0]["diff"] == pytest.approx(9.0)  # the default's 40 vs 31
+    with pytest.raises(ValueError, match="key=value"):
+        override(ref, ["train.loss.teacher_id_weight"])
+    with pytest.raises(ValueError, match="not a param"):
+        override(ref, ["train.loss.teacher_id_wieght=0.5"])

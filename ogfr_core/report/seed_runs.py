@@ -7,6 +7,7 @@ Usage (``make seeds`` / ``make record-seeds`` wrap these)::
         --set train.model.kd=false] [--jobs 2] [--start]
     python -m ogfr_core.report.seed_runs record [--prefix t-]
     python -m ogfr_core.report.seed_runs record --workspace t-ogfr-covered-s0   (after `dvc repro`)
+    python -m ogfr_core.report.seed_runs verdicts [--set train.loss.teacher_id_weight=0.5]
 
 ``queue`` runs ``dvc exp run --queue -n <prefix><method>[-<tag>]-s<seed> -S train.seed=<seed>
 -S train.model.method=<method> [-S <set> ...]`` per seed, then (``--start``) ``dvc queue start -j
@@ -23,7 +24,9 @@ cached parse, occluder and occlusion stages. ``record`` reads ``dvc exp show --j
 = the commit it ran on), replacing a record of the same name and keeping the others. The report
 (:mod:`ogfr_core.report.sources`) reads that file with :func:`~ogfr_core.report.experiments.load_recorded_runs`.
 ``record --workspace NAME`` records the workspace's own run instead (a plain ``dvc repro``;
-:func:`workspace_record`), refused unless ``dvc status`` is clean.
+:func:`workspace_record`), refused unless ``dvc status`` is clean. ``verdicts`` prints the report's
+claims (a)–(d) for the checkout's configuration, or with ``--set`` for an ablation of it judged on its own
+recorded seed runs (:func:`verdicts_text`).
 """
 from __future__ import annotations
 
@@ -192,6 +195,35 @@ def _dvc(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env)
 
 
+def verdicts_text(params_path: str | Path, sets: Sequence[str]) -> str:
+    """The verdicts of the report's claims section (:func:`ogfr_core.report.verdicts.claims`) for the
+    configuration of ``params_path`` with ``key=value`` overrides (an ablation judged on its own recorded
+    seed runs; :func:`~ogfr_core.report.verdicts.override`), one claim per two lines: the numbers the
+    README quotes for configurations that are not the checkout's.
+
+    Raises:
+        ValueError: a bad override (:func:`~ogfr_core.report.verdicts.override`).
+    """
+    import math
+
+    from ..config import DataConfig, load_section
+    from .sections.common import OCC_SUFFIX
+    from .sources import ReportPaths, distinct_runs, read_inputs
+    from .verdicts import claims, override, parse_sets
+
+    parse_sets(sets)  # a malformed --set fails before any file is read
+    data = load_section(params_path, "data", DataConfig)
+    inputs = read_inputs(Path("."), data.name, paths=ReportPaths(params=str(params_path)))
+    reference = override(inputs.reference or {}, sets)
+    runs = distinct_runs(list(inputs.recorded) + list(inputs.experiments))
+    lines = []
+    for r in claims(runs, data.name, data.name + OCC_SUFFIX, inputs.fep_probe, reference):
+        se = f" ± {r['se']:.2f}" if math.isfinite(r["se"]) else ""
+        lines += [f"{r['claim']}: {r['verdict']} ({r['diff']:+.2f}{se}; seeds {' / '.join(map(str, r['n']))})",
+                  f"    {r['detail']}"]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Queue seed / ablation runs with DVC's queue; record finished ones.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -209,7 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=str(SEED_RUNS))
     r.add_argument("--workspace", metavar="NAME", default="",
                    help="record the workspace's `dvc repro` run as NAME (dvc status must be clean)")
+    v = sub.add_parser("verdicts", help="the report's claims (a)-(d) for this checkout's configuration or an "
+                                        "ablation of it (--set), from the recorded seed runs")
+    v.add_argument("--params", default="params.yaml")
+    v.add_argument("--set", action="append", default=[], help="key=value (repeatable): the ablation judged")
     args = ap.parse_args(argv)
+
+    if args.cmd == "verdicts":
+        try:
+            print(verdicts_text(args.params, args.set))
+        except ValueError as exc:  # a bad --set: one line
+            v.error(str(exc))
+        return 0
 
     if args.cmd == "queue":
         sets = [*data_root_override(), *args.set]  # a later --set data.root=... wins

@@ -228,3 +228,37 @@ def claims_section(runs: Sequence[Mapping[str, Any]], dataset: str, occluded: st
                 (f"{r['diff']:+.2f}" if math.isfinite(r["diff"]) else "–"),
                 " / ".join(str(n) for n in r["n"]), r["detail"]] for r in rows])
     return sec
+
+
+def parse_sets(sets: Sequence[str]) -> list[tuple[str, Any]]:
+    """``["key=value", ...]`` → ``[(key, value), ...]``, values read as YAML (as ``dvc exp run -S`` does).
+
+    Raises:
+        ValueError: an item without ``=``.
+    """
+    import yaml
+
+    out = []
+    for s in sets:
+        key, sep, value = s.partition("=")
+        if not sep:
+            raise ValueError(f"--set {s!r}: expected key=value, e.g. train.loss.teacher_id_weight=0.5")
+        out.append((key, yaml.safe_load(value)))
+    return out
+
+
+def override(reference: Mapping[str, Any], sets: Sequence[str]) -> dict:
+    """The flattened ``reference`` configuration with ``key=value`` overrides (:func:`parse_sets`): the
+    configuration of an ablation, whose verdicts :func:`claims` then computes from its own seed runs (the
+    baseline's runs match wherever the override is inert for the baseline,
+    :func:`~ogfr_core.report.experiments.is_config_param`).
+
+    Raises:
+        ValueError: an override without ``=``, or a key that is not a param of ``reference``.
+    """
+    out = dict(reference)
+    for key, value in parse_sets(sets):
+        if key not in out:
+            raise ValueError(f"--set {key}: not a param of the checkout's params file (check the spelling)")
+        out[key] = value
+    return out
