@@ -128,3 +128,36 @@ def test_verdicts_bad_set_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["verdicts", "--set", "train.loss.teacher_id_weight"])
     assert exc.value.code == 2 and "expected key=value" in capsys.readouterr().err
+
+
+def test_verdicts_text_judges_an_ablation_on_its_recorded_runs(tmp_path, monkeypatch, capsys):
+    """``seed_runs verdicts --set``: in a checkout with params, metrics and recorded seed runs, the
+    ablation's three OGFR runs are judged against the default's baseline runs (hand-made mAPs 0.40 vs 0.30
+    → +10 points); no metrics file is a one-line error naming the stage to run."""
+    import yaml
+
+    from ogfr_core.report.seed_runs import main, verdicts_text
+
+    params = {"data": {"name": "ds", "root": str(tmp_path)}, "train": {"seed": 0, "model": {"method": "ogfr"},
+                                                "loss": {"teacher_id_weight": 0.0, "triplet_margin": 0.3}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["verdicts"])
+    assert exc.value.code == 2 and "dvc repro evaluate" in capsys.readouterr().err
+
+    def record(name, method, seed, tid, hol):
+        p = {"data": {"name": "ds", "root": str(tmp_path)}, "train": {"seed": seed, "model": {"method": method},
+                                               "loss": {"teacher_id_weight": tid, "triplet_margin": 0.3}}}
+        m = {"datasets": {d: {k: {"mAP": v, "rank-1": v} for k in ("visibility", "global")}
+                          for d, v in (("ds", hol), ("ds-occ", hol / 2))}}
+        return {"name": name, "commit": "abc", "params": p, "metrics": m}
+
+    runs = ([record(f"t-ogfr-tid05-s{i}", "ogfr", i, 0.5, 0.40 + 0.01 * i) for i in range(3)]
+            + [record(f"t-baseline-s{i}", "baseline", i, 0.0, 0.30 + 0.01 * i) for i in range(3)])
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/seed_runs.json").write_text(json.dumps({"runs": runs}))
+    (tmp_path / "reports/metrics.json").write_text(json.dumps(record("w", "ogfr", 0, 0.0, 0.2)["metrics"]))
+    text = verdicts_text("params.yaml", ["train.loss.teacher_id_weight=0.5"])
+    assert "(a) OGFR > baseline, holistic queries (mAP): holds (+10.00 ± 0.82; seeds 3 / 3)" in text
+    assert "seeds 1 / 3" in verdicts_text("params.yaml", [])  # the default: the checkout's own run only

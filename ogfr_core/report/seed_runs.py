@@ -199,25 +199,31 @@ def verdicts_text(params_path: str | Path, sets: Sequence[str]) -> str:
     """The verdicts of the report's claims section (:func:`ogfr_core.report.verdicts.claims`) for the
     configuration of ``params_path`` with ``key=value`` overrides (an ablation judged on its own recorded
     seed runs; :func:`~ogfr_core.report.verdicts.override`), one claim per two lines: the numbers the
-    README quotes for configurations that are not the checkout's.
+    README quotes for configurations that are not the checkout's. Reads what the report's claims read
+    (:class:`~ogfr_core.report.sources.ReportPaths`, relative to the working directory): the params file,
+    ``reports/metrics.json`` (the checkout's run), the two run records and ``reports/fep_probe.json``.
 
     Raises:
         ValueError: a bad override (:func:`~ogfr_core.report.verdicts.override`).
+        MissingMetricsError: no ``reports/metrics.json`` (run ``dvc repro evaluate``).
     """
     import math
 
     from ..config import DataConfig, load_section
+    from .experiments import load_recorded_runs
     from .sections.common import OCC_SUFFIX
-    from .sources import ReportPaths, distinct_runs, read_inputs
+    from .sources import ReportPaths, distinct_runs, read_json, read_metrics, workspace_run
     from .verdicts import claims, override, parse_sets
 
     parse_sets(sets)  # a malformed --set fails before any file is read
+    paths = ReportPaths(params=str(params_path))
     data = load_section(params_path, "data", DataConfig)
-    inputs = read_inputs(Path("."), data.name, paths=ReportPaths(params=str(params_path)))
-    reference = override(inputs.reference or {}, sets)
-    runs = distinct_runs(list(inputs.recorded) + list(inputs.experiments))
+    workspace = workspace_run(Path(paths.params), read_metrics(Path(paths.metrics)))
+    recorded = load_recorded_runs(paths.seed_runs) + load_recorded_runs(paths.recipe_selection)
+    runs = distinct_runs(recorded + [workspace])  # as the report's claims section: records first
+    reference = override(workspace["params"], sets)
     lines = []
-    for r in claims(runs, data.name, data.name + OCC_SUFFIX, inputs.fep_probe, reference):
+    for r in claims(runs, data.name, data.name + OCC_SUFFIX, read_json(Path(paths.fep_probe)), reference):
         se = f" ± {r['se']:.2f}" if math.isfinite(r["se"]) else ""
         lines += [f"{r['claim']}: {r['verdict']} ({r['diff']:+.2f}{se}; seeds {' / '.join(map(str, r['n']))})",
                   f"    {r['detail']}"]
@@ -250,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "verdicts":
         try:
             print(verdicts_text(args.params, args.set))
-        except ValueError as exc:  # a bad --set: one line
+        except (ValueError, FileNotFoundError) as exc:  # a bad --set, no metrics: one line
             v.error(str(exc))
         return 0
 
