@@ -115,6 +115,23 @@ def test_a_run_from_before_the_occlusion_rule_param_used_eq2_not_todays_default(
         ("occlusion.tau=0.5", ["covered-tau-s0"])]
 
 
+def test_an_fpc_run_from_before_decoder_input_stacked_the_decoder_not_todays_parallel():
+    """FPC's ``decoder_input`` default became ``parallel`` (issue 24): an FPC run recorded without the param
+    used ``final``; other methods' runs, which never read it, stay in their configuration."""
+    from ogfr_core.report.experiments import group_runs
+
+    ref = {"train.model.method": "ogfr", "train.model.fpc.decoder_input": "parallel"}
+    runs = [{"name": "fpc-old-s0", "params": {"train.model.method": "fpc", "train.seed": 0}},
+            {"name": "fpc-final-s1", "params": {"train.model.method": "fpc", "train.seed": 1,
+                                                "train.model.fpc.decoder_input": "final"}},
+            {"name": "fpc-par-s0", "params": {"train.model.method": "fpc", "train.seed": 0,
+                                              "train.model.fpc.decoder_input": "parallel"}},
+            {"name": "ogfr-old-s0", "params": {"train.model.method": "ogfr", "train.seed": 0}}]
+    groups = {g.label: sorted(r["name"] for r in g.runs) for g in group_runs(runs, ref)}
+    assert groups == {"train.model.fpc.decoder_input=final, train.model.method=fpc": ["fpc-final-s1", "fpc-old-s0"],
+                      "train.model.method=fpc": ["fpc-par-s0"], "default": ["ogfr-old-s0"]}
+
+
 def test_occlusion_params_do_not_split_the_baseline():
     """The baseline reads no occlusion label: its runs under two occlusion rules are one configuration,
     and that is true of what it trains on — the augmentation pastes the same pixels whatever z, shares
