@@ -116,8 +116,8 @@ def test_a_run_from_before_the_occlusion_rule_param_used_eq2_not_todays_default(
 
 
 def test_an_fpc_run_from_before_decoder_input_stacked_the_decoder_not_todays_parallel():
-    """FPC's ``decoder_input`` default became ``parallel`` (issue 24): an FPC run recorded without the param
-    used ``final``; other methods' runs, which never read it, stay in their configuration."""
+    """Under a ``parallel`` default (the switch pending in issue 24) an FPC run recorded without
+    ``decoder_input`` counts as ``final``, what it ran; other methods' runs, which never read it, stay put."""
     from ogfr_core.report.experiments import group_runs
 
     ref = {"train.model.method": "ogfr", "train.model.fpc.decoder_input": "parallel"}

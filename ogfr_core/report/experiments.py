@@ -101,8 +101,9 @@ EQUIVALENT_VALUES: dict[str, Callable[[Any], Any]] = {
 
 #: params whose default changed after runs had been recorded without them: such a run predates the
 #: param, so it ran with the earlier behaviour, not with today's default (``occlusion.rule`` became
-#: ``covered`` in issue 21; before the param existed every run used Eq. 2; FPC's ``decoder_input`` became
-#: ``parallel`` in issue 24, and the FPC runs recorded before the param stacked the decoder on the final output)
+#: ``covered`` in issue 21; before the param existed every run used Eq. 2. FPC's runs recorded before
+#: ``decoder_input`` existed stacked the decoder on the final output: ``final``, today's default too, listed so
+#: that the pending switch to ``parallel`` (preferred on validation, issue 24) cannot regroup them)
 EARLIER_DEFAULTS: dict[str, Any] = {"occlusion.rule": "pixels", "train.model.fpc.decoder_input": "final"}
 
 
